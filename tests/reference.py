@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ def reference_names() -> list[str]:
     return sorted(p.stem for p in MODELS.glob("*.json"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def manifest(name: str) -> dict:
     return json.loads((MODELS / f"{name}.json").read_text())
 

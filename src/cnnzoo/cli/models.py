@@ -1,4 +1,4 @@
-"""The `cnnzoo` command: argument parsing and printing over the library."""
+"""`cnnzoo list`: the registered models."""
 
 from __future__ import annotations
 
@@ -27,25 +27,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in [*rows, header]) for i in range(len(header))]
     right = {2}
     for row in [header, *rows]:
-        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         print("  ".join(cells).rstrip())
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnzoo", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("list", help="list the registered models")
-    p.add_argument("pattern", nargs="?", default="*", help="shell-style name pattern, e.g. 'resnet*'")
+def register(sub) -> None:
+    p = sub.add_parser("list", help="list the registered models with their size and paper")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*'")
     p.set_defaults(func=_cmd_list)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, OSError) as err:
-        print(f"cnnzoo {args.command}: error: {err}", file=sys.stderr)
-        return 2
