@@ -8,6 +8,7 @@ from cnnzoo.models import (  # noqa: F401  (imported to register their builders)
     googlenet,
     resnet,
     resnet_cifar,
+    senet,
     vgg,
 )
 from cnnzoo.models.base import ZooModel
