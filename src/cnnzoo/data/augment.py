@@ -1,0 +1,209 @@
+"""Augmentation and preprocessing on whole batches of tensors, never per image in Python.
+
+Every random choice for a sample comes from one row of uniform numbers `u` (B, N_UNIFORMS)
+that the caller draws (the `BatchLoader` draws them per epoch from a seeded generator), so a
+batch's augmentation is a pure function of those numbers: reproducible, and independent of
+how the batch was split across processes.
+
+Sources: random crop with padding and horizontal flip as in He et al. 2015 (arXiv:1512.03385,
+§4.2, CIFAR: "4 pixels are padded on each side, and a 32x32 crop is randomly sampled");
+random erasing from Zhong et al. 2017, "Random Erasing Data Augmentation" (arXiv:1708.04896),
+Alg. 1 with s_l=0.02, s_h=0.4, r_1=0.3. Deviations: the erased box is filled with 0 after
+normalisation (the mean pixel) rather than random values, and a box that would not fit is
+clipped to the image instead of re-drawn (no per-image retry loop).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Column of `u` that drives each random choice; fixed so that enabling one augmentation
+# never changes the draws of another.
+_CROP_Y, _CROP_X, _FLIP, _ERASE, _ERASE_AREA, _ERASE_RATIO, _ERASE_Y, _ERASE_X = range(8)
+_ROTATE, _SCALE = 8, 9
+N_UNIFORMS = 10
+
+
+@dataclass
+class Augment:
+    """Which augmentations to apply, with their parameters.
+
+    Attributes:
+        crop_padding: pad each side by this many pixels, then crop back to the original size
+            at a random offset (0 = no crop).
+        padding_mode: "zeros" pads with black pixels (value 0 before normalisation, like
+            torchvision's RandomCrop), "reflect" mirrors the border (as airbench does).
+        hflip: flip each image left-right with probability 1/2.
+        random_erasing: probability per image of erasing one random box.
+        erasing_area: range of the box's area as a fraction of the image (s_l, s_h).
+        erasing_ratio: range of the box's aspect ratio h/w (r_1, 1/r_1), drawn log-uniformly.
+        rotate_degrees: rotate by an angle uniform in [-rotate_degrees, rotate_degrees].
+        scale: zoom by a factor uniform in (low, high); None = no zoom. Rotation and zoom share
+            one bilinear resampling (affine_grid), with black outside the image.
+    """
+
+    crop_padding: int = 0
+    padding_mode: str = "zeros"
+    hflip: bool = False
+    random_erasing: float = 0.0
+    erasing_area: tuple[float, float] = (0.02, 0.4)
+    erasing_ratio: tuple[float, float] = (0.3, 1 / 0.3)
+    rotate_degrees: float = 0.0
+    scale: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.crop_padding < 0:
+            raise ValueError(f"Augment: crop_padding must be >= 0, got {self.crop_padding}")
+        if self.padding_mode not in ("zeros", "reflect"):
+            raise ValueError(f"Augment: padding_mode must be 'zeros' or 'reflect', "
+                             f"got {self.padding_mode!r}")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            raise ValueError(f"Augment: random_erasing is a probability in [0, 1], "
+                             f"got {self.random_erasing}")
+        if self.scale is not None and not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"Augment: scale must be (low, high) with 0 < low <= high, "
+                             f"got {self.scale}")
+
+    @property
+    def geometric(self) -> bool:
+        return self.rotate_degrees != 0 or self.scale is not None
+
+
+def crop_flip(x: torch.Tensor, padding: int, offsets: torch.Tensor, flip: torch.Tensor,
+              padding_mode: str = "zeros") -> torch.Tensor:
+    """Random crop after padding, and horizontal flip, as two gathers over the whole batch.
+
+    Args:
+        x: (B, C, H, W) float.
+        padding: pixels added on each side before cropping.
+        offsets: int64 (B, 2), the crop's top-left corner (y, x) in the padded image, each in
+            [0, 2 * padding].
+        flip: bool (B,), which images are flipped (after the crop, like torchvision).
+
+    Returns:
+        (B, C, H, W).
+    """
+    b, c, h, w = x.shape
+    if padding:
+        mode = "constant" if padding_mode == "zeros" else "reflect"
+        x = F.pad(x, (padding,) * 4, mode=mode)
+    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (B, H)
+    j = torch.arange(w, device=x.device)
+    cols = offsets[:, 1:2] + torch.where(flip[:, None], w - 1 - j, j)  # (B, W)
+    x = x.gather(2, rows[:, None, :, None].expand(b, c, h, x.shape[3]))
+    return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+
+
+def rotate_scale(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by `degrees` and zoom it by `scale` (both (B,)), bilinear, black fill."""
+    a = degrees * (math.pi / 180)
+    cos, sin = torch.cos(a) / scale, torch.sin(a) / scale
+    zero = torch.zeros_like(cos)
+    # affine_grid maps output coordinates to input ones, so a zoom by s samples at coords / s.
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def erase_boxes(x: torch.Tensor, apply: torch.Tensor, area: torch.Tensor, log_ratio: torch.Tensor,
+                pos: torch.Tensor) -> torch.Tensor:
+    """Set one box per selected image to 0 (the mean, once normalised).
+
+    Args:
+        x: (B, C, H, W), normalised.
+        apply: bool (B,).
+        area: (B,) box area as a fraction of H * W.
+        log_ratio: (B,) natural log of the box's aspect ratio h / w.
+        pos: (B, 2) uniforms in [0, 1) placing the box's top-left corner.
+    """
+    _, _, h, w = x.shape
+    ratio = log_ratio.exp()
+    bh = (area * h * w * ratio).sqrt().round().clamp(1, h).long()
+    bw = (area * h * w / ratio).sqrt().round().clamp(1, w).long()
+    y0 = (pos[:, 0] * (h - bh + 1)).long()
+    x0 = (pos[:, 1] * (w - bw + 1)).long()
+    ys = torch.arange(h, device=x.device)
+    xs = torch.arange(w, device=x.device)
+    in_rows = (ys >= y0[:, None]) & (ys < (y0 + bh)[:, None])  # (B, H)
+    in_cols = (xs >= x0[:, None]) & (xs < (x0 + bw)[:, None])  # (B, W)
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
+    return x.masked_fill(mask[:, None], 0.0)
+
+
+def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(x / 255 - mean) / std per channel, for x in [0, 255] pixel units; in place on x."""
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) * 255
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) * 255
+    return x.sub_(m).div_(s)
+
+
+def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of a batch; anti-aliased only when shrinking (it changes nothing when
+    enlarging and costs time)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(x.shape[-2:]) == size:
+        return x
+    shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def augment_batch(x: torch.Tensor, u: torch.Tensor, aug: Augment, *,
+                  mean: Sequence[float], std: Sequence[float],
+                  image_size: int | None = None) -> torch.Tensor:
+    """Augment, resize and normalise a batch in pixel units.
+
+    Order: crop + flip, rotate/zoom, resize, normalise, erase. Geometric steps happen at the
+    stored resolution (so crop_padding is in the data set's pixels); erasing comes last so its
+    box is 0 = the mean in normalised units.
+
+    Args:
+        x: (B, C, H, W) float in [0, 255] (consumed: may be modified in place).
+        u: (B, N_UNIFORMS) uniforms in [0, 1), one row per image.
+        aug: what to apply.
+        mean, std: per-channel statistics in [0, 1] units.
+        image_size: square output side, or None to keep the size.
+
+    Returns:
+        Normalised (B, C, H', W') float.
+    """
+    u = u.to(x.device)
+    p = aug.crop_padding
+    if p or aug.hflip:
+        offsets = (u[:, [_CROP_Y, _CROP_X]] * (2 * p + 1)).long().clamp_max(2 * p)
+        flip = (u[:, _FLIP] < 0.5) if aug.hflip else torch.zeros_like(u[:, _FLIP], dtype=bool)
+        x = crop_flip(x, p, offsets, flip, aug.padding_mode)
+    if aug.geometric:
+        degrees = (2 * u[:, _ROTATE] - 1) * aug.rotate_degrees
+        lo, hi = aug.scale if aug.scale is not None else (1.0, 1.0)
+        x = rotate_scale(x, degrees, lo + (hi - lo) * u[:, _SCALE])
+    if image_size is not None:
+        x = resize(x, image_size)
+    x = normalize(x, mean, std)
+    if aug.random_erasing > 0:
+        lo, hi = aug.erasing_area
+        r_lo, r_hi = math.log(aug.erasing_ratio[0]), math.log(aug.erasing_ratio[1])
+        x = erase_boxes(
+            x,
+            apply=u[:, _ERASE] < aug.random_erasing,
+            area=lo + (hi - lo) * u[:, _ERASE_AREA],
+            log_ratio=r_lo + (r_hi - r_lo) * u[:, _ERASE_RATIO],
+            pos=u[:, [_ERASE_Y, _ERASE_X]],
+        )
+    return x
+
+
+def preprocess(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,
+               image_size: int | None = None, device: str | torch.device = "cpu",
+               channels_last: bool = False) -> torch.Tensor:
+    """The evaluation path: uint8 (B, C, H, W) -> normalised float on `device`, resized to
+    `image_size` if given. The same steps the BatchLoader applies without augmentation."""
+    x = images.to(device, non_blocking=True).float()
+    if image_size is not None:
+        x = resize(x, image_size)
+    x = normalize(x, mean, std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
