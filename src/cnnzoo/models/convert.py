@@ -22,7 +22,21 @@ Rules = list[tuple[str, str]]
 GOOGLENET_RULES: Rules = []
 
 # EfficientNet (torchvision `features.i.j.block.k`) -> cnnzoo names.
-EFFICIENTNET_RULES: Rules = []
+EFFICIENTNET_RULES: Rules = [
+    (r"^features\.0\.", "stem."),  # features.0.0.weight -> stem.0.weight
+    (r"^features\.8\.", "head."),  # features.8.1.bias -> head.1.bias
+    (r"^classifier\.1\.", "classifier."),  # Sequential(Dropout, Linear) -> Linear
+    # Stage 1 has expand ratio 1 and so no expand conv: its sub-ops are block.0/1/2, not 1/2/3.
+    (r"^(features\.1\.\d+)\.block\.0\.", r"\1.dw."),
+    (r"^(features\.1\.\d+)\.block\.1\.", r"\1.se."),
+    (r"^(features\.1\.\d+)\.block\.2\.", r"\1.project."),
+    (r"^(features\.[2-7]\.\d+)\.block\.0\.", r"\1.expand."),
+    (r"^(features\.[2-7]\.\d+)\.block\.1\.", r"\1.dw."),
+    (r"^(features\.[2-7]\.\d+)\.block\.2\.", r"\1.se."),
+    (r"^(features\.[2-7]\.\d+)\.block\.3\.", r"\1.project."),
+    # features.1..7 are the MBConv stages (Table 1 stages 2-8); cnnzoo counts them from 0.
+    *[(rf"^features\.{i}\.", f"stages.{i - 1}.") for i in range(1, 8)],
+]
 
 # torchvision name -> (cnnzoo name, builder options, key rewrites)
 _TORCHVISION: dict[str, tuple[str, dict, Rules]] = {
