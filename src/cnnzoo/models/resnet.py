@@ -53,7 +53,12 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs and an identity (or projection) shortcut: ResNet-18/34, Fig. 2 left."""
+    """Two 3x3 convs and an identity (or projection) shortcut: ResNet-18/34, Fig. 2 left.
+
+    `downsample` maps the input to the output's shape where they differ (a projection here,
+    the parameter-free option A in `resnet_cifar.py`); `shortcut=False` drops the addition,
+    which makes the block a layer pair of the paper's plain nets.
+    """
 
     expansion = 1
 
@@ -68,8 +73,11 @@ class BasicBlock(nn.Module):
         se_layer: SELayer | None = None,
         conv_layer: ConvLayer = nn.Conv2d,
         drop_path_rate: float = 0.0,
+        shortcut: bool = True,
     ):
         super().__init__()
+        if not shortcut and downsample is not None:
+            raise ValueError(f"{type(self).__name__}: a block without shortcut takes no downsample")
         self.conv1 = conv3x3(inplanes, planes, stride, conv_layer)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -78,6 +86,7 @@ class BasicBlock(nn.Module):
         self.se = se_layer(planes) if se_layer is not None else None
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.downsample = downsample
+        self.shortcut = shortcut
         self.stride = stride
 
     def zero_init_last(self) -> None:
@@ -95,6 +104,8 @@ class BasicBlock(nn.Module):
         if self.se is not None:
             out = self.se(out)  # SENet: rescale the residual branch before the addition
         out = self.drop_path(out)
+        if not self.shortcut:  # a plain net's layer pair (He et al. §4.1): no identity path
+            return self.relu(out)
 
         if self.downsample is not None:
             identity = self.downsample(x)
@@ -122,8 +133,11 @@ class Bottleneck(nn.Module):
         se_layer: SELayer | None = None,
         conv_layer: ConvLayer = nn.Conv2d,
         drop_path_rate: float = 0.0,
+        shortcut: bool = True,
     ):
         super().__init__()
+        if not shortcut and downsample is not None:
+            raise ValueError(f"{type(self).__name__}: a block without shortcut takes no downsample")
         width = planes
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = norm_layer(width)
@@ -135,6 +149,7 @@ class Bottleneck(nn.Module):
         self.se = se_layer(planes * self.expansion) if se_layer is not None else None
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.downsample = downsample
+        self.shortcut = shortcut
         self.stride = stride
 
     def zero_init_last(self) -> None:
@@ -156,6 +171,8 @@ class Bottleneck(nn.Module):
         if self.se is not None:
             out = self.se(out)  # SENet: rescale the residual branch before the addition
         out = self.drop_path(out)
+        if not self.shortcut:  # a plain net's layer pair (He et al. §4.1): no identity path
+            return self.relu(out)
 
         if self.downsample is not None:
             identity = self.downsample(x)
