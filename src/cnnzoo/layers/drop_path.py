@@ -10,7 +10,20 @@ import torch
 from torch import nn
 
 
+def _check_p(p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"DropPath: expected a drop probability in [0, 1), got {p}")
+
+
 def drop_path(x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Zero whole samples of `x` with probability `p` and scale the rest by 1 / (1 - p).
+
+    Args:
+        x: (N, ...) the residual branch, one draw per sample along dim 0.
+        p: drop probability in [0, 1); p = 1 would divide by zero.
+        training: identity when False.
+    """
+    _check_p(p)
     if p == 0.0 or not training:
         return x
     keep = 1.0 - p
@@ -22,8 +35,7 @@ def drop_path(x: torch.Tensor, p: float = 0.0, training: bool = False) -> torch.
 class DropPath(nn.Module):
     def __init__(self, p: float = 0.0):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"DropPath: expected a drop probability in [0, 1), got {p}")
+        _check_p(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
