@@ -1,0 +1,186 @@
+"""Checkpoints: written atomically, read with `torch.load(weights_only=True)`.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
+without unpickling any code. Keys (`FORMAT_VERSION` 1):
+
+    format          "cnnzoo-checkpoint"
+    format_version  1
+    kind            "last" (full training state) or "best" (weights only)
+    model_name      registered model name, or None for a module passed in directly
+    model_options   builder keyword options, e.g. {"drop_path_rate": 0.2}
+    num_classes, in_chans
+    classes         class names, index = label
+    preprocess      {"mean": [...], "std": [...] (per channel, of pixel/255),
+                     "image_size": [H, W] the model was trained at, "resize": bool
+                     (the images were resized from the data's size to image_size)}
+    model           state dict of the trained weights
+    ema             state dict of the weight average, or None
+    eval_weights    "ema" or "model": the weights the validation accuracy was measured on
+    epoch           completed epochs
+    global_step     optimizer steps taken
+    best_val_acc    best validation top-1 so far (fraction), or None without validation
+    metrics         the per-epoch metric rows so far (list of dicts)
+    config          the TrainConfig as a dict
+    versions        {"cnnzoo": ..., "torch": ...}
+  only in "last":
+    optimizer, scheduler, scaler (GradScaler state or None),
+    rng             {"torch": ByteTensor, "cuda": [ByteTensor] or None,
+                     "numpy": {...}, "python": [...]}
+
+The data loader keeps no state: its order and augmentation are a function of
+(seed, epoch, rank), so a checkpoint at an epoch boundary resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnzoo.train import faults
+
+FORMAT = "cnnzoo-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable cnnzoo checkpoint; the message names the file."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
+                 kill_point: str | None = None) -> None:
+    """Write a file so that `path` holds either its old content or the complete new one.
+
+    The bytes go to a temp file in the same directory (a rename is only atomic within one
+    file system), which is flushed and fsynced, renamed over `path` with `os.replace`, and
+    the directory is fsynced so the rename itself survives a power cut.
+
+    Args:
+        path: destination.
+        write: called with the open temp file.
+        kill_point: fault-injection name checked between fsync and rename (tests only).
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if kill_point is not None:
+            faults.kill_point(kill_point)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a directory; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete temp files left by a process killed mid-write; returns what was removed."""
+    stale = sorted(Path(directory).glob(".*.tmp"))
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any], *,
+                    kill_point: str | None = None) -> None:
+    """Write `checkpoint` (a dict with this module's keys) atomically to `path`."""
+    checkpoint = {"format": FORMAT, "format_version": FORMAT_VERSION, **checkpoint}
+    atomic_write(path, lambda f: torch.save(checkpoint, f), kill_point=kill_point)
+
+
+def load_checkpoint(path: str | os.PathLike, *,
+                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a cnnzoo checkpoint with `weights_only=True`.
+
+    Raises:
+        CheckpointError: missing, truncated, corrupt or foreign file (one line naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for a damaged zip or pickle
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated, corrupt or not saved by torch): "
+            f"{reason}"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a cnnzoo checkpoint (expected a dict with "
+                              f"format={FORMAT!r}, as `cnnzoo train` writes)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')}, "
+                              f"this cnnzoo reads version {FORMAT_VERSION}")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], *, weights: str = "auto") -> nn.Module:
+    """Rebuild the registered model a checkpoint records and load its weights (eval mode).
+
+    Args:
+        ckpt: from `load_checkpoint`.
+        weights: "model", "ema", or "auto" (the weights validation used: `eval_weights`).
+    """
+    from cnnzoo.models import create_model
+
+    if ckpt.get("model_name") is None:
+        raise CheckpointError("checkpoint holds a model that is not in the registry "
+                              "(trained from a module passed in directly); build it yourself "
+                              "and load ckpt['model']")
+    if weights == "auto":
+        weights = ckpt.get("eval_weights", "model")
+    if weights not in ("model", "ema") or ckpt.get(weights) is None:
+        raise CheckpointError(f"checkpoint has no {weights!r} weights")
+    model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"],
+                         in_chans=ckpt["in_chans"], **ckpt["model_options"])
+    model.load_state_dict(ckpt[weights])
+    return model.eval()
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random number generator the loop may draw from."""
+    bit_generator, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {"bit_generator": bit_generator, "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": pos, "has_gauss": has_gauss, "cached_gaussian": cached},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["bit_generator"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
