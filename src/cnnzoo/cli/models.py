@@ -17,15 +17,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return 1
     rows = []
     for name in names:
-        with torch.device("meta"):  # parameters counted without allocating them
-            model = create_model(name)
+        with torch.device("meta"):  # built without allocating: the whole zoo lists in a second
+            native = create_model(name)
+            # CIFAR-native nets (32x32) are counted with CIFAR's 10 classes, as their papers do.
+            classes = args.num_classes or (10 if native.input_size[1] <= 32 else 1000)
+            model = create_model(name, num_classes=classes)
         params = sum(p.numel() for p in model.parameters())
         c, h, w = model.input_size
-        rows.append((name, model.family, f"{params:,}", f"{c}x{h}x{w}",
+        rows.append((name, model.family, f"{params:,}", str(classes), f"{c}x{h}x{w}",
                      f"{model.min_input_size}", model.paper.split(",")[0]))
-    header = ("model", "family", "params", "native input", "min H=W", "paper")
+    header = ("model", "family", "params", "classes", "native input", "min H=W", "paper")
     widths = [max(len(r[i]) for r in [*rows, header]) for i in range(len(header))]
-    right = {2}
+    right = {2, 3}
     for row in [header, *rows]:
         cells = [
             c.rjust(w) if i in right else c.ljust(w)
@@ -38,4 +41,6 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("list", help="list the registered models with their size and paper")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*'")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier size to count with (default: 10 for 32x32 nets, else 1000)")
     p.set_defaults(func=_cmd_list)
