@@ -1,0 +1,218 @@
+"""`profile()`: count a model on the meta device, then (on request) time it for real."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from cnnzoo.profile.counting import count_forward, meta_copy, parameter_stats, train_saved_bytes
+from cnnzoo.profile.report import ProfileReport
+from cnnzoo.profile.timing import OPTIMIZER, TimingOptions, measure
+
+
+def profile(
+    model_or_name: nn.Module | str,
+    input_shape: Sequence[int] = (1, 3, 224, 224),
+    *,
+    timing: bool = False,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    device: str | torch.device = "cpu",
+) -> ProfileReport:
+    """Parameters, MACs, activation memory and per-layer rows; latency and peak memory too.
+
+    Counting runs on a meta-device copy (no computation, no memory). With `timing=True` the
+    model then runs for real on `device` at each of `batch_sizes` (see
+    `cnnzoo.profile.timing` for the method). The model passed in is never modified.
+
+    Args:
+        model_or_name: a module, or a registered model name (built with
+            `in_chans = input_shape[1]`).
+        input_shape: (N, C, H, W) counted; a (C, H, W) shape means N = 1.
+        timing: also measure latency, throughput and peak memory per batch size.
+        batch_sizes: batch sizes to time (each >= 1).
+        device: "cpu" or "cuda[:i]" for the timing runs.
+
+    Returns:
+        A `ProfileReport`; `str(report)` is the per-layer table.
+
+    Raises:
+        ValueError: unknown model name, a bad shape or batch size, or an input the model
+            cannot take (the message names the model).
+    """
+    return run_profile(model_or_name, input_shape, timing=timing, batch_sizes=batch_sizes,
+                       device=device)
+
+
+def run_profile(
+    model_or_name: nn.Module | str,
+    input_shape: Sequence[int],
+    *,
+    timing: bool,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    device: str | torch.device = "cpu",
+    options: TimingOptions | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> ProfileReport:
+    """`profile` with the timing options exposed (used by `compare`)."""
+    options = options or TimingOptions()
+    shape = check_input_shape(input_shape)
+    if timing:
+        batch_sizes = check_batch_sizes(batch_sizes)
+        device = check_device(device)
+    name, family, meta_model = _meta_model(model_or_name, shape[1])
+    notes: list[str] = []
+    x = torch.empty(shape, device="meta")
+    counted = _checked(name, shape, lambda: count_forward(meta_model, x))
+    try:
+        saved = train_saved_bytes(meta_model, x)
+    except (ValueError, RuntimeError) as err:  # e.g. batch-norm on one value per channel
+        saved = None
+        notes.append(f"no train-mode forward at {_shape_str(shape)}: {_first_line(err)}")
+    params, trainable, p_bytes, b_bytes = parameter_stats(meta_model)
+    timings = ()
+    if timing:
+        real = model_or_name
+        if isinstance(real, str):
+            from cnnzoo.models import create_model
+
+            real = create_model(real, in_chans=shape[1])
+        timings = tuple(measure(real, shape[1:], tuple(batch_sizes), device=device,
+                                options=options, on_batch=on_batch))
+    return ProfileReport(
+        model=name,
+        family=family,
+        input_shape=shape,
+        params=params,
+        trainable_params=trainable,
+        param_bytes=p_bytes,
+        buffer_bytes=b_bytes,
+        input_bytes=4 * shape[0] * shape[1] * shape[2] * shape[3],  # fp32
+        macs=counted.macs,
+        flops=2 * counted.macs,
+        macs_per_image=counted.macs // shape[0],
+        activation_bytes=counted.activation_bytes,
+        activation_bytes_train=saved,
+        layers=counted.layers,
+        timings=timings,
+        env=environment(device if timing else "cpu", timing=timing, options=options),
+        notes=tuple(notes),
+    )
+
+
+def check_input_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """(N, C, H, W) from a 4- or 3-element shape of positive ints, else one-line ValueError."""
+    shape = tuple(shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise ValueError(f"input shape: expected (N, C, H, W) or (C, H, W) ints, got {shape}")
+    if shape[0] < 1:
+        raise ValueError(f"batch size must be >= 1, got {shape[0]} in input shape {shape}")
+    if min(shape[1:]) < 1:
+        raise ValueError(f"input shape: expected positive C, H, W, got {shape}")
+    return shape
+
+
+def check_batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
+    sizes = tuple(batch_sizes)
+    if not sizes:
+        raise ValueError("batch sizes: expected at least one")
+    for b in sizes:
+        if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+            raise ValueError(f"batch size must be an integer >= 1, got {b!r}")
+    return sizes
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device: expected 'cpu' or 'cuda[:i]', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} is not available (torch.cuda.is_available() is False)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: expected 'cpu' or 'cuda[:i]', got {device!r}")
+    return dev
+
+
+def environment(device: str | torch.device, *, timing: bool, options: TimingOptions) -> dict:
+    """Where and how a measurement was made: recorded beside every timed number."""
+    dev = torch.device(device)
+    env = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "dtype": "float32",
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if timing:
+        env.update(
+            warmup=options.warmup,
+            min_repeats=options.repeats,
+            max_repeats=options.max_repeats,
+            min_time_s=options.min_time_s,
+            statistic="median and p90 of wall time",
+            optimizer=OPTIMIZER,
+        )
+    return env
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _meta_model(model_or_name: nn.Module | str, in_chans: int) -> tuple[str, str, nn.Module]:
+    if isinstance(model_or_name, str):
+        from cnnzoo.models import create_model
+        from cnnzoo.models.registry import get_builder
+
+        get_builder(model_or_name)  # unknown name: ValueError listing the closest ones
+        try:
+            with torch.device("meta"):
+                model = create_model(model_or_name, in_chans=in_chans)
+        except NotImplementedError:  # an initialiser without a meta kernel: build, then copy
+            model = meta_copy(create_model(model_or_name, in_chans=in_chans))
+        return model_or_name, getattr(model, "family", ""), model
+    if not isinstance(model_or_name, nn.Module):
+        raise TypeError(
+            f"profile: expected an nn.Module or a model name, got {type(model_or_name).__name__}"
+        )
+    name = getattr(model_or_name, "name", None) or type(model_or_name).__name__
+    return str(name), getattr(model_or_name, "family", ""), meta_copy(model_or_name)
+
+
+def _checked(name: str, shape: tuple, fn):
+    """Run a meta forward; an input the model cannot take becomes one ValueError naming it."""
+    try:
+        return fn()
+    except ValueError:
+        raise  # zoo models already say which model and what they expected
+    except (RuntimeError, IndexError, TypeError) as err:
+        raise ValueError(
+            f"{name}: cannot take an input of shape {_shape_str(shape)}: {_first_line(err)}"
+        ) from err
+
+
+def _shape_str(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

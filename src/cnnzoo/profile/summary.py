@@ -1,0 +1,167 @@
+"""The per-layer table, laid out like torchinfo's `summary`, and number formatting."""
+
+from __future__ import annotations
+
+from cnnzoo.profile.report import LayerRow, ProfileReport
+
+RULE_WIDTH = 100
+
+
+def format_summary(report: ProfileReport, *, depth: int = 3, by_stage: bool = False) -> str:
+    """The table: one row per module down to `depth`, or one per stage; then the totals.
+
+    A stage is a run of consecutive layers (in the order the forward pass finishes them)
+    whose outputs have the same height x width: the unit the papers' architecture tables
+    use (ResNet's conv2_x at 56x56, ...).
+    """
+    if depth < 0:
+        raise ValueError(f"summary: depth must be >= 0, got {depth}")
+    lines = [f"{report.model}  input {_shape(report.input_shape)}  (fp32)", "=" * RULE_WIDTH]
+    lines += _stage_lines(report) if by_stage else _layer_lines(report, depth)
+    lines.append("=" * RULE_WIDTH)
+    lines += _totals(report)
+    lines.append("=" * RULE_WIDTH)
+    return "\n".join(lines)
+
+
+def _layer_lines(report: ProfileReport, depth: int) -> list[str]:
+    header = _cols("Layer (type)", "Output shape", "Params", "MACs", "Output size")
+    lines = [header, "-" * RULE_WIDTH]
+    rows = [r for r in report.layers if r.depth <= depth]
+    last_child = _last_children(rows)
+    for r in rows:
+        if r.depth == 0:
+            label = r.type
+        else:
+            parts = r.path.split(".")
+            # One column per ancestor: a bar while that ancestor has siblings still to come.
+            bars = "".join("  " if ".".join(parts[:i]) in last_child else "│ "
+                           for i in range(1, len(parts)))
+            branch = "└─" if r.path in last_child else "├─"
+            label = f"{bars}{branch}{parts[-1]} ({r.type})"
+        # Like torchinfo: a leaf, or a row whose children `depth` hides, shows all the
+        # parameters below it; an expanded container shows only those it holds itself.
+        if r.is_leaf or r.depth == depth:
+            params = f"{r.params:,}"
+        else:
+            params = f"{r.own_params:,}" if r.own_params else "--"
+        if r.calls == 0:
+            lines.append(_cols(label, "(not called)", params, "--", "--"))
+            continue
+        lines.append(_cols(label, _shape(r.output_shape), params, human_count(r.macs),
+                           human_bytes(r.output_bytes)))
+    return lines
+
+
+def _stage_lines(report: ProfileReport) -> list[str]:
+    header = _cols("Stage (output H x W)", "Output shape", "Params", "MACs", "Output size")
+    lines = [header, "-" * RULE_WIDTH]
+    rows = sorted((r for r in report.layers if r.calls > 0 and r.depth > 0),
+                  key=lambda r: r.order)
+    self_macs = _self_macs(report.layers)
+    stages: list[dict] = []
+    for r in rows:
+        key = _resolution(r.output_shape)
+        if not stages or stages[-1]["key"] != key:
+            stages.append({"key": key, "shape": r.output_shape, "params": 0, "macs": 0,
+                           "bytes": 0, "leaves": 0})
+        stage = stages[-1]
+        stage["shape"] = r.output_shape
+        stage["params"] += r.own_params
+        stage["macs"] += self_macs[r.path]
+        if r.is_leaf:
+            stage["bytes"] += r.output_bytes
+            stage["leaves"] += 1
+    for i, s in enumerate(stages, 1):
+        label = f"stage {i}: {s['key']} ({s['leaves']} layers)"
+        lines.append(_cols(label, _shape(s["shape"]), f"{s['params']:,}",
+                           human_count(s["macs"]), human_bytes(s["bytes"])))
+    unused = [r for r in report.layers if r.calls == 0 and r.depth > 0]
+    top_unused = [r for r in unused if not any(r.path.startswith(u.path + ".") for u in unused)]
+    for r in top_unused:
+        lines.append(_cols(f"{r.path} ({r.type}, not called)", "--", f"{r.params:,}", "--", "--"))
+    return lines
+
+
+def _totals(report: ProfileReport) -> list[str]:
+    mib = 2**20
+    lines = [
+        f"Total params: {report.params:,}",
+        f"Trainable params: {report.trainable_params:,}",
+        f"Non-trainable params: {report.params - report.trainable_params:,}",
+        f"Total MACs: {human_count(report.macs)} ({report.macs:,}; "
+        f"{human_count(report.macs_per_image)} per image; FLOPs = 2 x MACs)",
+        "-" * RULE_WIDTH,
+        f"Input size (MiB): {report.input_bytes / mib:,.2f}",
+        f"Params size (MiB): {report.param_bytes / mib:,.2f}",
+        f"Buffers size (MiB): {report.buffer_bytes / mib:,.2f}",
+        f"Peak live activations, eval forward (MiB): {report.activation_bytes / mib:,.2f}",
+    ]
+    if report.activation_bytes_train is not None:
+        lines.append(
+            f"Saved for backward, train forward (MiB): {report.activation_bytes_train / mib:,.2f}"
+        )
+    for t in report.timings:
+        lines.append(
+            f"Batch {t.batch_size}: latency {t.latency_ms_median:,.2f} ms median "
+            f"({t.latency_ms_p90:,.2f} p90), {t.throughput_images_per_s:,.1f} images/s, "
+            f"peak {t.peak_inference_bytes / mib:,.1f} MiB"
+            + (f"; train step {t.train_step_ms_median:,.1f} ms, peak "
+               f"{t.peak_train_bytes / mib:,.1f} MiB" if t.train_step_ms_median is not None
+               else "")
+        )
+    if report.timings:
+        env = report.env
+        lines.append(f"Measured on {env.get('device_name')} ({env.get('device')}, "
+                     f"{env.get('threads')} threads, torch {env.get('torch_version')})")
+    lines += [f"Note: {n}" for n in report.notes]
+    return lines
+
+
+def _self_macs(rows: tuple[LayerRow, ...]) -> dict[str, int]:
+    """MACs of each module minus those of its direct children (work done in its own code)."""
+    child_sum: dict[str, int] = {}
+    for r in rows:
+        if r.path:
+            parent = r.path.rsplit(".", 1)[0] if "." in r.path else ""
+            child_sum[parent] = child_sum.get(parent, 0) + r.macs
+    return {r.path: max(0, r.macs - child_sum.get(r.path, 0)) for r in rows}
+
+
+def _last_children(rows: list[LayerRow]) -> set[str]:
+    last: dict[str, str] = {}
+    for r in rows:
+        if r.path:
+            parent = r.path.rsplit(".", 1)[0] if "." in r.path else ""
+            last[parent] = r.path
+    return set(last.values())
+
+
+def _resolution(shape: tuple[int, ...] | None) -> str:
+    if shape is not None and len(shape) == 4:
+        return f"{shape[2]}x{shape[3]}"
+    return "head" if shape is not None else "no tensor output"
+
+
+def _cols(a: str, b: str, c: str, d: str, e: str) -> str:
+    return f"{a:<46.46}{b:>18}{c:>13}{d:>11}{e:>12}"
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "--" if shape is None else "x".join(map(str, shape))
+
+
+def human_count(n: int | float) -> str:
+    """1_814_083_944 -> '1.81 G' (decimal prefixes, as MAC and parameter counts are quoted)."""
+    for value, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= value:
+            return f"{n / value:.2f} {prefix}"
+    return f"{n:g}" if isinstance(n, float) else str(n)
+
+
+def human_bytes(n: int | float) -> str:
+    """Bytes in binary units: 3_211_264 -> '3.06 MiB'."""
+    for value, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= value:
+            return f"{n / value:.2f} {unit}"
+    return f"{int(n)} B"

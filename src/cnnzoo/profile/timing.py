@@ -1,0 +1,241 @@
+"""Timing a model for real: inference latency, training-step time and measured peak memory.
+
+Method, per batch size (fp32, fixed random input):
+
+- inference: the model in eval mode under `torch.inference_mode()`; training step: train
+  mode, forward, cross-entropy loss against random labels (the auxiliary logits of a model
+  such as GoogLeNet weighted by its `aux_weight`, default 0.3 as in the paper), backward,
+  `SGD(lr=0.01, momentum=0.9)` step, `zero_grad(set_to_none=True)`.
+- `warmup` untimed runs first; the first of them runs under the memory tracker
+  (`memory.measure_peak_bytes`), so the measured peak costs no extra run and never
+  distorts a timed one.
+- then timed runs until at least `repeats` runs and `min_time_s` seconds have passed (at
+  most `max_repeats`): short runs are repeated more, long ones stop at `repeats`.
+- statistic: median and 90th percentile (linear interpolation) of the timed runs.
+- clocks: on CPU `time.perf_counter` around each call (the call returns when the work is
+  done); on CUDA a pair of `torch.cuda.Event(enable_timing=True)` recorded around each call
+  on the current stream and `torch.cuda.synchronize()` before the elapsed times are read,
+  because CUDA kernels run asynchronously.
+
+The model passed in is never changed: timing runs on a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnzoo.profile.memory import measure_peak_bytes, resident_bytes
+from cnnzoo.profile.report import TimingRow
+
+OPTIMIZER = "SGD(lr=0.01, momentum=0.9)"
+DEFAULT_AUX_WEIGHT = 0.3  # GoogLeNet (Szegedy et al. 2014, section 5): aux losses weighted 0.3
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    """How hard to measure.
+
+    Attributes:
+        warmup: untimed runs before the timed ones (>= 1: the first measures memory).
+        repeats: fewest timed runs.
+        max_repeats: most timed runs.
+        min_time_s: keep repeating (up to `max_repeats`) until this many seconds are timed.
+        train: also time a training step and measure its peak memory.
+    """
+
+    warmup: int = 1
+    repeats: int = 5
+    max_repeats: int = 50
+    min_time_s: float = 1.0
+    train: bool = True
+
+    def __post_init__(self) -> None:
+        if self.warmup < 1:
+            raise ValueError(f"timing: warmup must be >= 1 (it measures memory), got {self.warmup}")
+        if not 1 <= self.repeats <= self.max_repeats:
+            raise ValueError(
+                f"timing: expected 1 <= repeats <= max_repeats, got {self.repeats}, "
+                f"{self.max_repeats}"
+            )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between order statistics."""
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def time_calls(
+    fn: Callable[[], object],
+    *,
+    device: torch.device | str,
+    repeats: int,
+    max_repeats: int,
+    min_time_s: float,
+    cuda: object = None,
+) -> list[float]:
+    """Seconds per call of `fn`, timed `repeats`..`max_repeats` times (see module doc).
+
+    `cuda` stands in for the `torch.cuda` module (its `Event` and `synchronize`); tests pass
+    a recorder to check the structure of the CUDA path on a machine without a GPU.
+    """
+    if torch.device(device).type == "cuda":
+        return _time_cuda(fn, repeats, max_repeats, min_time_s, cuda or torch.cuda)
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_time_s and len(times) < max_repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _time_cuda(fn, repeats, max_repeats, min_time_s, cuda) -> list[float]:
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_time_s and len(times) < max_repeats):
+        # Events are recorded on the stream: they time the GPU work, not the launch.
+        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        cuda.synchronize()  # elapsed_time needs both events to have completed
+        times.append(start.elapsed_time(end) / 1000.0)  # ms -> s
+    return times
+
+
+def training_loss(output, target: torch.Tensor, aux_weight: float) -> torch.Tensor:
+    """Cross-entropy of the main logits plus `aux_weight` x that of each auxiliary output.
+
+    A tuple output (GoogLeNet in train mode) is (main, aux1, aux2, ...). An output that is
+    not (N, classes) logits falls back to its mean square, so any module can be timed.
+    """
+    outputs = list(output) if isinstance(output, (tuple, list)) else [output]
+    outputs = [o for o in outputs if isinstance(o, torch.Tensor)]
+
+    def one(o: torch.Tensor) -> torch.Tensor:
+        if o.dim() == 2 and o.shape[0] == target.shape[0]:
+            return F.cross_entropy(o, target.remainder(o.shape[1]))
+        return o.float().square().mean()
+
+    loss = one(outputs[0])
+    for aux in outputs[1:]:
+        loss = loss + aux_weight * one(aux)
+    return loss
+
+
+def measure(
+    model: nn.Module,
+    image_shape: tuple[int, int, int],
+    batch_sizes: tuple[int, ...],
+    *,
+    device: torch.device | str = "cpu",
+    options: TimingOptions = TimingOptions(),
+    on_batch: Callable[[int], None] | None = None,
+) -> list[TimingRow]:
+    """Time `model` at each batch size on `device` (see module doc); `model` is not changed.
+
+    Args:
+        model: the network (any device; a copy is moved to `device`).
+        image_shape: (C, H, W) of one image.
+        batch_sizes: images per forward pass, each >= 1.
+        device: "cpu" or a CUDA device.
+        options: warm-up and repetitions.
+        on_batch: called with each batch size after it is measured (progress display).
+    """
+    device = torch.device(device)
+    work = copy.deepcopy(model).to(device=device, dtype=torch.float32)
+    aux_weight = float(getattr(model, "aux_weight", DEFAULT_AUX_WEIGHT))
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for batch in batch_sizes:
+        x = torch.randn((batch, *image_shape), generator=gen).to(device)
+        infer = _measure_inference(work, x, device, options)
+        train = _measure_training(work, x, device, options, aux_weight) if options.train else None
+        rows.append(_row(batch, options, infer, train))
+        if on_batch is not None:
+            on_batch(batch)
+    return rows
+
+
+def _measure_inference(work: nn.Module, x: torch.Tensor, device, options: TimingOptions):
+    work.eval()
+
+    def forward() -> None:
+        with torch.inference_mode():
+            work(x)
+
+    resident = resident_bytes([*work.parameters(), *work.buffers(), x])
+    peak = resident + measure_peak_bytes(forward, device)
+    for _ in range(options.warmup - 1):
+        forward()
+    times = time_calls(forward, device=device, repeats=options.repeats,
+                       max_repeats=options.max_repeats, min_time_s=options.min_time_s)
+    return times, peak
+
+
+def _measure_training(work: nn.Module, x, device, options: TimingOptions, aux_weight: float):
+    work.train()
+    # The optimizer, its momentum and the gradients are per batch size and dropped after it.
+    params = [p for p in work.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9) if params else None
+    target = torch.randint(0, 2**31 - 1, (x.shape[0],), generator=torch.Generator().manual_seed(1))
+    target = target.to(x.device)
+
+    def step() -> None:
+        loss = training_loss(work(x), target, aux_weight)
+        if loss.requires_grad:
+            loss.backward()
+        if opt is not None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    step()  # creates the momentum buffers, so the measured step below is a steady one
+    state = [t for s in (opt.state.values() if opt else ()) for t in s.values()
+             if isinstance(t, torch.Tensor)]
+    resident = resident_bytes([*work.parameters(), *work.buffers(), *state, x, target])
+    peak = resident + measure_peak_bytes(step, device)
+    for _ in range(options.warmup - 1):
+        step()
+    times = time_calls(step, device=device, repeats=options.repeats,
+                       max_repeats=options.max_repeats, min_time_s=options.min_time_s)
+    if opt is not None:
+        opt.state.clear()
+    return times, peak
+
+
+def _row(batch: int, options: TimingOptions, infer, train) -> TimingRow:
+    times, peak = infer
+    med = statistics.median(times)
+    t_med = t_p90 = t_thr = t_peak = None
+    t_repeats = 0
+    if train is not None:
+        t_times, t_peak = train
+        t_med = statistics.median(t_times) * 1e3
+        t_p90 = percentile(t_times, 90) * 1e3
+        t_thr = batch / (t_med / 1e3)
+        t_repeats = len(t_times)
+    return TimingRow(
+        batch_size=batch,
+        latency_ms_median=med * 1e3,
+        latency_ms_p90=percentile(times, 90) * 1e3,
+        latency_per_image_ms=med * 1e3 / batch,
+        throughput_images_per_s=batch / med,
+        train_step_ms_median=t_med,
+        train_step_ms_p90=t_p90,
+        train_throughput_images_per_s=t_thr,
+        peak_inference_bytes=peak,
+        peak_train_bytes=t_peak,
+        warmup=options.warmup,
+        inference_repeats=len(times),
+        train_repeats=t_repeats,
+    )
