@@ -316,3 +316,14 @@ def test_bad_options_raise():
         cnnzoo.create_model("densenet_bc100", drop_rate=-0.1)
     with pytest.raises(ValueError, match="CompoundScaling"):
         cnnzoo.create_model("efficientnet_scaled", width_mult=-1.0)
+
+
+@pytest.mark.parametrize("name", ["densenet121", "densenet169", "efficientnet_b0",
+                                  "efficientnet_b1", "efficientnet_b2", "efficientnet_b3"])
+def test_macs_at_224_match_reference(name):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = meta_model(name).eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(1, 3, 224, 224, device="meta"))
+    assert counter.get_total_flops() // 2 == manifest(name)["macs_per_image"]
