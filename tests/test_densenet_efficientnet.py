@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
 from cnnzoo.layers import DropPath, make_divisible
@@ -321,8 +322,6 @@ def test_bad_options_raise():
 @pytest.mark.parametrize("name", ["densenet121", "densenet169", "efficientnet_b0",
                                   "efficientnet_b1", "efficientnet_b2", "efficientnet_b3"])
 def test_macs_at_224_match_reference(name):
-    from torch.utils.flop_counter import FlopCounterMode
-
     model = meta_model(name).eval()
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 3, 224, 224, device="meta"))
