@@ -18,8 +18,14 @@ from cnnzoo.models.registry import create_model
 
 Rules = list[tuple[str, str]]
 
-# GoogLeNet (torchvision form): BasicConv2d(conv, bn) -> ConvNormAct(0, 1).
-GOOGLENET_RULES: Rules = []
+# GoogLeNet (torchvision form): BasicConv2d(conv, bn) -> ConvNormAct(0, 1). Everything else
+# (conv1..3, inception3a.branch2.0, aux1.conv, aux1.fc1, fc) already has torchvision's name;
+# e.g. aux1.conv.conv.weight -> aux1.conv.0.weight, inception3a.branch1.bn.bias ->
+# inception3a.branch1.1.bias.
+GOOGLENET_RULES: Rules = [
+    (r"\.conv\.weight$", ".0.weight"),
+    (r"\.bn\.", ".1."),
+]
 
 # EfficientNet (torchvision `features.i.j.block.k`) -> cnnzoo names.
 EFFICIENTNET_RULES: Rules = [
