@@ -11,11 +11,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
 from cnnzoo.models.googlenet import GOOGLENET_TABLE_1, GoogLeNet, GoogLeNetOutputs
 from cnnzoo.models.vgg import VGG_TABLE_1
-from reference import assert_logits_match, filled_state_dict, reference_input
+from reference import assert_logits_match, filled_state_dict, manifest, reference_input
 
 # torchvision 0.29.1's published `num_params` (../shared/reference/published.md, section 1).
 PUBLISHED_PARAMS = {
@@ -42,6 +43,16 @@ def count_params(name: str, **options) -> int:
 @pytest.mark.parametrize(("name", "options"), list(PUBLISHED_PARAMS), ids=str)
 def test_param_counts_equal_torchvision(name, options):
     assert count_params(name, **dict(options)) == PUBLISHED_PARAMS[(name, options)]
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg11", "vgg11_bn", "vgg16", "vgg16_bn", "googlenet"])
+def test_macs_at_224_match_reference(name):
+    options = {"torchvision_compat": True} if name == "googlenet" else {}
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name, **options).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, 224, 224))
+    assert counter.get_total_flops() // 2 == manifest(name)["macs_per_image"]
 
 
 def paper_googlenet_params(num_classes: int, aux: bool) -> int:
