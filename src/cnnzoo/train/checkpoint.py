@@ -125,10 +125,9 @@ def load_checkpoint(path: str | os.PathLike, *,
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for a damaged zip or pickle
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated, corrupt or not saved by torch): "
-            f"{reason}"
+            f"{_reason(err)}"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cnnzoo checkpoint (expected a dict with "
@@ -137,6 +136,15 @@ def load_checkpoint(path: str | os.PathLike, *,
         raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')}, "
                               f"this cnnzoo reads version {FORMAT_VERSION}")
     return ckpt
+
+
+def _reason(err: Exception) -> str:
+    """The informative line of torch.load's (often multi-paragraph) message."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    line = next((x.split("WeightsUnpickler error:", 1)[1] for x in lines
+                 if "WeightsUnpickler error:" in x),  # e.g. "Unsupported global: GLOBAL x.Y"
+                lines[0] if lines else "")
+    return f"{type(err).__name__}: {line.strip().split('. ')[0]}"[:200]
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], *, weights: str = "auto") -> nn.Module:

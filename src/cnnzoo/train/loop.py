@@ -360,7 +360,7 @@ def _record(cfg: TrainConfig, module: nn.Module | None, ds: ImageDataset,
                        else list(ds.image_size),
                        "resize": image_size is not None},
         "config": cfg.to_dict(),
-        "versions": {"cnnzoo": cnnzoo.__version__, "torch": torch.__version__},
+        "versions": {"cnnzoo": cnnzoo.__version__, "torch": str(torch.__version__)},
     }
 
 

@@ -1,0 +1,112 @@
+"""Crash safety of `cnnzoo train`, through the command line in subprocesses.
+
+A run is SIGKILLed (a) in the middle of an epoch and (b) while last.pt is being written
+(temp file complete, not yet renamed), then resumed with --resume; its final last.pt and
+best.pt must equal those of an uninterrupted run bit for bit (torch.equal on every tensor:
+weights, EMA, optimizer state). The kill points come from the test-only environment
+variable CNNZOO_TEST_KILL_AT (see cnnzoo/train/faults.py), so the timing is exact.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnzoo.train import load_checkpoint
+
+# 96 synthetic images, 16 held out: 5 steps of 16 per epoch. Augmentation and EMA on, so
+# the loader's seeded randomness and the EMA state are part of what must survive the crash.
+ARGS = ["resnet20", "--data", "synthetic:3x12x12:4:96", "--epochs", "3", "--batch-size", "16",
+        "--lr", "0.05", "--val-size", "16", "--ema-decay", "0.9", "--crop-padding", "2",
+        "--hflip", "--warmup-epochs", "1", "--threads", "1", "--quiet"]
+TIMING = {"train_time_s", "train_images_per_s", "epoch_time_s"}
+
+
+def cli(out: Path, *extra: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "CNNZOO_TEST_KILL_AT"}
+    if kill_at:
+        env["CNNZOO_TEST_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "cnnzoo", "train", *ARGS, "--out", str(out),
+                           *extra], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = cli(out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def assert_same_tensors(a, b, where: str = "") -> None:
+    """Equal structure, and torch.equal on every tensor (bit-identical)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_same_tensors(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_tensors(x, y, f"{where}[{i}]")
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    for name in ("last.pt", "best.pt"):
+        got, want = load_checkpoint(run / name), load_checkpoint(reference / name)
+        assert got["epoch"] == want["epoch"] and got["global_step"] == want["global_step"]
+        for key in ("model", "ema", "optimizer", "scheduler"):
+            assert_same_tensors(got.get(key), want.get(key), f"{name}:{key}")
+        strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING}  # noqa: E731
+                              for r in rows]
+        assert strip(got["metrics"]) == strip(want["metrics"])
+    assert (run / "metrics.jsonl").read_text().count("\n") == 3
+    assert not list(run.glob(".*.tmp"))  # the resumed run cleaned up the killed write
+
+
+def test_reference_run_completes(reference):
+    last = load_checkpoint(reference / "last.pt")
+    assert last["epoch"] == 3 and last["global_step"] == 15
+
+
+def test_killed_mid_epoch_resumes_bit_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    killed = cli(out, kill_at="train:2:3")
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    resumed = cli(out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(out, reference)
+
+
+def test_killed_during_checkpoint_write_resumes_bit_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    killed = cli(out, kill_at="ckpt-write:2")
+    assert killed.returncode == -signal.SIGKILL
+    # The complete temp file was never renamed: last.pt still holds epoch 1, intact.
+    assert len(list(out.glob(".last.pt.*.tmp"))) == 1
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    resumed = cli(out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(out, reference)
+
+
+def test_cli_nan_loss_exits_nonzero_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnzoo", "train", "resnet20", "--data", "synthetic:3x8x8:4:64",
+         "--out", str(out), "--epochs", "2", "--batch-size", "16", "--lr", "1e30",
+         "--val-size", "0", "--threads", "1", "--quiet"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "loss became NaN or inf in epoch 1, step" in lines[0]
+    assert "no checkpoint was written yet" in lines[0]
+    assert not (out / "last.pt").exists()
