@@ -142,7 +142,8 @@ def load_idx(name: str, split: str, data_dir: str | Path | None = None) -> Image
 
 
 def load_dataset(name_or_path: str | Path, split: str = "train", *,
-                 data_dir: str | Path | None = None) -> ImageDataset:
+                 data_dir: str | Path | None = None,
+                 image_size: int | None = None) -> ImageDataset:
     """Load a data set split into memory.
 
     Args:
@@ -153,6 +154,8 @@ def load_dataset(name_or_path: str | Path, split: str = "train", *,
             folder, or a CIFAR python-pickle folder.
         split: "train" or "test".
         data_dir: first folder to search for a named data set.
+        image_size: ImageFolder only: resize every image to this square side when decoding
+            (needed when the images differ in size).
 
     Returns:
         The split, normalisation statistics taken from the training split.
@@ -177,6 +180,6 @@ def load_dataset(name_or_path: str | Path, split: str = "train", *,
         return load_cifar_path(path, split)
     from cnnzoo.data.folder import load_image_folder
 
-    return load_image_folder(path, split)
+    return load_image_folder(path, split, image_size=image_size)
 
 
