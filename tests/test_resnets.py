@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
 from cnnzoo.layers import DeformConv2d, SqueezeExcite, make_divisible
@@ -76,6 +77,18 @@ def test_se_resnet50_keys_and_shapes_are_timms():
     theirs = [(k, shape) for k, shape, _ in manifest("timm_seresnet50")["state_dict"]]
     assert ours == theirs
     assert sum(p.numel() for p in model.parameters()) == 28_088_024
+
+
+@pytest.mark.parametrize("reference, name", [("resnet18", "resnet18"), ("resnet34", "resnet34"),
+                                             ("resnet50", "resnet50"),
+                                             ("timm_seresnet50", "se_resnet50")])
+def test_macs_match_the_reference(reference, name):
+    """FlopCounterMode on the meta device (FLOPs / 2), the counting rule of the manifests."""
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, 3, 224, 224))
+    assert counter.get_total_flops() // 2 == manifest(reference)["macs_per_image"]
 
 
 def test_se_reduced_width_is_timms_make_divisible():
