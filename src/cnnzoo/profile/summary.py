@@ -53,30 +53,53 @@ def _layer_lines(report: ProfileReport, depth: int) -> list[str]:
     return lines
 
 
-def _stage_lines(report: ProfileReport) -> list[str]:
-    header = _cols("Stage (output H x W)", "Output shape", "Params", "MACs", "Output size")
-    lines = [header, "-" * RULE_WIDTH]
-    rows = sorted((r for r in report.layers if r.calls > 0 and r.depth > 0),
-                  key=lambda r: r.order)
+def stage_rows(report: ProfileReport) -> list[dict]:
+    """Consecutive modules (in the order the forward pass finishes them) grouped by output
+    H x W; each stage sums its modules' own parameters and own MACs (so stages add up to the
+    totals) and its leaves' output bytes. Modules the forward never called are left out.
+
+    Outputs without a spatial extent (1x1 or flat: SE gates, global pooling, classifiers)
+    stay in the stage they occur in; everything after the last spatial output is the head.
+    """
+    rows = sorted((r for r in report.layers if r.calls > 0), key=lambda r: r.order)
+    spatial = [i for i, r in enumerate(rows) if r.depth > 0 and _is_spatial(r.output_shape)]
+    last_spatial = spatial[-1] if spatial else -1
     self_macs = _self_macs(report.layers)
     stages: list[dict] = []
-    for r in rows:
-        key = _resolution(r.output_shape)
-        if not stages or stages[-1]["key"] != key:
-            stages.append({"key": key, "shape": r.output_shape, "params": 0, "macs": 0,
-                           "bytes": 0, "leaves": 0})
+    for i, r in enumerate(rows):
+        if i > last_spatial:
+            key = "head"
+        elif _is_spatial(r.output_shape) or not stages:
+            key = _resolution(r.output_shape)
+        else:
+            key = stages[-1]["resolution"]
+        if not stages or stages[-1]["resolution"] != key:
+            stages.append({"resolution": key, "output_shape": r.output_shape, "params": 0,
+                           "macs": 0, "output_bytes": 0, "layers": 0})
         stage = stages[-1]
-        stage["shape"] = r.output_shape
+        if r.depth > 0:  # the model itself finishes last; its own work joins the head
+            stage["output_shape"] = r.output_shape
         stage["params"] += r.own_params
         stage["macs"] += self_macs[r.path]
         if r.is_leaf:
-            stage["bytes"] += r.output_bytes
-            stage["leaves"] += 1
-    for i, s in enumerate(stages, 1):
-        label = f"stage {i}: {s['key']} ({s['leaves']} layers)"
-        lines.append(_cols(label, _shape(s["shape"]), f"{s['params']:,}",
-                           human_count(s["macs"]), human_bytes(s["bytes"])))
-    unused = [r for r in report.layers if r.calls == 0 and r.depth > 0]
+            stage["output_bytes"] += r.output_bytes
+            stage["layers"] += 1
+    return stages
+
+
+def _is_spatial(shape: tuple[int, ...] | None) -> bool:
+    return shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1
+
+
+def _stage_lines(report: ProfileReport) -> list[str]:
+    header = _cols("Stage (output H x W)", "Output shape", "Params", "MACs", "Output size")
+    lines = [header, "-" * RULE_WIDTH]
+    for i, s in enumerate(stage_rows(report), 1):
+        label = f"stage {i}: {s['resolution']} ({s['layers']} layers)"
+        lines.append(_cols(label, _shape(s["output_shape"]), f"{s['params']:,}",
+                           human_count(s["macs"]), human_bytes(s["output_bytes"])))
+    # Unused modules that hold weights (auxiliary heads in eval mode) are listed at the end.
+    unused = [r for r in report.layers if r.calls == 0 and r.depth > 0 and r.params > 0]
     top_unused = [r for r in unused if not any(r.path.startswith(u.path + ".") for u in unused)]
     for r in top_unused:
         lines.append(_cols(f"{r.path} ({r.type}, not called)", "--", f"{r.params:,}", "--", "--"))
