@@ -18,10 +18,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for name in names:
         with torch.device("meta"):  # built without allocating: the whole zoo lists in a second
-            native = create_model(name)
+            native = create_model(name).eval()
             # CIFAR-native nets (32x32) are counted with CIFAR's 10 classes, as their papers do.
             classes = args.num_classes or (10 if native.input_size[1] <= 32 else 1000)
-            model = create_model(name, num_classes=classes)
+            model = create_model(name, num_classes=classes).eval()  # inference minimum
         params = sum(p.numel() for p in model.parameters())
         c, h, w = model.input_size
         rows.append((name, model.family, f"{params:,}", str(classes), f"{c}x{h}x{w}",
