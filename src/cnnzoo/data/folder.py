@@ -146,13 +146,17 @@ def atomic_torch_save(obj: object, path: Path) -> None:
         os.close(dir_fd)
 
 
-def _cache_dir_for(root: Path) -> tuple[Path, str]:
-    """Folder and file-name prefix for root's cache: next to the data when writable."""
-    if root.is_dir() and os.access(root, os.W_OK):
-        return root, ".cnnzoo-cache-"
+def _writable(folder: Path) -> bool:
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
+def _cache_places(root: Path) -> list[tuple[Path, str]]:
+    """(folder, file-name prefix) to try for root's cache: next to the data when writable,
+    then the user cache."""
     from cnnzoo.data.sources import user_cache_dir
 
-    return user_cache_dir() / "folders", f"{_digest(str(root.resolve()))}-"
+    places = [(root, ".cnnzoo-cache-")] if _writable(root) else []
+    return [*places, (user_cache_dir() / "folders", f"{_digest(str(root.resolve()))}-")]
 
 
 def _load_cache(path: Path) -> dict | None:
@@ -167,19 +171,23 @@ def _load_cache(path: Path) -> dict | None:
 
 
 def _cached(root: Path, key: str, build) -> dict:
-    folder, prefix = _cache_dir_for(root)
-    path = folder / f"{prefix}{key}.pt"
-    if path.is_file() and (obj := _load_cache(path)) is not None:
-        return obj
+    places = _cache_places(root)
+    for folder, prefix in places:
+        path = folder / f"{prefix}{key}.pt"
+        if path.is_file() and (obj := _load_cache(path)) is not None:
+            return obj
     obj = build()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(obj, path)
-    except OSError:
-        return obj  # a cache we cannot write only costs time
-    for stale in folder.glob(f"{prefix}*.pt"):  # earlier versions of the same folder
-        if stale != path:
-            stale.unlink(missing_ok=True)
+    for folder, prefix in places:
+        path = folder / f"{prefix}{key}.pt"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(obj, path)
+        except OSError:
+            continue  # e.g. a read-only mount that os.access did not flag: try the next place
+        for stale in folder.glob(f"{prefix}*.pt"):  # earlier versions of the same folder
+            if stale != path:
+                stale.unlink(missing_ok=True)
+        break
     return obj
 
 

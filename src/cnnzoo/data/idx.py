@@ -42,12 +42,12 @@ def read_idx(path: str | Path, expected_magic: int | None = None) -> np.ndarray:
     zero, dtype, ndim = magic >> 16, (magic >> 8) & 0xFF, magic & 0xFF
     if zero != 0 or ndim == 0:
         raise ValueError(f"{path}: bad IDX magic number 0x{magic:08x}")
+    if dtype != _UINT8:
+        raise ValueError(f"{path}: IDX element type 0x{dtype:02x}, expected 0x08 (uint8)")
     if expected_magic is not None and magic != expected_magic:
         raise ValueError(
             f"{path}: IDX magic number 0x{magic:08x}, expected 0x{expected_magic:08x}"
         )
-    if dtype != _UINT8:
-        raise ValueError(f"{path}: IDX element type 0x{dtype:02x}, expected 0x08 (uint8)")
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise ValueError(f"{path}: IDX header says {ndim} dimensions but the file ends early")
