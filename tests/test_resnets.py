@@ -183,9 +183,9 @@ def test_zero_init_residual_makes_each_block_identity_plus_relu(name):
         y = block(x)
         assert torch.equal(y, identity.relu())
         x = y
-    plain = cnnzoo.create_model(name, small_input=True)
+    default = cnnzoo.create_model(name, small_input=True)
     assert all((b.bn3 if isinstance(b, Bottleneck) else b.bn2).weight.abs().min() == 1
-               for b in blocks(plain))  # without the option the last norm starts at 1
+               for b in blocks(default))  # without the option the last norm starts at 1
 
 
 def set_gate(se: SqueezeExcite, value: float) -> None:
