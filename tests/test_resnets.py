@@ -287,6 +287,10 @@ def test_family_and_paper():
                                                  "resnet_cifar", "resnet_cifar"]
     assert "1512.03385" in made["resnet20"].paper and "1709.01507" in made["se_resnet50"].paper
     assert "1703.06211" in made["resnet50_dcn"].paper
+    with torch.device("meta"):
+        v2 = cnnzoo.create_model("resnet50_dcnv2")
+    assert isinstance(v2, DeformableResNet) and v2.family == "deformable"
+    assert "1811.11168" in v2.paper
 
 
 # --- references ------------------------------------------------------------------------------

@@ -45,8 +45,7 @@ class DeformableResNet(ResNet):
     """`ResNet` whose 3x3 convs are deformable in some stages (see `ResNet` for the arguments)."""
 
     family = "deformable"
-    paper = ("Dai et al. 2017, Deformable Convolutional Networks, arXiv:1703.06211; "
-             "Zhu et al. 2019, Deformable ConvNets v2, arXiv:1811.11168")
+    paper = "Dai et al. 2017, Deformable Convolutional Networks, arXiv:1703.06211"
 
     def _init_weights(self, zero_init_residual: bool) -> None:
         super()._init_weights(zero_init_residual)
@@ -60,9 +59,17 @@ class DeformableResNet(ResNet):
                 nn.init.zeros_(m.conv_offset.bias)
 
 
-def _resnet50_deformable(conv_layers: tuple[ConvLayer, ...], **kwargs) -> DeformableResNet:
+class ModulatedDeformableResNet(DeformableResNet):
+    """`DeformableResNet` with DCNv2's modulated layers; only its paper differs."""
+
+    paper = ("Zhu et al. 2019, Deformable ConvNets v2: More Deformable, Better Results, "
+             "arXiv:1811.11168")
+
+
+def _resnet50_deformable(cls: type[DeformableResNet], conv_layers: tuple[ConvLayer, ...],
+                         **kwargs) -> DeformableResNet:
     block, layers = RESNET_LAYERS[50]
-    return DeformableResNet(block, layers, conv_layers=conv_layers, **kwargs)
+    return cls(block, layers, conv_layers=conv_layers, **kwargs)
 
 
 @register_model
@@ -70,17 +77,19 @@ def resnet50_dcn(*, num_classes: int = 1000, in_chans: int = 3, small_input: boo
                  zero_init_residual: bool = False, drop_path_rate: float = 0.0
                  ) -> DeformableResNet:
     """ResNet-50 with DCNv1 in the 3 3x3 convs of conv5 (Dai et al. 2017): 25,805,918 params."""
-    return _resnet50_deformable(DCN_V1_CONVS, num_classes=num_classes, in_chans=in_chans,
-                                small_input=small_input, zero_init_residual=zero_init_residual,
+    return _resnet50_deformable(DeformableResNet, DCN_V1_CONVS, num_classes=num_classes,
+                                in_chans=in_chans, small_input=small_input,
+                                zero_init_residual=zero_init_residual,
                                 drop_path_rate=drop_path_rate)
 
 
 @register_model
 def resnet50_dcnv2(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
                    zero_init_residual: bool = False, drop_path_rate: float = 0.0
-                   ) -> DeformableResNet:
+                   ) -> ModulatedDeformableResNet:
     """ResNet-50 with modulated DCNv2 in the 13 3x3 convs of conv3..conv5 (Zhu et al. 2019):
     26,428,295 params."""
-    return _resnet50_deformable(DCN_V2_CONVS, num_classes=num_classes, in_chans=in_chans,
+    return _resnet50_deformable(ModulatedDeformableResNet, DCN_V2_CONVS,
+                                num_classes=num_classes, in_chans=in_chans,
                                 small_input=small_input, zero_init_residual=zero_init_residual,
                                 drop_path_rate=drop_path_rate)
