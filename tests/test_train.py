@@ -406,3 +406,75 @@ def test_cnnzoo_train_is_the_package_and_the_function():
 
     assert cnnzoo.train.__signature__.parameters.keys() == __import__("inspect").signature(
         train).parameters.keys()
+
+
+class AuxNet(nn.Module):
+    """Returns (logits, aux logits) in training, like GoogLeNet, with an aux_weight."""
+
+    aux_weight = 0.3
+
+    def __init__(self):
+        super().__init__()
+        self.body = tiny_net(norm=False)
+        self.aux = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
+
+    def forward(self, x):
+        logits = self.body(x)
+        return AuxOut(logits, self.aux(x), self.aux(x)) if self.training else logits
+
+
+def test_train_with_auxiliary_outputs():
+    result = cnnzoo.train(AuxNet(), tiny_data(), epochs=1, batch_size=16, val_size=32,
+                          lr=0.01, quiet=True)
+    row = result.metrics[0]
+    # The training loss holds 1 + 2 x 0.3 cross-entropies, validation only the main one.
+    assert row["train_loss"] > 1.3 * row["val_loss"]
+    assert result.model(torch.zeros(1, 1, 8, 8)).shape == (1, 4)
+
+
+def test_channels_last_and_deterministic_mode_train_the_same():
+    runs = [cnnzoo.train(tiny_net(), tiny_data(), epochs=1, batch_size=16, val_size=32,
+                         quiet=True, **kw).metrics[0]
+            for kw in ({}, {"channels_last": True, "deterministic": True})]
+    for key in ("train_loss", "val_loss", "val_acc"):
+        assert runs[0][key] == pytest.approx(runs[1][key], rel=1e-4, abs=1e-6)
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after the run
+
+
+def test_cli_options_reach_the_config():
+    from cnnzoo.cli import build_parser
+
+    args = build_parser().parse_args([
+        "train", "efficientnet_b0", "--data", "fashion-mnist", "--out", "runs/x",
+        "--model-opt", "drop_path_rate=0.1", "--model-opt", "small_input=True",
+        "--milestones", "0.3,0.6,0.9", "--nesterov", "--ema-decay", "0.999", "--epochs", "3"])
+    assert args.model == "efficientnet_b0" and args.milestones == (0.3, 0.6, 0.9)
+    assert dict(args.model_options) == {"drop_path_rate": 0.1, "small_input": True}
+    assert args.nesterov is True and args.ema_decay == 0.999 and args.epochs == 3
+    assert args.lr is None  # not given: the TrainConfig default applies
+    with pytest.raises(TypeError, match="unexpected keyword argument 'drop_rate_path'"):
+        cnnzoo.train("resnet18", tiny_data(), model_options={"drop_rate_path": 0.1},
+                     epochs=1, quiet=True)
+
+
+def test_progress_bar_on_a_terminal_only():
+    import io
+
+    from cnnzoo.train.runlog import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Tty()
+    bar = Progress(10, "epoch 1/3", stream=tty)
+    assert bar.due(10)  # the last step always draws
+    bar.draw(5, images=640, loss=0.6931, acc=0.5)
+    text = tty.getvalue()
+    assert text.startswith("\repoch 1/3 [##########..........] 5/10 loss 0.6931 acc  50.0%")
+    assert "img/s ETA " in text
+    piped = io.StringIO()
+    quiet = Progress(10, "epoch 1/3", stream=piped)
+    assert not quiet.due(10)
+    quiet.close()
+    assert piped.getvalue() == ""
