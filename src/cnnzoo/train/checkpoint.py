@@ -5,16 +5,19 @@ without unpickling any code. Keys (`FORMAT_VERSION` 1):
 
     format          "cnnzoo-checkpoint"
     format_version  1
-    kind            "last" (full training state) or "best" (weights only)
+    kind            "last" (full training state) or "best" (weights, no optimizer state)
     model_name      registered model name, or None for a module passed in directly
     model_options   builder keyword options, e.g. {"drop_path_rate": 0.2}
     num_classes, in_chans
     classes         class names, index = label
     preprocess      {"mean": [...], "std": [...] (per channel, of pixel/255),
                      "image_size": [H, W] the model was trained at, "resize": bool
-                     (the images were resized from the data's size to image_size)}
+                     (the images were resized from the data's size to image_size)};
+                    the model's input is (resize(uint8 pixels, image_size) / 255 - mean) / std,
+                    i.e. `cnnzoo.data.preprocess(images, mean, std, image_size=...)`
     model           state dict of the trained weights
-    ema             state dict of the weight average, or None
+    ema             state dict of the weight average (same keys as model), or None
+    ema_updates     number of EMA updates so far (its warm-up depends on it)
     eval_weights    "ema" or "model": the weights the validation accuracy was measured on
     epoch           completed epochs
     global_step     optimizer steps taken
@@ -27,8 +30,11 @@ without unpickling any code. Keys (`FORMAT_VERSION` 1):
     rng             {"torch": ByteTensor, "cuda": [ByteTensor] or None,
                      "numpy": {...}, "python": [...]}
 
-The data loader keeps no state: its order and augmentation are a function of
-(seed, epoch, rank), so a checkpoint at an epoch boundary resumes it exactly.
+The "rng" states are restored on resume, but the loop also reseeds every generator at each
+epoch start from (seed, epoch, rank): that, not the saved states (rank 0's only), is what
+makes a resumed multi-process run exact. The data loader keeps no state: its order and
+augmentation are a function of (seed, epoch, rank), so an epoch-boundary checkpoint resumes
+it exactly.
 """
 
 from __future__ import annotations
