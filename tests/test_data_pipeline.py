@@ -14,7 +14,14 @@ from cnnzoo.data import (
     preprocess,
     train_val_split,
 )
-from cnnzoo.data.augment import N_UNIFORMS, augment_batch, crop_flip, erase_boxes, rotate_scale
+from cnnzoo.data.augment import (
+    N_UNIFORMS,
+    augment_batch,
+    crop_flip,
+    erase_boxes,
+    erasing_boxes,
+    rotate_scale,
+)
 
 
 def collect(loader):
@@ -165,11 +172,13 @@ def test_w_ranks_see_what_one_process_sees_with_the_global_batch():
 
 def test_crop_flip_equals_per_image_reference():
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(6, 2, 5, 7, generator=g)
     offsets = torch.randint(0, 7, (6, 2), generator=g)
     flip = torch.tensor([True, False, True, False, False, True])
-    for mode in ("zeros", "reflect"):
+    for mode, dtype in (("zeros", torch.float32), ("reflect", torch.float32),
+                        ("zeros", torch.uint8)):
+        x = (torch.rand(6, 2, 5, 7, generator=g) * 255).to(dtype)
         out = crop_flip(x, 3, offsets, flip, mode)
+        assert out.dtype == dtype
         pad = F.pad(x, (3,) * 4, mode="constant" if mode == "zeros" else "reflect")
         for i in range(6):
             oy, ox = offsets[i].tolist()
@@ -181,8 +190,9 @@ def test_random_erasing_sets_one_box_per_selected_image():
     x = torch.ones(4, 3, 10, 10)
     apply = torch.tensor([True, True, False, True])
     area = torch.tensor([0.2, 0.02, 0.3, 0.4])
-    out = erase_boxes(x.clone(), apply, area, torch.zeros(4), torch.tensor([[0.0, 0.0]] * 3
-                                                                          + [[0.99, 0.99]]))
+    pos = torch.tensor([[0.0, 0.0]] * 3 + [[0.99, 0.99]])
+    boxes = erasing_boxes(apply, area, torch.zeros(4), pos, (10, 10))
+    out = erase_boxes(x.clone(), boxes)
     assert torch.equal(out[2], x[2])
     for i in (0, 1, 3):
         zero = (out[i, 0] == 0)

@@ -79,7 +79,7 @@ def crop_flip(x: torch.Tensor, padding: int, offsets: torch.Tensor, flip: torch.
     """Random crop after padding, and horizontal flip, as two gathers over the whole batch.
 
     Args:
-        x: (B, C, H, W) float.
+        x: (B, C, H, W), any dtype.
         padding: pixels added on each side before cropping.
         offsets: int64 (B, 2), the crop's top-left corner (y, x) in the padded image, each in
             [0, 2 * padding].
@@ -110,29 +110,38 @@ def rotate_scale(x: torch.Tensor, degrees: torch.Tensor, scale: torch.Tensor) ->
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def erase_boxes(x: torch.Tensor, apply: torch.Tensor, area: torch.Tensor, log_ratio: torch.Tensor,
-                pos: torch.Tensor) -> torch.Tensor:
-    """Set one box per selected image to 0 (the mean, once normalised).
+def erasing_boxes(apply: torch.Tensor, area: torch.Tensor, log_ratio: torch.Tensor,
+                  pos: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Random-erasing boxes for images of `size` (H, W).
 
     Args:
-        x: (B, C, H, W), normalised.
-        apply: bool (B,).
-        area: (B,) box area as a fraction of H * W.
-        log_ratio: (B,) natural log of the box's aspect ratio h / w.
-        pos: (B, 2) uniforms in [0, 1) placing the box's top-left corner.
+        apply: bool (N,); an image not selected gets an empty box.
+        area: (N,) box area as a fraction of H * W.
+        log_ratio: (N,) natural log of the box's aspect ratio h / w.
+        pos: (N, 2) uniforms in [0, 1) placing the box's top-left corner.
+
+    Returns:
+        int64 (N, 4): top, left, bottom, right (exclusive).
     """
-    _, _, h, w = x.shape
+    h, w = size
     ratio = log_ratio.exp()
     bh = (area * h * w * ratio).sqrt().round().clamp(1, h).long()
     bw = (area * h * w / ratio).sqrt().round().clamp(1, w).long()
     y0 = (pos[:, 0] * (h - bh + 1)).long()
     x0 = (pos[:, 1] * (w - bw + 1)).long()
+    box = torch.stack([y0, x0, y0 + bh, x0 + bw], 1)
+    return box * apply[:, None]  # (0, 0, 0, 0) is empty
+
+
+def erase_boxes(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Set each image's box (from `erasing_boxes`) to 0, the mean once normalised."""
+    _, _, h, w = x.shape
+    boxes = boxes.to(x.device)
     ys = torch.arange(h, device=x.device)
     xs = torch.arange(w, device=x.device)
-    in_rows = (ys >= y0[:, None]) & (ys < (y0 + bh)[:, None])  # (B, H)
-    in_cols = (xs >= x0[:, None]) & (xs < (x0 + bw)[:, None])  # (B, W)
-    mask = in_rows[:, :, None] & in_cols[:, None, :] & apply[:, None, None]
-    return x.masked_fill(mask[:, None], 0.0)
+    in_rows = (ys >= boxes[:, 0:1]) & (ys < boxes[:, 2:3])  # (B, H)
+    in_cols = (xs >= boxes[:, 1:2]) & (xs < boxes[:, 3:4])  # (B, W)
+    return x.masked_fill((in_rows[:, None, :, None] & in_cols[:, None, None, :]), 0.0)
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -152,9 +161,53 @@ def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def augment_batch(x: torch.Tensor, u: torch.Tensor, aug: Augment, *,
-                  mean: Sequence[float], std: Sequence[float],
-                  image_size: int | None = None) -> torch.Tensor:
+@dataclass
+class AugmentPlan:
+    """Every random choice for N images, drawn up front (the BatchLoader draws one plan per
+    epoch, so a batch only indexes it: fewer, larger tensor operations per batch).
+
+    Attributes:
+        offsets: int64 (N, 2), crop corner (y, x) in the padded image.
+        flip: bool (N,).
+        degrees: (N,) rotation angle, counter-clockwise.
+        scale: (N,) zoom factor.
+        boxes: int64 (N, 4) erasing box (top, left, bottom, right) at the output size.
+    """
+
+    offsets: torch.Tensor
+    flip: torch.Tensor
+    degrees: torch.Tensor
+    scale: torch.Tensor
+    boxes: torch.Tensor
+
+    def take(self, index: torch.Tensor) -> AugmentPlan:
+        return AugmentPlan(*(t[index] for t in (self.offsets, self.flip, self.degrees,
+                                                self.scale, self.boxes)))
+
+
+def plan_augment(u: torch.Tensor, aug: Augment, out_size: tuple[int, int]) -> AugmentPlan:
+    """Turn uniforms (N, N_UNIFORMS) into per-image parameters for output images of
+    `out_size` (H, W)."""
+    p = aug.crop_padding
+    offsets = (u[:, [_CROP_Y, _CROP_X]] * (2 * p + 1)).long().clamp_max(2 * p)
+    flip = (u[:, _FLIP] < 0.5) & aug.hflip
+    degrees = (2 * u[:, _ROTATE] - 1) * aug.rotate_degrees
+    lo, hi = aug.scale if aug.scale is not None else (1.0, 1.0)
+    scale = lo + (hi - lo) * u[:, _SCALE]
+    a_lo, a_hi = aug.erasing_area
+    r_lo, r_hi = math.log(aug.erasing_ratio[0]), math.log(aug.erasing_ratio[1])
+    boxes = erasing_boxes(
+        apply=u[:, _ERASE] < aug.random_erasing,
+        area=a_lo + (a_hi - a_lo) * u[:, _ERASE_AREA],
+        log_ratio=r_lo + (r_hi - r_lo) * u[:, _ERASE_RATIO],
+        pos=u[:, [_ERASE_Y, _ERASE_X]],
+        size=out_size,
+    )
+    return AugmentPlan(offsets, flip, degrees, scale, boxes)
+
+
+def apply_plan(x: torch.Tensor, plan: AugmentPlan, aug: Augment, *, mean: Sequence[float],
+               std: Sequence[float], image_size: int | None = None) -> torch.Tensor:
     """Augment, resize and normalise a batch in pixel units.
 
     Order: crop + flip, rotate/zoom, resize, normalise, erase. Geometric steps happen at the
@@ -162,8 +215,9 @@ def augment_batch(x: torch.Tensor, u: torch.Tensor, aug: Augment, *,
     box is 0 = the mean in normalised units.
 
     Args:
-        x: (B, C, H, W) float in [0, 255] (consumed: may be modified in place).
-        u: (B, N_UNIFORMS) uniforms in [0, 1), one row per image.
+        x: (B, C, H, W) uint8, or float in [0, 255] (consumed: may be modified in place).
+            Crop and flip run before the conversion to float, on a quarter of the bytes.
+        plan: the batch's parameters (`plan_augment(...).take(...)`).
         aug: what to apply.
         mean, std: per-channel statistics in [0, 1] units.
         image_size: square output side, or None to keep the size.
@@ -171,30 +225,30 @@ def augment_batch(x: torch.Tensor, u: torch.Tensor, aug: Augment, *,
     Returns:
         Normalised (B, C, H', W') float.
     """
-    u = u.to(x.device)
-    p = aug.crop_padding
-    if p or aug.hflip:
-        offsets = (u[:, [_CROP_Y, _CROP_X]] * (2 * p + 1)).long().clamp_max(2 * p)
-        flip = (u[:, _FLIP] < 0.5) if aug.hflip else torch.zeros_like(u[:, _FLIP], dtype=bool)
-        x = crop_flip(x, p, offsets, flip, aug.padding_mode)
+    if aug.crop_padding or aug.hflip:
+        x = crop_flip(x, aug.crop_padding, plan.offsets.to(x.device), plan.flip.to(x.device),
+                      aug.padding_mode)
+    x = x if x.is_floating_point() else x.float()
     if aug.geometric:
-        degrees = (2 * u[:, _ROTATE] - 1) * aug.rotate_degrees
-        lo, hi = aug.scale if aug.scale is not None else (1.0, 1.0)
-        x = rotate_scale(x, degrees, lo + (hi - lo) * u[:, _SCALE])
+        x = rotate_scale(x, plan.degrees.to(x.device), plan.scale.to(x.device))
     if image_size is not None:
         x = resize(x, image_size)
     x = normalize(x, mean, std)
     if aug.random_erasing > 0:
-        lo, hi = aug.erasing_area
-        r_lo, r_hi = math.log(aug.erasing_ratio[0]), math.log(aug.erasing_ratio[1])
-        x = erase_boxes(
-            x,
-            apply=u[:, _ERASE] < aug.random_erasing,
-            area=lo + (hi - lo) * u[:, _ERASE_AREA],
-            log_ratio=r_lo + (r_hi - r_lo) * u[:, _ERASE_RATIO],
-            pos=u[:, [_ERASE_Y, _ERASE_X]],
-        )
+        x = erase_boxes(x, plan.boxes)
     return x
+
+
+def output_size(in_size: tuple[int, int], image_size: int | None) -> tuple[int, int]:
+    return in_size if image_size is None else (image_size, image_size)
+
+
+def augment_batch(x: torch.Tensor, u: torch.Tensor, aug: Augment, *,
+                  mean: Sequence[float], std: Sequence[float],
+                  image_size: int | None = None) -> torch.Tensor:
+    """`apply_plan` with the plan drawn from uniforms `u` (B, N_UNIFORMS), one row per image."""
+    plan = plan_augment(u, aug, output_size(tuple(x.shape[-2:]), image_size))
+    return apply_plan(x, plan, aug, mean=mean, std=std, image_size=image_size)
 
 
 def preprocess(images: torch.Tensor, mean: Sequence[float], std: Sequence[float], *,

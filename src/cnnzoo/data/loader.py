@@ -23,7 +23,15 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from cnnzoo.data.augment import N_UNIFORMS, Augment, augment_batch, normalize, resize
+from cnnzoo.data.augment import (
+    N_UNIFORMS,
+    Augment,
+    apply_plan,
+    normalize,
+    output_size,
+    plan_augment,
+    resize,
+)
 from cnnzoo.data.dataset import ImageDataset
 
 _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
@@ -135,19 +143,22 @@ class BatchLoader:
         """Iterate from batch `start` of the current epoch (to resume in the middle of one)."""
         order = self._epoch_order()
         positions = torch.arange(self.rank, len(order), self.world_size)
-        uniforms = None
+        plan = None
         if self.augment is not None:
             g = seeded_generator(self.seed, self.epoch, _AUGMENT_STREAM)
             uniforms = torch.rand(len(order), N_UNIFORMS, generator=g)
+            plan = plan_augment(uniforms, self.augment,
+                                output_size(self.dataset.image_size, self.image_size))
         for b in range(start, len(self)):
             pos = positions[b * self.batch_size:(b + 1) * self.batch_size]
             idx = order[pos].to(self._images.device)
-            x = self._images[idx].to(self.device, non_blocking=True).float()
+            x = self._images[idx].to(self.device, non_blocking=True)
             y = self._labels[idx].to(self.device, non_blocking=True)
-            if uniforms is not None:
-                x = augment_batch(x, uniforms[pos], self.augment, mean=self.mean, std=self.std,
-                                  image_size=self.image_size)
+            if plan is not None:
+                x = apply_plan(x, plan.take(pos), self.augment, mean=self.mean, std=self.std,
+                               image_size=self.image_size)
             else:
+                x = x.float()
                 if self.image_size is not None:
                     x = resize(x, self.image_size)
                 x = normalize(x, self.mean, self.std)
