@@ -345,3 +345,21 @@ def test_by_stage_groups_by_resolution_and_adds_up():
 def test_human_units():
     assert human_count(1_814_073_344) == "1.81 G" and human_count(640) == "640"
     assert human_bytes(3 * 2**20) == "3.00 MiB" and human_bytes(80) == "80 B"
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "densenet121", "se_resnet18", "googlenet"])
+def test_meta_shortcuts_change_nothing_but_time(name, monkeypatch):
+    """The meta-device shortcuts give the same counts, sizes and rows as PyTorch's own path."""
+    from cnnzoo.profile.meta import MetaShortcuts
+
+    shape = (2, 3, 224, 224) if name == "googlenet" else (2, 3, 64, 64)
+    fast = profile(name, shape)
+    def pass_through(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+    monkeypatch.setattr(MetaShortcuts, "__torch_dispatch__", pass_through)
+    slow = profile(name, shape)
+    assert fast.macs == slow.macs
+    assert fast.activation_bytes == slow.activation_bytes
+    assert fast.activation_bytes_train == slow.activation_bytes_train
+    assert fast.layers == slow.layers

@@ -12,6 +12,10 @@ batch-norm, activations, pooling, residual additions, concatenation and the SE r
 count 0, as does any custom operator it does not know. Only the forward pass is counted:
 FlopCounterMode overcounts the backward of grouped convolutions by the factor `groups`.
 
+Operators without a C++ meta kernel (batch-norm, elementwise ops) run Python decompositions
+on meta, slower than the counting itself; `meta.MetaShortcuts` answers the common cases
+directly (they count 0 MACs either way).
+
 Per-layer rows take their MACs from FlopCounterMode's own module hierarchy
 (`get_flop_counts()`); forward hooks on the throw-away meta copy only record output shapes
 and sizes.
@@ -30,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
 from cnnzoo.profile.memory import LiveActivations, saved_for_backward_bytes
+from cnnzoo.profile.meta import MetaShortcuts
 from cnnzoo.profile.report import LayerRow
 
 
@@ -87,8 +92,12 @@ def count_forward(model: nn.Module, x: torch.Tensor) -> ForwardCount:
     try:
         with (
             torch.no_grad(),
+            # The last mode entered sees each operator first. The shortcuts answer the
+            # operators that count 0 before the counter spends time on them; the memory
+            # tracker, at the bottom, sees every tensor made, the shortcuts' included.
             LiveActivations(exclude=exclude) as live,
             FlopCounterMode(display=False) as counter,
+            MetaShortcuts(),
         ):
             model(x)
     finally:
@@ -97,19 +106,25 @@ def count_forward(model: nn.Module, x: torch.Tensor) -> ForwardCount:
 
     flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     root = type(model).__name__  # FlopCounterMode names modules "<RootClass>.<path>"
+    modules = list(model.named_modules())
+    own = {path: sum(p.numel() for p in m.parameters(recurse=False)) for path, m in modules}
+    subtree = dict(own)  # parameters below each module: own ones added to every ancestor
+    for path, n in own.items():
+        parts = path.split(".") if path else []
+        for i in range(len(parts)):
+            subtree[".".join(parts[:i])] += n
     rows = []
-    for path, module in model.named_modules():
+    for path, module in modules:
         shape, out_bytes, calls, order = records[path]
         key = f"{root}.{path}" if path else root
-        own = sum(p.numel() for p in module.parameters(recurse=False))
         rows.append(
             LayerRow(
                 path=path,
                 type=type(module).__name__,
                 depth=0 if not path else path.count(".") + 1,
                 output_shape=shape,
-                params=sum(p.numel() for p in module.parameters()),
-                own_params=own,
+                params=subtree[path],
+                own_params=own[path],
                 macs=flops.get(key, 0) // 2,
                 output_bytes=out_bytes,
                 calls=calls,
@@ -124,7 +139,8 @@ def count_forward(model: nn.Module, x: torch.Tensor) -> ForwardCount:
 def train_saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
     """Bytes autograd saves for backward in one train-mode forward of a disposable copy."""
     model.train()
-    return saved_for_backward_bytes(model, x)
+    with MetaShortcuts():
+        return saved_for_backward_bytes(model, x)
 
 
 def _recorder(record: list, clock: itertools.count):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from cnnzoo.profile.counting import count_forward, meta_copy, parameter_stats, train_saved_bytes
+from cnnzoo.profile.meta import MetaShortcuts
 from cnnzoo.profile.report import ProfileReport
 from cnnzoo.profile.timing import OPTIMIZER, TimingOptions, measure
 
@@ -184,7 +185,8 @@ def _meta_model(model_or_name: nn.Module | str, in_chans: int) -> tuple[str, str
 
         get_builder(model_or_name)  # unknown name: ValueError listing the closest ones
         try:
-            with torch.device("meta"):
+            # MetaShortcuts turns weight initialisation into no-ops: meta tensors hold no values.
+            with torch.device("meta"), MetaShortcuts():
                 model = create_model(model_or_name, in_chans=in_chans)
         except NotImplementedError:  # an initialiser without a meta kernel: build, then copy
             model = meta_copy(create_model(model_or_name, in_chans=in_chans))
