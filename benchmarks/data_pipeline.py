@@ -9,7 +9,7 @@ default collate), timed with num_workers=0 and with one worker per core.
 Method: one warm-up pass of `--batches` batches, then `--repeats` timed passes of the same
 length; the statistic is the median images/s. Same process, same threads.
 
-    .venv/bin/python benchmarks/data_pipeline.py [--batches 60] [--repeats 3]
+    .venv/bin/python benchmarks/data_pipeline.py [--batches 60] [--repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -96,10 +96,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=60, help="batches per timed pass")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes (median)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
     print(f"CPU: {cpu_name()}; {os.cpu_count()} logical CPUs, torch threads "
-          f"{torch.get_num_threads()}; torch {torch.__version__}")
+          f"{torch.get_num_threads()}; torch {torch.__version__}; load average "
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} at start")
     print(f"batch {args.batch_size}, {args.batches} batches per pass, median of "
           f"{args.repeats} passes after 1 warm-up; images/s of the pipeline alone\n")
     try:

