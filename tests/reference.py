@@ -56,7 +56,8 @@ def reference_logits(name: str) -> torch.Tensor:
     return torch.tensor(manifest(name)["logits"], dtype=torch.float32)
 
 
-def assert_logits_match(name: str, logits: torch.Tensor) -> None:
+def assert_logits_match(name: str, logits: torch.Tensor, tol: float = 1e-4) -> None:
+    """The README's rule: rtol=tol, atol=tol * max|logit| (tol=1e-4 unless explained)."""
     expected = reference_logits(name)
-    atol = 1e-4 * expected.abs().max().item()
-    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=atol)
+    atol = tol * expected.abs().max().item()
+    torch.testing.assert_close(logits, expected, rtol=tol, atol=atol)
