@@ -1,0 +1,30 @@
+"""Using a trained model: evaluate it on a data split, classify image files, export it.
+
+`cnnzoo eval`, `cnnzoo predict` and `cnnzoo export` are thin commands over
+`evaluate_checkpoint`, `predict_images` and `export_model`. All three read a checkpoint
+written by `cnnzoo train` (with `torch.load(weights_only=True)`) or a safetensors export,
+rebuild the registered model in eval mode, and feed it the way training did
+(`Preprocess`, recorded in the checkpoint).
+"""
+
+from cnnzoo.infer.evaluate import EvalResult, evaluate_checkpoint, evaluate_model, write_report
+from cnnzoo.infer.export import ExportResult, export_model, load_safetensors_model
+from cnnzoo.infer.loading import ModelInfo, Preprocess, load_model
+from cnnzoo.infer.predict import Prediction, Predictor, predict_images, read_image
+
+__all__ = [
+    "EvalResult",
+    "ExportResult",
+    "ModelInfo",
+    "Prediction",
+    "Predictor",
+    "Preprocess",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "export_model",
+    "load_model",
+    "load_safetensors_model",
+    "predict_images",
+    "read_image",
+    "write_report",
+]

@@ -1,0 +1,250 @@
+"""`cnnzoo export`: a trained model as ONNX, TorchScript or safetensors, with its metadata.
+
+Every format carries the same JSON record (`ModelInfo.to_dict()`: model name and builder
+options, class names, channel count, preprocessing, which weights, the training config):
+ONNX in the model's `metadata_props["cnnzoo"]`, TorchScript as the extra file `cnnzoo.json`,
+safetensors in its header metadata under "cnnzoo". `load_safetensors_model` rebuilds the
+registered model from it, so a safetensors export is a complete, code-free model file.
+
+The model is exported in eval mode, where every zoo model returns plain logits (GoogLeNet's
+auxiliary heads only run in training). ONNX and TorchScript are traced with a batch of 2 at
+the recorded image size:
+
+- ONNX uses torch's dynamo exporter (torch.export + onnxscript, opset 18) with a dynamic
+  batch axis. The older TorchScript-based exporter (`dynamo=False`) is 3x faster but fails on
+  part of the zoo: adaptive average pooling to 7x7 from a map that 7 does not divide (VGG
+  and AlexNet below 224 px, e.g. on CIFAR) and the deformable convolutions' index arithmetic.
+- TorchScript uses `torch.jit.trace` (also deprecated in favour of torch.export, still the
+  format C++ `torch::jit::load` reads).
+- Tracing runs `ZooModel.check_input` once, in Python, so the exported graphs do not check
+  their input; the batch size stays free, the channel count and image size are fixed.
+
+`export_model` then checks the file: it loads it back (onnxruntime, `torch.jit.load`,
+`load_safetensors_model`) and compares its logits with PyTorch's on a batch of 3 (another
+batch size than traced), reporting the largest absolute difference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo.infer.loading import ModelInfo, Preprocess, load_model
+from cnnzoo.train.checkpoint import CheckpointError, atomic_write
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
+SAFETENSORS_FORMAT = "cnnzoo-safetensors"
+SAFETENSORS_VERSION = "1"
+ONNX_OPSET = 18  # the dynamo exporter's default; GridSample (deformable conv) needs >= 16
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export_model` wrote.
+
+    Attributes:
+        path: the file.
+        format: "onnx", "torchscript" or "safetensors".
+        max_abs_diff: largest |logit difference| between the file and PyTorch on a check
+            batch, or None when not checked (verify=False, or onnxruntime not installed).
+        bytes: file size.
+    """
+
+    path: Path
+    format: str
+    max_abs_diff: float | None
+    bytes: int
+
+
+def metadata_json(info: ModelInfo) -> str:
+    """The JSON record every export carries."""
+    import cnnzoo
+
+    record = {"format": SAFETENSORS_FORMAT, "format_version": SAFETENSORS_VERSION,
+              **info.to_dict(), "versions": {"cnnzoo": cnnzoo.__version__,
+                                             "torch": str(torch.__version__)}}
+    return json.dumps(record, default=str)
+
+
+def default_output(source: str | os.PathLike, fmt: str) -> Path:
+    """`runs/x/best.pt` -> `runs/x/best.onnx` (`.torchscript.pt`, `.safetensors`)."""
+    source = Path(source)
+    stem = source.name.removesuffix(".safetensors").removesuffix(".pt")
+    return source.with_name(stem + SUFFIX[fmt])
+
+
+def export_model(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, *,
+                 weights: str = "auto", verify: bool = True) -> ExportResult:
+    """Export a checkpoint (or a safetensors export) to `fmt`, written atomically.
+
+    Args:
+        path: the model file.
+        fmt: "onnx", "torchscript" or "safetensors".
+        out: destination; default: next to `path` (see `default_output`).
+        weights: "auto" (what validation used: EMA if kept), "model" or "ema".
+        verify: load the file back and compare its logits with PyTorch's.
+
+    Raises:
+        CheckpointError: unreadable source (one line naming it). ValueError: bad format or
+        destination. RuntimeError: the exporter failed or a needed package is missing.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    out = Path(out) if out is not None else default_output(path, fmt)
+    if out.resolve() == Path(path).resolve():
+        raise ValueError(f"{out}: the export would overwrite its source; pass --out")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"{out.parent}: no such directory for the export")
+    model, info = load_model(path, weights=weights)
+    writer = {"onnx": _write_onnx, "torchscript": _write_torchscript,
+              "safetensors": _write_safetensors}[fmt]
+    writer(model, info, out)
+    diff = verify_export(model, info, out, fmt) if verify else None
+    return ExportResult(out, fmt, diff, out.stat().st_size)
+
+
+def example_input(preprocess: Preprocess, in_chans: int, batch: int, seed: int = 0
+                  ) -> torch.Tensor:
+    """A normalised-looking random batch at the recorded image size."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, in_chans, *preprocess.image_size, generator=g)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence what the tracers say about the zoo's Python-level input check, their own
+    deprecations, and the ONNX exporter's note that torchvision ops are not registered."""
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        onnx_log.setLevel(level)
+
+
+def _write_onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
+    try:
+        import onnx
+    except ImportError:
+        raise RuntimeError("export --format onnx needs the onnx package "
+                           "(pip install onnx onnxruntime)") from None
+    # Batch 2 when tracing: torch.export specialises a dimension of size 0 or 1.
+    x = example_input(info.preprocess, info.in_chans, 2)
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with _quiet():
+            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=ONNX_OPSET,
+                                        input_names=["images"], output_names=["logits"],
+                                        dynamic_shapes={"x": {0: batch}}, verbose=False)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise RuntimeError(f"ONNX export of {info.model_name} failed: "
+                           f"{type(err).__name__}: {reason[:200]}") from err
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "cnnzoo", metadata_json(info)
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    atomic_write(out, lambda f: f.write(data))
+
+
+def _write_torchscript(model: nn.Module, info: ModelInfo, out: Path) -> None:
+    x = example_input(info.preprocess, info.in_chans, 2)
+    with _quiet():
+        # No check_trace: it re-runs the model thrice; verify_export compares once instead.
+        traced = torch.jit.trace(model, (x,), check_trace=False)
+    extra = {"cnnzoo.json": metadata_json(info)}
+    atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
+
+
+def _write_safetensors(model: nn.Module, info: ModelInfo, out: Path) -> None:
+    from safetensors.torch import save
+
+    # contiguous copies: safetensors refuses views and shared storage.
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = save(tensors, metadata={"format": SAFETENSORS_FORMAT,
+                                   "format_version": SAFETENSORS_VERSION,
+                                   "cnnzoo": metadata_json(info)})
+    atomic_write(out, lambda f: f.write(data))
+
+
+def load_safetensors_model(path: str | os.PathLike) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the registered model a cnnzoo safetensors export holds (eval mode).
+
+    Raises:
+        CheckpointError: missing, truncated or foreign file (one line naming it).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from cnnzoo.infer.loading import info_from_checkpoint
+    from cnnzoo.models import create_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such safetensors file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError and OSError
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or "
+                              f"corrupt): {str(err).splitlines()[0][:160]}") from None
+    if meta.get("format") != SAFETENSORS_FORMAT or "cnnzoo" not in meta:
+        raise CheckpointError(f"{path}: not a cnnzoo safetensors export (no "
+                              f"format={SAFETENSORS_FORMAT!r} metadata, as `cnnzoo export "
+                              f"--format safetensors` writes)")
+    if meta.get("format_version") != SAFETENSORS_VERSION:
+        raise CheckpointError(f"{path}: cnnzoo safetensors version {meta.get('format_version')},"
+                              f" this cnnzoo reads version {SAFETENSORS_VERSION}")
+    try:
+        record: dict[str, Any] = json.loads(meta["cnnzoo"])
+        info = info_from_checkpoint(record, record["weights"], path)
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: damaged cnnzoo metadata: {err}") from None
+    model = create_model(info.model_name, num_classes=info.num_classes, in_chans=info.in_chans,
+                         **info.model_options)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: weights do not fit {info.model_name}: "
+                              f"{' '.join(str(err).split())[:200]}") from None
+    return model.eval(), info
+
+
+@torch.no_grad()
+def verify_export(model: nn.Module, info: ModelInfo, out: Path, fmt: str) -> float | None:
+    """Largest |logit difference| between the exported file and `model` on a random batch
+    of 3, or None for ONNX when onnxruntime is not installed."""
+    x = example_input(info.preprocess, info.in_chans, 3, seed=1)
+    expected = model(x).float()
+    if fmt == "onnx":
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return None
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+    elif fmt == "torchscript":
+        # Unoptimised: the profiling executor's first calls compile, seconds for one batch.
+        with _quiet(), torch.jit.optimized_execution(False):
+            got = torch.jit.load(str(out), map_location="cpu")(x)
+    else:
+        got = load_safetensors_model(out)[0](x)
+    return float((got.float() - expected).abs().max())

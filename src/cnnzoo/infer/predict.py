@@ -1,0 +1,144 @@
+"""`cnnzoo predict`: the top-k classes, with probabilities, of image files.
+
+Each image is read with Pillow (PNG, JPEG and whatever else Pillow opens), turned upright
+by its EXIF orientation, converted to the model's channel count (grayscale "L" or "RGB",
+Pillow's ITU-R 601-2 luma for colour -> gray), then preprocessed as recorded in the
+checkpoint: a plain bilinear resize to the training (H, W) (anti-aliased when shrinking;
+no crop, so a non-square photo is squeezed, as the training data would have been), scaling
+to [0, 1] and normalisation with the training mean/std.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnzoo.infer.loading import ModelInfo, load_model
+
+BATCH = 64  # images per forward pass
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image, most probable first.
+
+    Attributes:
+        path: the image file.
+        labels: class indices.
+        classes: class names.
+        probs: softmax probabilities.
+    """
+
+    path: Path
+    labels: list[int]
+    classes: list[str]
+    probs: list[float]
+
+
+def read_image(path: str | os.PathLike, in_chans: int) -> torch.Tensor:
+    """One image file as uint8 (C, H, W) with C = in_chans (1: grayscale, 3: RGB).
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not an image Pillow can decode.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    mode = {1: "L", 3: "RGB"}.get(in_chans)
+    if mode is None:
+        raise ValueError(f"{path}: the model takes {in_chans}-channel images; image files "
+                         f"can feed only 1 (grayscale) or 3 (RGB)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(ImageOps.exif_transpose(img).convert(mode), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as err:  # SyntaxError: some PIL plugins' "broken"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: not a readable image (PNG/JPEG through Pillow): "
+                         f"{reason}") from None
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+class Predictor:
+    """A model with its preprocessing and class names, ready to classify image files.
+
+    Args:
+        model: in eval mode, returning logits.
+        info: from `load_model`.
+        device: where the model is.
+    """
+
+    def __init__(self, model: nn.Module, info: ModelInfo,
+                 device: str | torch.device = "cpu") -> None:
+        self.model = model.eval()
+        self.info = info
+        self.device = torch.device(device)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, *, weights: str = "auto",
+                  device: str | torch.device = "cpu") -> Predictor:
+        """From a checkpoint or an exported .safetensors file (see `load_model`)."""
+        model, info = load_model(path, weights=weights, device=device)
+        return cls(model, info, device)
+
+    def inputs(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
+        """The model's input for these image files: normalised float (N, C, H, W)."""
+        pre = self.info.preprocess
+        batch = [pre.apply(read_image(p, self.info.in_chans)[None], self.device)
+                 for p in paths]  # one at a time: the files differ in size
+        return torch.cat(batch)
+
+    @torch.no_grad()
+    def probabilities(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
+        """Softmax probabilities (N, num_classes) for the image files."""
+        out = [self.model(self.inputs(paths[i:i + BATCH])).float().softmax(1).cpu()
+               for i in range(0, len(paths), BATCH)]
+        return torch.cat(out)
+
+    def predict(self, paths: Sequence[str | os.PathLike], topk: int = 5) -> list[Prediction]:
+        """The top-k classes of each image (k capped at the number of classes)."""
+        if topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
+        if not paths:
+            raise ValueError("no image files given")
+        k = min(topk, self.info.num_classes)
+        probs, labels = self.probabilities(paths).topk(k, dim=1)
+        return [Prediction(Path(p), lab.tolist(), [self.info.classes[i] for i in lab.tolist()],
+                           pr.tolist())
+                for p, lab, pr in zip(paths, labels, probs, strict=True)]
+
+
+def predict_images(path: str | os.PathLike, images: Sequence[str | os.PathLike], *,
+                   topk: int = 5, weights: str = "auto",
+                   device: str | torch.device = "cpu") -> list[Prediction]:
+    """Classify image files with a checkpoint or exported .safetensors model.
+
+    Args:
+        path: the model file.
+        images: image file paths.
+        topk: classes per image (capped at the number of classes).
+        weights: "auto" (what validation used: EMA if kept), "model" or "ema".
+        device: "cpu", "cuda", ...
+    """
+    return Predictor.from_file(path, weights=weights, device=device).predict(images, topk)
+
+
+def format_predictions(predictions: Sequence[Prediction]) -> str:
+    """One block per image: its path, then `  probability  class` lines."""
+    lines = []
+    for pred in predictions:
+        lines.append(str(pred.path))
+        width = max(len(c) for c in pred.classes)
+        for name, label, p in zip(pred.classes, pred.labels, pred.probs, strict=True):
+            lines.append(f"  {100 * p:6.2f}%  {name.ljust(width)}  (label {label})")
+    return "\n".join(lines)

@@ -1,0 +1,321 @@
+"""cnnzoo eval / predict / export, on a real (tiny) training run made once per module.
+
+The run: resnet20 on a 4-class synthetic set of 1x12x12 images resized to 14x14, one epoch
+with an EMA of the weights, a validation split held out. Every number the tests compare
+against is recomputed here from the checkpoint by other means (a direct forward pass, the
+trainer's own validation record, onnxruntime, torch.jit.load).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnzoo
+from cnnzoo.cli import main
+from cnnzoo.data import load_dataset, make_synthetic, normalize, resize
+from cnnzoo.infer import (
+    Predictor,
+    Preprocess,
+    evaluate_checkpoint,
+    evaluate_model,
+    export_model,
+    load_model,
+    load_safetensors_model,
+    predict_images,
+    read_image,
+    write_report,
+)
+from cnnzoo.models import create_model
+from cnnzoo.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+
+DATA = "synthetic:1x12x12:4:96"
+SIZE = 14  # the run resizes 12x12 images to 14x14, so preprocessing has work to do
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("infer") / "run"
+    cnnzoo.train("resnet20", DATA, out=str(out), epochs=1, batch_size=16, val_size=32,
+                 image_size=SIZE, ema_decay=0.5, lr=0.05, quiet=True)
+    return out
+
+
+def reference_logits(ckpt: dict, images: torch.Tensor, weights: str = "auto") -> torch.Tensor:
+    """Logits computed by hand from the checkpoint: resize, normalise, forward."""
+    pre = ckpt["preprocess"]
+    x = normalize(resize(images.float(), tuple(pre["image_size"])), pre["mean"], pre["std"])
+    with torch.no_grad():
+        return model_from_checkpoint(ckpt, weights=weights)(x)
+
+
+def one_error_line(capsys, *names) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    for name in names:
+        assert str(name) in err, err
+    return err
+
+
+# ---------------------------------------------------------------------------------- eval
+
+
+def test_eval_on_the_val_split_reproduces_the_trainers_validation(run):
+    ckpt = load_checkpoint(run / "last.pt")
+    result = evaluate_checkpoint(run / "last.pt", split="val")
+    assert result.weights == "ema" == ckpt["eval_weights"]
+    assert result.num_images == 32
+    assert result.top1 == ckpt["metrics"][-1]["val_acc"]
+    assert result.loss == pytest.approx(ckpt["metrics"][-1]["val_loss"], rel=1e-5)
+
+
+def test_eval_counts_match_a_direct_forward_pass(run, tmp_path):
+    ckpt = load_checkpoint(run / "best.pt")
+    test = load_dataset(DATA, "test")
+    result = evaluate_checkpoint(run / "best.pt", DATA, split="test", batch_size=40)
+    logits = reference_logits(ckpt, test.images)
+    pred = logits.argmax(1)
+    confusion = torch.zeros(4, 4, dtype=torch.int64)
+    for t, p in zip(test.labels.tolist(), pred.tolist(), strict=True):
+        confusion[t, p] += 1
+    assert torch.equal(result.confusion, confusion)
+    assert result.top1 == pytest.approx((pred == test.labels).float().mean().item())
+    top2 = (logits.topk(2, 1).indices == test.labels[:, None]).any(1).float().mean().item()
+    assert result.loss == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, test.labels).item(), rel=1e-5)
+    # Top-5 of 4 classes is top-4: every image counts.
+    assert result.k == 4 and result.topk == 1.0
+    support = confusion.sum(1)
+    assert result.per_class == pytest.approx((confusion.diagonal() / support).tolist())
+    assert result.support == support.tolist()
+    assert 0 < top2 <= 1  # sanity: top-k is a property the logits have, not a constant
+
+    paths = write_report(result, tmp_path / "report")
+    metrics = json.loads(paths["metrics"].read_text())
+    assert metrics["top1"] == result.top1 and metrics["top5_k"] == 4
+    assert metrics["confusion"] == confusion.tolist()
+    with paths["confusion_csv"].open() as f:
+        rows = list(csv.reader(f))
+    assert rows[0][1:] == ckpt["classes"]
+    assert [[int(v) for v in r[1:]] for r in rows[1:]] == confusion.tolist()
+    with paths["per_class"].open() as f:
+        per_class = list(csv.DictReader(f))
+    assert [int(r["support"]) for r in per_class] == support.tolist()
+    with Image.open(paths["confusion_png"]) as png:
+        assert png.format == "PNG" and min(png.size) > 200
+    assert not list((tmp_path / "report").glob(".*.tmp"))  # atomic writes leave no temp file
+
+
+def test_eval_weights_choice_changes_the_result(run):
+    ema = evaluate_checkpoint(run / "last.pt", split="val", weights="ema")
+    auto = evaluate_checkpoint(run / "last.pt", split="val")
+    raw = evaluate_checkpoint(run / "last.pt", split="val", weights="model")
+    assert auto.loss == ema.loss and raw.loss != ema.loss and raw.weights == "model"
+
+
+@pytest.mark.parametrize("data, words", [
+    ("synthetic:1x12x12:5:40", "class count mismatch"),
+    ("synthetic:3x12x12:4:40", "channel mismatch"),
+])
+def test_eval_on_data_that_does_not_fit_is_one_line(run, tmp_path, capsys, data, words):
+    rc = main(["eval", str(run / "best.pt"), "--data", data, "--out", str(tmp_path)])
+    assert rc != 0
+    one_error_line(capsys, words, run / "best.pt")
+    assert not list(tmp_path.iterdir())
+
+
+def test_eval_command_prints_a_table_and_writes_the_report(run, tmp_path, capsys):
+    assert main(["eval", str(run / "best.pt"), "--data", DATA, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "top-4" in out and "class3" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "confusion.csv", "confusion.png", "metrics.json", "per_class.csv"]
+
+
+# ------------------------------------------------------------------------------- predict
+
+
+def save_png(images: torch.Tensor, folder, rgb: bool = False) -> list:
+    paths = []
+    for i, img in enumerate(images):
+        array = img[0].numpy()
+        if rgb:  # equal channels: Pillow's luma conversion returns the gray value exactly
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        path = folder / f"{i}{'_rgb' if rgb else ''}.png"
+        Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_predict_applies_the_recorded_preprocessing(run, tmp_path):
+    ckpt = load_checkpoint(run / "best.pt")
+    test = load_dataset(DATA, "test").subset(range(6))
+    gray = save_png(test.images, tmp_path)
+    rgb = save_png(test.images, tmp_path, rgb=True)
+    predictor = Predictor.from_file(run / "best.pt")
+    x = predictor.inputs(gray)
+    assert x.shape == (6, 1, SIZE, SIZE)
+    expected = reference_logits(ckpt, test.images).softmax(1)
+    torch.testing.assert_close(predictor.probabilities(gray), expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(predictor.probabilities(rgb), expected, atol=1e-6, rtol=1e-5)
+
+    preds = predict_images(run / "best.pt", gray, topk=10)  # capped at 4 classes
+    for pred, p in zip(preds, expected, strict=True):
+        assert len(pred.labels) == 4 and pred.probs == sorted(pred.probs, reverse=True)
+        assert pred.labels[0] == int(p.argmax()) and sum(pred.probs) == pytest.approx(1, abs=1e-5)
+        assert pred.classes[0] == ckpt["classes"][pred.labels[0]]
+    assert [p.labels for p in predict_images(run / "best.pt", gray, topk=2)] == \
+        [p.labels[:2] for p in preds]
+
+
+def test_read_image_converts_and_orients(tmp_path):
+    rgb = np.zeros((5, 7, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 200, 100, 50
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    assert read_image(tmp_path / "c.png", 3).shape == (3, 5, 7)
+    gray = read_image(tmp_path / "c.png", 1)
+    # ITU-R 601-2 luma, as Pillow computes it: 0.299 R + 0.587 G + 0.114 B.
+    assert gray.shape == (1, 5, 7) and int(gray[0, 0, 0]) == round(0.299 * 200 + 0.587 * 100
+                                                                    + 0.114 * 50)
+    with pytest.raises(ValueError, match="4-channel"):
+        read_image(tmp_path / "c.png", 4)
+
+
+@pytest.mark.parametrize("content", [None, b"not an image", b"\x89PNG\r\n\x1a\n\x00\x00"])
+def test_predict_on_a_missing_or_corrupt_image_is_one_line(run, tmp_path, capsys, content):
+    bad = tmp_path / "bad.png"
+    if content is not None:
+        bad.write_bytes(content)
+    good = save_png(load_dataset(DATA, "test").images[:1], tmp_path)[0]
+    assert main(["predict", str(run / "best.pt"), str(good), str(bad)]) != 0
+    one_error_line(capsys, bad)
+
+
+def test_predict_command(run, tmp_path, capsys):
+    paths = save_png(load_dataset(DATA, "test").images[:2], tmp_path)
+    assert main(["predict", str(run / "best.pt"), *map(str, paths), "--topk", "3",
+                 "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["image"] for r in lines] == [str(p) for p in paths]
+    assert all(len(r["top"]) == 3 for r in lines)
+
+
+# -------------------------------------------------------------------------------- export
+
+
+def test_onnx_export_gives_pytorchs_logits(run, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    ckpt = load_checkpoint(run / "best.pt")
+    result = export_model(run / "best.pt", "onnx", tmp_path / "m.onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    images = load_dataset(DATA, "test").images[:5]  # another batch size than traced (2)
+    pre = Preprocess.from_dict(ckpt["preprocess"], in_chans=1, source="test")
+    x = pre.apply(images)
+    got = session.run(["logits"], {"images": x.numpy()})[0]
+    expected = reference_logits(ckpt, images).numpy()
+    diff = float(np.abs(got - expected).max())
+    print(f"ONNX vs PyTorch max |logit diff| = {diff:.3g}")
+    assert diff < 1e-4
+    meta = {p.key: p.value for p in onnx.load(str(result.path)).metadata_props}
+    record = json.loads(meta["cnnzoo"])
+    assert record["classes"] == ckpt["classes"] and record["preprocess"] == ckpt["preprocess"]
+
+
+def test_torchscript_export_loads_with_jit_and_matches(run, tmp_path):
+    ckpt = load_checkpoint(run / "best.pt")
+    result = export_model(run / "best.pt", "torchscript", tmp_path / "m.pt")
+    extra = {"cnnzoo.json": ""}
+    module = torch.jit.load(str(result.path), _extra_files=extra)
+    images = load_dataset(DATA, "test").images[:5]
+    pre = Preprocess.from_dict(ckpt["preprocess"], in_chans=1, source="test")
+    with torch.no_grad():
+        got = module(pre.apply(images))
+    torch.testing.assert_close(got, reference_logits(ckpt, images), atol=1e-5, rtol=1e-5)
+    assert json.loads(extra["cnnzoo.json"])["model_name"] == "resnet20"
+
+
+def test_safetensors_export_reloads_the_same_model(run, tmp_path):
+    ckpt = load_checkpoint(run / "best.pt")
+    result = export_model(run / "best.pt", "safetensors", tmp_path / "m.safetensors")
+    assert result.max_abs_diff == 0.0
+    model, info = load_safetensors_model(result.path)
+    original = model_from_checkpoint(ckpt)  # the EMA weights, as eval_weights says
+    assert not model.training and type(model) is type(original)
+    for (k, a), (k2, b) in zip(model.state_dict().items(), original.state_dict().items(),
+                               strict=True):
+        assert k == k2 and torch.equal(a, b)
+    assert info.classes == ckpt["classes"] and info.weights == "ema"
+    assert info.preprocess.to_dict() == ckpt["preprocess"]
+    # The export is a complete model file: predict and eval take it like a checkpoint.
+    paths = save_png(load_dataset(DATA, "test").images[:3], tmp_path)
+    assert [p.probs for p in predict_images(result.path, paths)] == \
+        [p.probs for p in predict_images(run / "best.pt", paths)]
+    assert evaluate_checkpoint(result.path, split="val").top1 == \
+        evaluate_checkpoint(run / "best.pt", split="val").top1
+
+
+def test_safetensors_without_cnnzoo_metadata_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
+    with pytest.raises(CheckpointError, match="not a cnnzoo safetensors export"):
+        load_model(tmp_path / "x.safetensors")
+    (tmp_path / "y.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(CheckpointError, match="y.safetensors: not a readable"):
+        load_safetensors_model(tmp_path / "y.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_export_of_a_damaged_checkpoint_is_one_line(run, tmp_path, capsys, damage):
+    bad = tmp_path / "bad.pt"
+    if damage == "truncated":
+        data = (run / "best.pt").read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    else:
+        torch.save({"state_dict": {"w": torch.zeros(1)}}, bad)
+    assert main(["export", str(bad), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) != 0
+    one_error_line(capsys, bad)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_command_default_path(run, tmp_path, capsys):
+    src = tmp_path / "best.pt"
+    src.write_bytes((run / "best.pt").read_bytes())
+    assert main(["export", str(src), "--format", "safetensors"]) == 0
+    assert (tmp_path / "best.safetensors").is_file()
+    assert "max |logit difference|" in capsys.readouterr().out
+
+
+def test_googlenet_is_evaluated_and_exported_in_eval_mode(tmp_path):
+    """GoogLeNet returns (logits, aux2, aux1) in training; eval and export see logits only."""
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=3)
+    data = make_synthetic(6, 3, (3, 16, 16))
+    pre = {"mean": list(data.mean), "std": list(data.std), "image_size": [16, 16],
+           "resize": False}
+    save_checkpoint(tmp_path / "g.pt", {
+        "kind": "best", "model_name": "googlenet", "model_options": {},
+        "num_classes": 3, "in_chans": 3, "classes": data.classes, "preprocess": pre,
+        "model": model.state_dict(), "ema": None, "eval_weights": "model", "epoch": 0,
+        "global_step": 0, "best_val_acc": None, "metrics": [], "config": {}, "versions": {}})
+    loaded, info = load_model(tmp_path / "g.pt")
+    assert not loaded.training and loaded.aux1 is not None
+    result = evaluate_model(loaded, data, info.preprocess)
+    assert result.num_images == 6 and result.k == 3
+    exported = export_model(tmp_path / "g.pt", "torchscript")
+    assert exported.path == tmp_path / "g.torchscript.pt" and exported.max_abs_diff < 1e-5
+    out = torch.jit.load(str(exported.path))(info.preprocess.apply(data.images))
+    assert isinstance(out, torch.Tensor) and out.shape == (6, 3)
