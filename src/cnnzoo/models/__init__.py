@@ -2,6 +2,7 @@
 
 from cnnzoo.models import (  # noqa: F401  (imported to register their builders)
     alexnet,
+    compact,
     deformable,
     densenet,
     efficientnet,
