@@ -290,6 +290,19 @@ class AuxNet(nn.Module):
         return (self.head(f), self.aux(f)) if self.training else self.head(f)
 
 
+def test_a_training_step_batch_norm_refuses_is_reported_missing():
+    # Batch-norm cannot train on one value per channel: 1x1 images at batch 1.
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    report = profile(net, (1, 3, 1, 1), timing=True, batch_sizes=(1, 2))
+    one, two = report.timings
+    assert one.train_step_ms_median is None and one.peak_train_bytes is None
+    assert one.latency_ms_median > 0 and two.train_step_ms_median > 0
+    assert report.activation_bytes_train is None
+    assert any("no training step at batch 1" in n for n in report.notes)
+    assert any("no train-mode forward at 1x3x1x1" in n for n in report.notes)
+    assert "Note: no training step at batch 1" in report.table()
+
+
 def test_training_step_handles_tuple_outputs():
     report = profile(AuxNet(), (1, 3, 8, 8), timing=True, batch_sizes=(2,))
     assert report.timings[0].train_step_ms_median > 0

@@ -83,7 +83,7 @@ def run_profile(
 
             real = create_model(real, in_chans=shape[1])
         timings = tuple(measure(real, shape[1:], tuple(batch_sizes), device=device,
-                                options=options, on_batch=on_batch))
+                                options=options, on_batch=on_batch, notes=notes))
     return ProfileReport(
         model=name,
         family=family,

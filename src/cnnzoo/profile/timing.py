@@ -141,6 +141,7 @@ def measure(
     device: torch.device | str = "cpu",
     options: TimingOptions = TimingOptions(),
     on_batch: Callable[[int], None] | None = None,
+    notes: list[str] | None = None,
 ) -> list[TimingRow]:
     """Time `model` at each batch size on `device` (see module doc); `model` is not changed.
 
@@ -151,6 +152,9 @@ def measure(
         device: "cpu" or a CUDA device.
         options: warm-up and repetitions.
         on_batch: called with each batch size after it is measured (progress display).
+        notes: receives a line for each measurement that could not be made (a training
+            step that batch-norm refuses at this batch size: its row's training fields
+            are None).
     """
     device = torch.device(device)
     work = copy.deepcopy(model).to(device=device, dtype=torch.float32)
@@ -160,7 +164,13 @@ def measure(
     for batch in batch_sizes:
         x = torch.randn((batch, *image_shape), generator=gen).to(device)
         infer = _measure_inference(work, x, device, options)
-        train = _measure_training(work, x, device, options, aux_weight) if options.train else None
+        train = None
+        if options.train:
+            try:
+                train = _measure_training(work, x, device, options, aux_weight)
+            except ValueError as err:  # e.g. batch-norm on one value per channel
+                if notes is not None:
+                    notes.append(f"no training step at batch {batch}: {err}")
         rows.append(_row(batch, options, infer, train))
         if on_batch is not None:
             on_batch(batch)
