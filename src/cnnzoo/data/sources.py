@@ -162,7 +162,7 @@ def load_dataset(name_or_path: str | Path, split: str = "train", *,
     """
     check_split(split)
     spec = str(name_or_path)
-    if spec.startswith("synthetic"):
+    if spec == "synthetic" or spec.startswith("synthetic:"):
         return parse_synthetic(spec, split)
     if spec in DATASETS:
         if DATASETS[spec].kind == "idx":
