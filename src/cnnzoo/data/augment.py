@@ -1,9 +1,10 @@
 """Augmentation and preprocessing on whole batches of tensors, never per image in Python.
 
-Every random choice for a sample comes from one row of uniform numbers `u` (B, N_UNIFORMS)
-that the caller draws (the `BatchLoader` draws them per epoch from a seeded generator), so a
-batch's augmentation is a pure function of those numbers: reproducible, and independent of
-how the batch was split across processes.
+Every random choice for a sample comes from one row of uniform numbers `u` (N, N_UNIFORMS)
+that the caller draws (the `BatchLoader` draws them per epoch from a seeded generator) and
+`plan_augment` turns into per-image parameters (an `AugmentPlan`), so a batch's augmentation
+is a pure function of those numbers: reproducible, and independent of how the batch was split
+across processes. Positive rotation angles turn counter-clockwise, as in torchvision.
 
 Sources: random crop with padding and horizontal flip as in He et al. 2015 (arXiv:1512.03385,
 §4.2, CIFAR: "4 pixels are padded on each side, and a 32x32 crop is randomly sampled");
