@@ -51,6 +51,15 @@ def _save(fig, out_dir: Path, file: str, title: str, caption: str) -> Plot:
     return Plot(file, title, caption)
 
 
+def _plain_log_ticks(axis) -> None:
+    """Log-scale tick labels as plain numbers (200, not 2 x 10^2)."""
+    from matplotlib.ticker import FuncFormatter
+
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(fmt)
+
+
 def _colors(comparison: Comparison) -> dict[str, tuple]:
     from matplotlib import colormaps
 
@@ -91,6 +100,8 @@ def _accuracy_vs_macs(comparison: Comparison, out_dir: Path) -> Plot | None:
             ax.scatter(gmacs, 100 * meas.top1, s=80, marker="D", facecolors="none",
                        edgecolors=colors[rep.model], linewidths=1.5)
     ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.2)  # room for the biggest bubbles
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel("GMACs per image (FlopCounterMode, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Top-1 accuracy vs operations; bubble area = parameters")
@@ -112,7 +123,7 @@ def _source_legend(ax, points) -> None:
     if datasets:
         handles.append(Line2D([], [], marker="D", ls="", markerfacecolor="none", color="gray",
                               label=f"measured top-1 (your runs: {', '.join(datasets)})"))
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.legend(handles=handles, loc="best", fontsize=8)
 
 
 def _accuracy_density(comparison: Comparison, out_dir: Path) -> Plot | None:
@@ -145,6 +156,7 @@ def _latency_vs_batch(comparison: Comparison, out_dir: Path) -> Plot:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(list(comparison.batch_sizes), [str(b) for b in comparison.batch_sizes])
+    _plain_log_ticks(ax.yaxis)
     ax.set_xlabel("batch size")
     ax.set_ylabel("inference time per image (ms, median, log scale)")
     ax.set_title(f"Inference time per image vs batch size\n{_hardware(comparison)}", fontsize=10)
@@ -173,6 +185,7 @@ def _memory_vs_batch(comparison: Comparison, out_dir: Path) -> Plot:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(list(comparison.batch_sizes), [str(b) for b in comparison.batch_sizes])
+        _plain_log_ticks(ax.yaxis)
         ax.set_xlabel("batch size")
         ax.set_ylabel("measured peak memory (MiB, log scale)")
         ax.set_title(f"Peak memory, {what}\n(dashed: the weights alone)", fontsize=10)
@@ -228,6 +241,8 @@ def _accuracy_vs_latency(comparison: Comparison, out_dir: Path) -> Plot | None:
         ax.annotate(rep.model, (t.latency_per_image_ms, pub.top1_percent), fontsize=8,
                     xytext=(4, 3), textcoords="offset points")
     ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.1)
+    _plain_log_ticks(ax.xaxis)
     ax.set_xlabel(f"inference time per image at batch {batch} (ms, median, log scale)")
     ax.set_ylabel("published top-1 accuracy (%)")
     ax.set_title(f"Accuracy vs inference time\n{_hardware(comparison)}", fontsize=10)
