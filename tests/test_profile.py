@@ -178,6 +178,14 @@ def test_name_is_built_for_the_input_channels_a_module_is_not():
         profile(create_model("resnet18"), (1, 4, 64, 64))
 
 
+def test_a_meta_model_counts_but_cannot_be_timed():
+    with torch.device("meta"):
+        net = TinyNet()
+    assert profile(net, (1, 3, 8, 8)).env["device"] == "meta"
+    with pytest.raises(ValueError, match="meta device has no values to time"):
+        profile(net, (1, 3, 8, 8), timing=True)
+
+
 def test_cuda_unavailable_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

@@ -68,6 +68,8 @@ class LiveActivations(TorchDispatchMode):
         return out
 
     def _track(self, t: torch.Tensor) -> None:
+        if t.is_sparse or t.is_nested:
+            return  # no single dense storage to follow
         storage = t.untyped_storage()
         key = storage._cdata
         if key in self._exclude:

@@ -65,6 +65,11 @@ def run_profile(
     if timing:
         batch_sizes = check_batch_sizes(batch_sizes)
         device = check_device(device)
+    if timing and isinstance(model_or_name, nn.Module) and any(
+        t.is_meta for t in (*model_or_name.parameters(), *model_or_name.buffers())
+    ):
+        raise ValueError("profile: a model on the meta device has no values to time; "
+                         "pass a real model or its name, or timing=False")
     name, family, meta_model = _meta_model(model_or_name, shape[1])
     notes: list[str] = []
     x = torch.empty(shape, device="meta")
@@ -100,7 +105,8 @@ def run_profile(
         activation_bytes_train=saved,
         layers=counted.layers,
         timings=timings,
-        env=environment(device if timing else "cpu", timing=timing, options=options),
+        # Without timing nothing ran on a real device: the counts come from "meta".
+        env=environment(device if timing else "meta", timing=timing, options=options),
         notes=tuple(notes),
     )
 
