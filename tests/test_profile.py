@@ -384,3 +384,22 @@ def test_meta_shortcuts_change_nothing_but_time(name, monkeypatch):
     assert fast.activation_bytes == slow.activation_bytes
     assert fast.activation_bytes_train == slow.activation_bytes_train
     assert fast.layers == slow.layers
+
+
+def test_zero_momentum_buffers_make_the_same_first_step():
+    """timing.py creates SGD's momentum buffers up front; the update must not change."""
+    torch.manual_seed(0)
+    a = nn.Linear(4, 3)
+    b = copy.deepcopy(a)
+    x = torch.randn(5, 4)
+    opt_a = torch.optim.SGD(a.parameters(), lr=0.01, momentum=0.9)
+    opt_b = torch.optim.SGD(b.parameters(), lr=0.01, momentum=0.9)
+    for p in b.parameters():
+        opt_b.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    for model, opt in ((a, opt_a), (b, opt_b)):
+        for _ in range(2):
+            model(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)

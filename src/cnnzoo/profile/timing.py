@@ -209,7 +209,10 @@ def _measure_training(work: nn.Module, x, device, options: TimingOptions, aux_we
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-    step()  # creates the momentum buffers, so the measured step below is a steady one
+    # Momentum buffers up front, so even the first step is a steady one (a zero buffer makes
+    # SGD's first update exactly the one it makes when it creates the buffer itself).
+    for p in params:
+        opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
     state = [t for s in (opt.state.values() if opt else ()) for t in s.values()
              if isinstance(t, torch.Tensor)]
     resident = resident_bytes([*work.parameters(), *work.buffers(), *state, x, target])
