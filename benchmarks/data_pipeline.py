@@ -6,6 +6,10 @@ flip and random erasing (p=0.5), from the same uint8 tensor in memory; no model 
 per-sample side is the usual recipe (a Dataset whose __getitem__ transforms one image, the
 default collate), timed with num_workers=0 and with one worker per core.
 
+On a busy machine (load above the core count) OpenMP's default spin-waiting makes every
+multi-threaded tensor op wait for a descheduled worker thread; run with --threads 1 or
+OMP_WAIT_POLICY=PASSIVE to see the pipeline rather than the scheduler.
+
 Method: one warm-up pass of `--batches` batches, then `--repeats` timed passes of the same
 length; the statistic is the median images/s. Same process, same threads.
 
@@ -104,7 +108,8 @@ def main() -> None:
     workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2
     print(f"CPU: {cpu_name()}; {os.cpu_count()} logical CPUs, torch threads "
           f"{torch.get_num_threads()}; torch {torch.__version__}; load average "
-          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} at start")
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} at start; OMP_WAIT_POLICY="
+          f"{os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print(f"batch {args.batch_size}, {args.batches} batches per pass, median of "
           f"{args.repeats} passes after 1 warm-up; images/s of the pipeline alone\n")
     try:
