@@ -31,6 +31,7 @@ from cnnzoo.infer import (
     read_image,
     write_report,
 )
+from cnnzoo.infer.evaluate import load_split
 from cnnzoo.models import create_model
 from cnnzoo.train.checkpoint import (
     CheckpointError,
@@ -114,6 +115,11 @@ def test_eval_counts_match_a_direct_forward_pass(run, tmp_path):
     with Image.open(paths["confusion_png"]) as png:
         assert png.format == "PNG" and min(png.size) > 200
     assert not list((tmp_path / "report").glob(".*.tmp"))  # atomic writes leave no temp file
+
+
+def test_val_split_needs_a_run_that_held_one_out():
+    with pytest.raises(ValueError, match="held out no validation split"):
+        load_split({"val_size": 0, "seed": 0}, DATA, "val")
 
 
 def test_eval_weights_choice_changes_the_result(run):
@@ -234,6 +240,7 @@ def test_onnx_export_gives_pytorchs_logits(run, tmp_path):
     assert record["classes"] == ckpt["classes"] and record["preprocess"] == ckpt["preprocess"]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_export_loads_with_jit_and_matches(run, tmp_path):
     ckpt = load_checkpoint(run / "best.pt")
     result = export_model(run / "best.pt", "torchscript", tmp_path / "m.pt")
@@ -299,11 +306,12 @@ def test_export_command_default_path(run, tmp_path, capsys):
     assert "max |logit difference|" in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_googlenet_is_evaluated_and_exported_in_eval_mode(tmp_path):
     """GoogLeNet returns (logits, aux2, aux1) in training; eval and export see logits only."""
     torch.manual_seed(0)
     model = create_model("googlenet", num_classes=3)
-    data = make_synthetic(6, 3, (3, 16, 16))
+    data = make_synthetic(4, 3, (3, 16, 16))
     pre = {"mean": list(data.mean), "std": list(data.std), "image_size": [16, 16],
            "resize": False}
     save_checkpoint(tmp_path / "g.pt", {
@@ -314,8 +322,8 @@ def test_googlenet_is_evaluated_and_exported_in_eval_mode(tmp_path):
     loaded, info = load_model(tmp_path / "g.pt")
     assert not loaded.training and loaded.aux1 is not None
     result = evaluate_model(loaded, data, info.preprocess)
-    assert result.num_images == 6 and result.k == 3
+    assert result.num_images == 4 and result.k == 3
     exported = export_model(tmp_path / "g.pt", "torchscript")
     assert exported.path == tmp_path / "g.torchscript.pt" and exported.max_abs_diff < 1e-5
     out = torch.jit.load(str(exported.path))(info.preprocess.apply(data.images))
-    assert isinstance(out, torch.Tensor) and out.shape == (6, 3)
+    assert isinstance(out, torch.Tensor) and out.shape == (4, 3)

@@ -44,8 +44,9 @@ from cnnzoo.train.checkpoint import CheckpointError, atomic_write
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
-SAFETENSORS_FORMAT = "cnnzoo-safetensors"
+SAFETENSORS_FORMAT = "cnnzoo-safetensors"  # the safetensors header's "format" entry
 SAFETENSORS_VERSION = "1"
+RECORD_FORMAT = "cnnzoo-model-info"  # the JSON record in every export
 ONNX_OPSET = 18  # the dynamo exporter's default; GridSample (deformable conv) needs >= 16
 
 
@@ -71,9 +72,9 @@ def metadata_json(info: ModelInfo) -> str:
     """The JSON record every export carries."""
     import cnnzoo
 
-    record = {"format": SAFETENSORS_FORMAT, "format_version": SAFETENSORS_VERSION,
-              **info.to_dict(), "versions": {"cnnzoo": cnnzoo.__version__,
-                                             "torch": str(torch.__version__)}}
+    versions = {"cnnzoo": cnnzoo.__version__, "torch": str(torch.__version__)}
+    record = {"format": RECORD_FORMAT, "format_version": 1, **info.to_dict(),
+              "versions": versions}
     return json.dumps(record, default=str)
 
 
@@ -170,7 +171,8 @@ def _write_torchscript(model: nn.Module, info: ModelInfo, out: Path) -> None:
         # No check_trace: it re-runs the model thrice; verify_export compares once instead.
         traced = torch.jit.trace(model, (x,), check_trace=False)
     extra = {"cnnzoo.json": metadata_json(info)}
-    atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
+    with _quiet():
+        atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
 
 
 def _write_safetensors(model: nn.Module, info: ModelInfo, out: Path) -> None:
