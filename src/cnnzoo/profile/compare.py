@@ -190,6 +190,8 @@ def compare(
     start = time.perf_counter()
     if not models:
         raise ValueError("compare: expected at least one model")
+    if len(tuple(image_size)) != 3:
+        raise ValueError(f"compare: image size: expected C, H, W, got {tuple(image_size)}")
     shape = check_input_shape((1, *image_size))
     batch_sizes = check_batch_sizes(batch_sizes)
     device = check_device(device)
