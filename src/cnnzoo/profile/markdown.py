@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cnnzoo.profile.published import published_top1
+
 if TYPE_CHECKING:
     from cnnzoo.profile.compare import Comparison
     from cnnzoo.profile.plots import Plot
@@ -77,6 +79,8 @@ def method_lines(comparison: Comparison) -> list[str]:
         "SE-ResNet from Hu et al. Table 2), never measured here"
         + ("; *measured* top-1 from your runs on their own data set." if comparison.measured
            else "."),
+        *(f"- Published figure for {r.model}: {pub.note}." for r in comparison.reports
+          if (pub := published_top1(r.model)) is not None and pub.note),
         f"- Operations vs time (least squares of ms/image on GMACs/image): {r2 or 'n/a'}.",
         f"- Whole comparison: {comparison.wall_time_s:.0f} s.",
     ]
