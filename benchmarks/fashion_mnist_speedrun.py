@@ -93,7 +93,7 @@ def train_options(args: argparse.Namespace, seed: int) -> dict:
         ema_decay=args.ema_decay,
         crop_padding=2, hflip=True,
         channels_last=True, threads=args.threads, precision="fp32", device="cpu",
-        seed=seed, quiet=not args.verbose,
+        seed=seed, quiet=args.quiet,
     )
 
 
@@ -143,7 +143,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    p.add_argument("--verbose", action="store_true", help="the trainer's per-epoch lines")
+    p.add_argument("--quiet", action="store_true", help="without the trainer's per-epoch lines")
     args = p.parse_args()
     full_epochs = args.epochs
     if args.quick:
