@@ -26,6 +26,7 @@ run. images/s = training images / training seconds (epoch loops only).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ import torch
 import cnnzoo
 import cnnzoo.train
 from cnnzoo.data import BatchLoader, ImageDataset, load_dataset, train_val_split
+from cnnzoo.models.registry import get_builder
 
 TIME_LIMIT_S = 600.0  # the speed bar: 10 minutes per run
 TARGET_ACC = 0.94  # the speed bar: mean test accuracy of 3 seeds
@@ -84,8 +86,11 @@ def accuracy(model: torch.nn.Module, ds: ImageDataset, *, flip_tta: bool) -> flo
 
 def train_options(args: argparse.Namespace, seed: int) -> dict:
     """The TrainConfig fields of one run; the recipe is these values and nothing else."""
+    # --widen-factor is compact_resnet8's option; other zoo models (--model) take none here.
+    accepted = inspect.signature(get_builder(args.model)).parameters
+    options = {"widen_factor": args.widen_factor} if "widen_factor" in accepted else {}
     return dict(
-        model_options={"widen_factor": args.widen_factor},
+        model_options=options,
         epochs=args.epochs, batch_size=args.batch_size,
         optimizer="sgd", lr=args.lr, momentum=0.9, nesterov=True,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
@@ -130,7 +135,7 @@ def main() -> None:
                    help="smoke run: 8,192 training images, 512 of them for validation, "
                         "2 epochs, one seed; never reads the test set. Prints the run time "
                         "that --epochs would take on 60k images at the measured speed")
-    p.add_argument("--model", default="compact_resnet8")
+    p.add_argument("--model", default="compact_resnet8", help="any registered model")
     p.add_argument("--widen-factor", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.2, help="peak lr of the one-cycle schedule")
