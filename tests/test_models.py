@@ -41,7 +41,7 @@ def test_every_public_builder_is_registered():
     import cnnzoo.models as models_pkg
 
     for module_name in ("alexnet", "vgg", "googlenet", "resnet", "resnet_cifar", "densenet",
-                        "efficientnet", "deformable"):
+                        "efficientnet", "deformable", "senet", "compact"):
         module = getattr(models_pkg, module_name)
         for fname, fn in vars(module).items():
             own = inspect.isfunction(fn) and fn.__module__ == module.__name__
