@@ -345,7 +345,7 @@ def test_summary_table_reads_like_torchinfo():
     report = profile("resnet18", (1, 3, 224, 224))
     text = report.table(depth=2)
     assert "├─conv1 (Conv2d)" in text and "1x64x112x112" in text and "9,408" in text
-    assert "│ └─1 (BasicBlock)" in text and "layer1.0.conv1" not in text
+    assert "│ └─layer1.1 (BasicBlock)" in text and "layer1.0.conv1" not in text
     assert "Total params: 11,689,512" in text and "Total MACs: 1.81 G (1,814,073,344" in text
     assert str(report) == report.table()
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from cnnzoo.profile.report import LayerRow, ProfileReport
 
-RULE_WIDTH = 100
-
 
 def format_summary(report: ProfileReport, *, depth: int = 3, by_stage: bool = False) -> str:
     """The table: one row per module down to `depth`, or one per stage; then the totals.
@@ -16,17 +14,25 @@ def format_summary(report: ProfileReport, *, depth: int = 3, by_stage: bool = Fa
     """
     if depth < 0:
         raise ValueError(f"summary: depth must be >= 0, got {depth}")
-    lines = [f"{report.model}  input {_shape(report.input_shape)}  (fp32)", "=" * RULE_WIDTH]
-    lines += _stage_lines(report) if by_stage else _layer_lines(report, depth)
-    lines.append("=" * RULE_WIDTH)
-    lines += _totals(report)
-    lines.append("=" * RULE_WIDTH)
+    cells = _stage_cells(report) if by_stage else _layer_cells(report, depth)
+    label_width = max(len(c[0]) for c in cells) + 2
+    width = label_width + sum(_WIDTHS)
+    table = []
+    for i, row in enumerate(cells):
+        table.append(row[0].ljust(label_width)
+                     + "".join(c.rjust(w) for c, w in zip(row[1:], _WIDTHS, strict=True)))
+        if i == 0:
+            table.append("-" * width)
+    lines = [f"{report.model}  input {_shape(report.input_shape)}  (fp32)", "=" * width,
+             *table, "=" * width, *_totals(report, width), "=" * width]
     return "\n".join(lines)
 
 
-def _layer_lines(report: ProfileReport, depth: int) -> list[str]:
-    header = _cols("Layer (type)", "Output shape", "Params", "MACs", "Output size")
-    lines = [header, "-" * RULE_WIDTH]
+_WIDTHS = (18, 13, 11, 12)  # output shape, params, MACs, output size
+
+
+def _layer_cells(report: ProfileReport, depth: int) -> list[tuple[str, ...]]:
+    cells = [("Layer: module path (type)", "Output shape", "Params", "MACs", "Output size")]
     rows = [r for r in report.layers if r.depth <= depth]
     last_child = _last_children(rows)
     for r in rows:
@@ -38,7 +44,7 @@ def _layer_lines(report: ProfileReport, depth: int) -> list[str]:
             bars = "".join("  " if ".".join(parts[:i]) in last_child else "│ "
                            for i in range(1, len(parts)))
             branch = "└─" if r.path in last_child else "├─"
-            label = f"{bars}{branch}{parts[-1]} ({r.type})"
+            label = f"{bars}{branch}{r.path} ({r.type})"
         # Like torchinfo: a leaf, or a row whose children `depth` hides, shows all the
         # parameters below it; an expanded container shows only those it holds itself.
         if r.is_leaf or r.depth == depth:
@@ -46,11 +52,11 @@ def _layer_lines(report: ProfileReport, depth: int) -> list[str]:
         else:
             params = f"{r.own_params:,}" if r.own_params else "--"
         if r.calls == 0:
-            lines.append(_cols(label, "(not called)", params, "--", "--"))
-            continue
-        lines.append(_cols(label, _shape(r.output_shape), params, human_count(r.macs),
-                           human_bytes(r.output_bytes)))
-    return lines
+            cells.append((label, "(not called)", params, "--", "--"))
+        else:
+            cells.append((label, _shape(r.output_shape), params, human_count(r.macs),
+                          human_bytes(r.output_bytes)))
+    return cells
 
 
 def stage_rows(report: ProfileReport) -> list[dict]:
@@ -91,22 +97,21 @@ def _is_spatial(shape: tuple[int, ...] | None) -> bool:
     return shape is not None and len(shape) == 4 and shape[2] * shape[3] > 1
 
 
-def _stage_lines(report: ProfileReport) -> list[str]:
-    header = _cols("Stage (output H x W)", "Output shape", "Params", "MACs", "Output size")
-    lines = [header, "-" * RULE_WIDTH]
+def _stage_cells(report: ProfileReport) -> list[tuple[str, ...]]:
+    cells = [("Stage (output H x W)", "Output shape", "Params", "MACs", "Output size")]
     for i, s in enumerate(stage_rows(report), 1):
-        label = f"stage {i}: {s['resolution']} ({s['layers']} layers)"
-        lines.append(_cols(label, _shape(s["output_shape"]), f"{s['params']:,}",
-                           human_count(s["macs"]), human_bytes(s["output_bytes"])))
+        cells.append((f"stage {i}: {s['resolution']} ({s['layers']} layers)",
+                      _shape(s["output_shape"]), f"{s['params']:,}", human_count(s["macs"]),
+                      human_bytes(s["output_bytes"])))
     # Unused modules that hold weights (auxiliary heads in eval mode) are listed at the end.
     unused = [r for r in report.layers if r.calls == 0 and r.depth > 0 and r.params > 0]
     top_unused = [r for r in unused if not any(r.path.startswith(u.path + ".") for u in unused)]
     for r in top_unused:
-        lines.append(_cols(f"{r.path} ({r.type}, not called)", "--", f"{r.params:,}", "--", "--"))
-    return lines
+        cells.append((f"{r.path} ({r.type}, not called)", "--", f"{r.params:,}", "--", "--"))
+    return cells
 
 
-def _totals(report: ProfileReport) -> list[str]:
+def _totals(report: ProfileReport, width: int) -> list[str]:
     mib = 2**20
     lines = [
         f"Total params: {report.params:,}",
@@ -114,7 +119,7 @@ def _totals(report: ProfileReport) -> list[str]:
         f"Non-trainable params: {report.params - report.trainable_params:,}",
         f"Total MACs: {human_count(report.macs)} ({report.macs:,}; "
         f"{human_count(report.macs_per_image)} per image; FLOPs = 2 x MACs)",
-        "-" * RULE_WIDTH,
+        "-" * width,
         f"Input size (MiB): {report.input_bytes / mib:,.2f}",
         f"Params size (MiB): {report.param_bytes / mib:,.2f}",
         f"Buffers size (MiB): {report.buffer_bytes / mib:,.2f}",
@@ -164,10 +169,6 @@ def _resolution(shape: tuple[int, ...] | None) -> str:
     if shape is not None and len(shape) == 4:
         return f"{shape[2]}x{shape[3]}"
     return "head" if shape is not None else "no tensor output"
-
-
-def _cols(a: str, b: str, c: str, d: str, e: str) -> str:
-    return f"{a:<46.46}{b:>18}{c:>13}{d:>11}{e:>12}"
 
 
 def _shape(shape: tuple[int, ...] | None) -> str:
