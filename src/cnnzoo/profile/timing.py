@@ -161,7 +161,11 @@ def measure(
     aux_weight = float(getattr(model, "aux_weight", DEFAULT_AUX_WEIGHT))
     gen = torch.Generator().manual_seed(0)
     rows = []
+    original = model.state_dict()
     for batch in batch_sizes:
+        # Every batch size starts from the original weights: the training steps of the
+        # previous one (random labels) must not drift them anywhere unusual.
+        work.load_state_dict(original)
         x = torch.randn((batch, *image_shape), generator=gen).to(device)
         infer = _measure_inference(work, x, device, options)
         train = None
