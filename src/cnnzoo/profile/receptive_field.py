@@ -303,6 +303,8 @@ class _FieldTracker(TorchFunctionMode):
                    if isinstance(t, torch.Tensor) and t in self.fields]
         if not tracked or name in _SHAPE_ONLY:
             return out
+        if name == "__setitem__":  # x[...] = y writes y's values into x
+            self.fields[args[0]] = self._combine([f for _, f in tracked], _hw(args[0]))
         for leaf in tree_leaves(out):
             if isinstance(leaf, torch.Tensor):
                 self.fields[leaf] = self._rule(name, args, kwargs, tracked, leaf)
@@ -352,7 +354,7 @@ class _FieldTracker(TorchFunctionMode):
 
     def _conv(self, f: _Field, kernel, stride, padding, dilation, hw) -> _Field:
         if f.is_global or hw is None:
-            return replace(f, size=hw)
+            return replace(f, size=hw) if f.is_global else self._global([f], hw)
         k, s, d = _pair(kernel), _pair(stride), _pair(dilation)
         if isinstance(padding, str):  # "valid" or "same" (stride 1: pad d (k - 1) / 2 first)
             padding = [0 if padding == "valid" else (d[i] * (k[i] - 1)) // 2 for i in (0, 1)]
@@ -362,7 +364,7 @@ class _FieldTracker(TorchFunctionMode):
 
     def _resample(self, name: str, f: _Field, args, kwargs, hw) -> _Field:
         if f.is_global or hw is None:
-            return replace(f, size=hw)
+            return replace(f, size=hw) if f.is_global else self._global([f], hw)
         if name in _ADAPTIVE and hw == (1, 1) and f.size != (1, 1):
             return self._global([f], hw)
         mode = "area" if name in _ADAPTIVE else _arg(args, kwargs, 3, "mode", "nearest")
@@ -383,7 +385,7 @@ class _FieldTracker(TorchFunctionMode):
 
     def _pad(self, f: _Field, pad: Sequence[int], hw) -> _Field:
         if f.is_global or hw is None:
-            return replace(f, size=hw)
+            return replace(f, size=hw) if f.is_global else self._global([f], hw)
         pad = list(pad) + [0] * (4 - min(len(pad), 4))
         before = (pad[2], pad[0])  # F.pad lists the last dim first: (left, right, top, bottom)
         axes = tuple(replace(a, start=a.start - b * a.jump) for a, b in zip(f.axes, before,
