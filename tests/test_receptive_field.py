@@ -21,7 +21,7 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.layers import DeformConv2d, SqueezeExcite, deform_conv2d
-from cnnzoo.profile.receptive_field import FieldRow, receptive_field
+from cnnzoo.profile.receptive_field import FieldRow, receptive_field, summary_columns
 
 # ---- helpers -----------------------------------------------------------------------------
 
@@ -426,3 +426,16 @@ def test_bad_input_is_one_clear_line():
         receptive_field(nn.Sequential(nn.ConvTranspose2d(1, 1, 3)), (1, 8, 8))
     with pytest.raises(TypeError, match="nn.Module or a model name"):
         receptive_field(42, (3, 8, 8))
+
+
+def test_summary_columns_carry_the_flags():
+    rows = receptive_field("se_resnet50", (3, 224, 224)).by_path()
+    assert summary_columns(rows["maxpool"]) == ("11", "4")
+    assert summary_columns(rows["layer4"]) == ("427+", "32")
+    assert summary_columns(rows["avgpool"]) == ("global", "--")
+    assert summary_columns(None) == ("--", "--")
+    rows = receptive_field("resnet50_dcn", (3, 224, 224)).by_path()
+    assert summary_columns(rows["layer4"]) == ("427~", "32")
+    model = nn.Sequential(nn.Conv2d(1, 1, (3, 1)), nn.AdaptiveAvgPool2d((3, 4)))
+    assert summary_columns(receptive_field(model, (1, 10, 10)).by_path()["1"]) == (
+        "<=6x3", "2.66667x2.5")  # 8 -> 3 rows: windows of 3, 4, 3 at 8/3; 10 -> 4 columns

@@ -170,7 +170,8 @@ def receptive_field(
     tracker.fields[x] = _Field.pixel(shape[2:])
     handles = []
     for path, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(tracker.pre_hook))
+        if isinstance(module, DeformConv2d):
+            handles.append(module.register_forward_pre_hook(tracker.pre_hook))
         handles.append(module.register_forward_hook(tracker.hook(path)))
     features: list[torch.Tensor] = []
     if callable(getattr(model, "forward_features", None)):
@@ -196,13 +197,28 @@ def receptive_field(
         for h in handles:
             h.remove()
     rows = tuple(tracker.rows)
-    feature_row = None
     if features and tracker.fields.get(features[-1]) is not None:
         feature_row = _row("forward_features", type(model).__name__, 0, features[-1],
                            tracker.fields[features[-1]])
     else:
         feature_row = next((r for r in reversed(rows) if not r.is_global), None)
     return ReceptiveFieldReport(model=name, input_shape=shape, rows=rows, features=feature_row)
+
+
+def summary_columns(row: FieldRow | None) -> tuple[str, str]:
+    """The RF and jump columns of `cnnzoo summary` for one module: ("427", "32").
+
+    Markers: "+" global context (an SE gate: every unit also sees the whole image), "~" the
+    nominal grid of a deformable conv (input-dependent), "<=" an upper bound; a global row
+    reads ("global", "--") and a module the forward never called ("--", "--").
+    """
+    if row is None:
+        return "--", "--"
+    if row.is_global:
+        return "global", "--"
+    rf = ("<=" if not row.exact else "") + _pair_text(row.rf)
+    rf += ("+" if row.global_context else "") + ("~" if row.input_dependent else "")
+    return rf, _pair_text(row.jump)
 
 
 # --- fields -------------------------------------------------------------------------------
@@ -504,10 +520,10 @@ def _meta_model(model_or_name: nn.Module | str, in_chans: int) -> tuple[str, nn.
     return str(name), meta_copy(model_or_name)
 
 
-def _pair_text(v, fmt: str = "{}") -> str:
+def _pair_text(v) -> str:
     if v is None:
         return "--"
-    a, b = (fmt.format(x) for x in v)
+    a, b = (f"{x:g}" for x in v)
     return a if a == b else f"{a}x{b}"
 
 
@@ -517,4 +533,4 @@ def _line(label: str, r: FieldRow) -> str:
                              ("upper bound", not r.exact)) if on]
     shape = "x".join(map(str, r.output_shape))
     return (f"{label:<46.46}{shape:>18}{_pair_text(r.rf):>10}{_pair_text(r.jump):>7}"
-            f"{_pair_text(r.start, '{:g}'):>8}  {', '.join(notes)}")
+            f"{_pair_text(r.start):>8}  {', '.join(notes)}")
