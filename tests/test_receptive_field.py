@@ -261,6 +261,15 @@ def test_adaptive_pooling_and_resizing_bound_every_unit():
             assert cols[-1] - cols[0] + 1 <= row.rf[1], (layer, u)
 
 
+def test_nearest_resizing_by_an_integer_factor_is_exact():
+    # "nearest-exact" at 1/2 reads pixel 2u + 1: a 3x3 conv then this is a 3x3 at stride 2
+    # centred on odd pixels (start 1), exactly.
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1),
+                          nn.Upsample(scale_factor=0.5, mode="nearest-exact"))
+    row = check_model(model, (1, 12, 12))
+    assert row.exact and row.rf == (3, 3) and row.jump == (2, 2) and row.start == (1.0, 1.0)
+
+
 # ---- deformable convolution --------------------------------------------------------------
 
 

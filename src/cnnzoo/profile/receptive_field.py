@@ -393,7 +393,10 @@ class _FieldTracker(TorchFunctionMode):
                 exact = exact and n % m == 0
             else:
                 k = {"bilinear": 2, "bicubic": 4}.get(mode, 1)
-                x0 = max(Fraction(0), step / 2 - Fraction(1, 2)) if k > 1 else Fraction(0)
+                # Unit 0 reads input coordinate x0 (align_corners=False; nearest: floor(0)).
+                x0 = (max(Fraction(0), step / 2 - Fraction(1, 2)) if k > 1
+                      else Fraction(math.floor(step / 2)) if mode == "nearest-exact"
+                      else Fraction(0))
                 offset = math.floor(x0) - (k == 4) + Fraction(k - 1, 2)
                 exact = exact and k == 1 and step.denominator == 1
             axes.append(_Axis(a.rf + (k - 1) * a.jump, a.jump * step, a.start + offset * a.jump))
