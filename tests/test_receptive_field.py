@@ -21,7 +21,12 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.layers import DeformConv2d, SqueezeExcite, deform_conv2d
-from cnnzoo.profile.receptive_field import FieldRow, receptive_field, summary_columns
+from cnnzoo.profile.receptive_field import (
+    FieldRow,
+    layer_columns,
+    receptive_field,
+    summary_columns,
+)
 
 # ---- helpers -----------------------------------------------------------------------------
 
@@ -438,13 +443,15 @@ def test_bad_input_is_one_clear_line():
 
 
 def test_summary_columns_carry_the_flags():
-    rows = receptive_field("se_resnet50", (3, 224, 224)).by_path()
-    assert summary_columns(rows["maxpool"]) == ("11", "4")
-    assert summary_columns(rows["layer4"]) == ("427+", "32")
-    assert summary_columns(rows["avgpool"]) == ("global", "--")
-    assert summary_columns(None) == ("--", "--")
-    rows = receptive_field("resnet50_dcn", (3, 224, 224)).by_path()
-    assert summary_columns(rows["layer4"]) == ("427~", "32")
+    def cells(report, path):
+        return summary_columns(**layer_columns(report)[path])
+
+    report = receptive_field("se_resnet50", (3, 224, 224))
+    assert cells(report, "maxpool") == ("11", "4")
+    assert cells(report, "layer4") == ("427+", "32")
+    assert cells(report, "avgpool") == ("global", "--")
+    assert summary_columns(None, None) == ("--", "--")
+    assert cells(receptive_field("resnet50_dcn", (3, 224, 224)), "layer4") == ("427~", "32")
     model = nn.Sequential(nn.Conv2d(1, 1, (3, 1)), nn.AdaptiveAvgPool2d((3, 4)))
-    assert summary_columns(receptive_field(model, (1, 10, 10)).by_path()["1"]) == (
-        "<=6x3", "2.66667x2.5")  # 8 -> 3 rows: windows of 3, 4, 3 at 8/3; 10 -> 4 columns
+    # 8 -> 3 rows: windows of 3, 4, 3 pixels at a mean stride of 8/3; 10 -> 4 columns
+    assert cells(receptive_field(model, (1, 10, 10)), "1") == ("<=6x3", "2.66667x2.5")

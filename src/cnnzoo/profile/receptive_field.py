@@ -100,6 +100,13 @@ class FieldRow:
     def depth(self) -> int:
         return 0 if not self.path else self.path.count(".") + 1
 
+    @property
+    def notes(self) -> str:
+        """The flags in words: "global", "global context", "input-dependent", "upper bound"."""
+        return ", ".join(n for n, on in (
+            ("global", self.is_global), ("global context", self.global_context),
+            ("input-dependent", self.input_dependent), ("upper bound", not self.exact)) if on)
+
 
 @dataclass(frozen=True)
 class ReceptiveFieldReport:
@@ -205,20 +212,29 @@ def receptive_field(
     return ReceptiveFieldReport(model=name, input_shape=shape, rows=rows, features=feature_row)
 
 
-def summary_columns(row: FieldRow | None) -> tuple[str, str]:
-    """The RF and jump columns of `cnnzoo summary` for one module: ("427", "32").
+def layer_columns(report: ReceptiveFieldReport) -> dict[str, dict]:
+    """Per module path (its last call), the receptive-field columns of `cnnzoo summary`:
+    {"rf": (h, w), "jump": (h, w) or None when global, "rf_notes": "global, ..."}, ready for
+    `dataclasses.replace` on a profile `LayerRow`; modules never called are absent."""
+    return {path: {"rf": r.rf, "jump": r.jump, "rf_notes": r.notes}
+            for path, r in report.by_path().items()}
 
-    Markers: "+" global context (an SE gate: every unit also sees the whole image), "~" the
-    nominal grid of a deformable conv (input-dependent), "<=" an upper bound; a global row
-    reads ("global", "--") and a module the forward never called ("--", "--").
+
+def summary_columns(rf, jump, rf_notes: str = "") -> tuple[str, str]:
+    """The RF and jump cells of a table row: ("427", "32"), ("427+", "32"), ("global", "--").
+
+    Markers on the RF: "+" global context (an SE gate: every unit also sees the whole image),
+    "~" the nominal grid of a deformable conv (input-dependent), "<=" an upper bound. A module
+    the forward never called (rf None) reads ("--", "--").
     """
-    if row is None:
+    if rf is None:
         return "--", "--"
-    if row.is_global:
+    if "global" in rf_notes.split(", "):
         return "global", "--"
-    rf = ("<=" if not row.exact else "") + _pair_text(row.rf)
-    rf += ("+" if row.global_context else "") + ("~" if row.input_dependent else "")
-    return rf, _pair_text(row.jump)
+    text = ("<=" if "upper bound" in rf_notes else "") + _pair_text(rf)
+    text += "+" if "global context" in rf_notes else ""
+    text += "~" if "input-dependent" in rf_notes else ""
+    return text, _pair_text(jump)
 
 
 # --- fields -------------------------------------------------------------------------------
@@ -531,9 +547,6 @@ def _pair_text(v) -> str:
 
 
 def _line(label: str, r: FieldRow) -> str:
-    notes = [n for n, on in (("global", r.is_global), ("+global context", r.global_context),
-                             ("input-dependent", r.input_dependent),
-                             ("upper bound", not r.exact)) if on]
     shape = "x".join(map(str, r.output_shape))
     return (f"{label:<46.46}{shape:>18}{_pair_text(r.rf):>10}{_pair_text(r.jump):>7}"
-            f"{_pair_text(r.start):>8}  {', '.join(notes)}")
+            f"{_pair_text(r.start):>8}  {r.notes}")
