@@ -9,6 +9,7 @@ writes a run directory. And the command-line entry point itself runs under torch
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,9 @@ WORKER = str(Path(__file__).with_name("ddp_worker.py"))
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={nproc}", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # faulthandler: a rank that dies of a signal prints its Python stack into the report.
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_two_ranks_match_each_other_and_one_process(tmp_path):

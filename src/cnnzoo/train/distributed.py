@@ -70,8 +70,16 @@ def init(info: DistInfo, device: torch.device) -> bool:
     return True
 
 
-def shutdown(created: bool) -> None:
-    if created and dist.is_initialized():
+def shutdown(created: bool, *, finished: bool) -> None:
+    """Leave the process group that `init` created, after a run that finished.
+
+    All ranks first meet at a barrier, so none tears its side down while rank 0 still
+    writes checkpoints. After an error the group is left alone (the process is about to
+    exit): the other ranks may be blocked in a collective, and destroying the group under
+    them can hang (torchtitan destroys it only after a successful run for this reason).
+    """
+    if created and finished and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -102,12 +102,15 @@ def train(model: str | nn.Module | None = None, data: str | ImageDataset | None 
     execution = resolve(cfg.device, cfg.precision, local_rank=info.local_rank)
     created = distributed.init(info, execution.device)
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    finished = False
     try:
-        return _run(cfg, model if isinstance(model, nn.Module) else None,
-                    data if isinstance(data, ImageDataset) else None, val_data, info, execution)
+        result = _run(cfg, model if isinstance(model, nn.Module) else None,
+                      data if isinstance(data, ImageDataset) else None, val_data, info, execution)
+        finished = True
+        return result
     finally:
         torch.use_deterministic_algorithms(previous_deterministic)
-        distributed.shutdown(created)
+        distributed.shutdown(created, finished=finished)
 
 
 def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | None,
