@@ -14,9 +14,12 @@ from cnnzoo.models import (  # noqa: F401  (imported to register their builders)
 )
 from cnnzoo.models.base import ZooModel
 from cnnzoo.models.convert import from_timm, from_torchvision
+from cnnzoo.models.features import FeatureExtractor, FeatureInfo
 from cnnzoo.models.registry import create_model, list_models, register_model
 
 __all__ = [
+    "FeatureExtractor",
+    "FeatureInfo",
     "ZooModel",
     "create_model",
     "from_timm",

@@ -23,6 +23,11 @@ stride-4 first conv becomes a 3x3 stride-1 conv and the max-pool after it is dro
 `nn.Identity` keeps the torchvision indices of every later layer). The two remaining
 overlapping 3x3/2 max-pools then take a 28x28 image to exactly the 6x6 map the classifier
 was sized for (32x32 gives 7x7, averaged to 6x6). Smallest side: 63 native, 7 small.
+
+Feature maps (`features_only=True`): the ReLU output before each of the three max-pools
+(conv1, conv2, conv5: 64, 192, 256 channels at strides 4, 8, 16; with `small_input` the first
+pool is gone but its stage stays, at strides 1, 1, 2). The 11x11 conv and the pools are
+unpadded, so a map's side is one less than input / reduction (55 for 224 / 4), not equal.
 """
 
 from __future__ import annotations
@@ -81,15 +86,17 @@ class AlexNet(ZooModel):
             nn.MaxPool2d(kernel_size=3, stride=2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-        self.classifier = nn.Sequential(
-            nn.Dropout(p=dropout),
-            nn.Linear(256 * 6 * 6, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier: nn.Module = nn.Identity()  # num_classes=0: no classifier
+        if num_classes > 0:
+            self.classifier = nn.Sequential(
+                nn.Dropout(p=dropout),
+                nn.Linear(256 * 6 * 6, 4096),
+                nn.ReLU(inplace=True),
+                nn.Dropout(p=dropout),
+                nn.Linear(4096, 4096),
+                nn.ReLU(inplace=True),
+                nn.Linear(4096, num_classes),
+            )
 
         self.num_classes = num_classes
         self.num_features = 256
@@ -105,6 +112,13 @@ class AlexNet(ZooModel):
         x = self.avgpool(x)
         x = torch.flatten(x, 1)  # N x 9216
         return self.classifier(x)
+
+    def forward_steps(self) -> list[str]:
+        return [f"features.{i}" for i in range(len(self.features))]
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        # The ReLU before each max-pool: after conv1, conv2 and conv5 (torchvision indices).
+        return [("features.1", 64), ("features.4", 192), ("features.11", 256)]
 
 
 @register_model

@@ -4,12 +4,40 @@ A model is `forward_head(forward_features(x))`. Each family sets the class attri
 `family` and `paper`, and in `__init__` the instance attributes `num_classes`,
 `num_features`, `input_size` (native C, H, W) and `min_input_size` (smallest H = W the
 network accepts in its current configuration).
+
+`num_classes=0` builds no classifier: `forward_head` then returns what the classifier would
+have received (pooled features, flattened). `features_only=True` in `create_model` uses it.
+
+For backbones each family also names its stages (`forward_steps`, `feature_stages`); the
+`feature_info` they give is described in `cnnzoo.models.features`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from cnnzoo.models.features import FeatureInfo
+
+
+def check_image(name: str, channels: int, min_side: int, x: torch.Tensor) -> None:
+    """Reject an input the network `name` cannot take with one line that names it.
+
+    Without this, a wrong channel count or a too-small image fails deep inside a
+    convolution with a message about weights, not about the image.
+    """
+    expected = f"expected (N, {channels}, H, W) with H, W >= {min_side}"
+    if x.dim() != 4:
+        raise ValueError(f"{name}: {expected}, got a {x.dim()}-D tensor {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"{name}: {expected}, got {x.shape[1]} channels {tuple(x.shape)}")
+    if x.shape[2] < min_side or x.shape[3] < min_side:
+        raise ValueError(f"{name}: {expected}, got an image of {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name}: {expected}, got an empty batch {tuple(x.shape)}")
 
 
 class ZooModel(nn.Module):
@@ -35,24 +63,26 @@ class ZooModel(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def forward_steps(self) -> list[str]:
+        """`forward_features` as a chain of submodule names: running them in order on the
+        checked input passes through every stage of `feature_stages()`."""
+        raise NotImplementedError
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        """(step name, channels) of each stage whose output is a backbone feature map."""
+        raise NotImplementedError
+
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        """Module, channels, reduction and receptive field of each stage (see `features`)."""
+        from cnnzoo.models.features import feature_info  # features imports this module
+
+        return feature_info(self)
+
     def forward(self, x: torch.Tensor):
         self.check_input(x)
         return self.forward_head(self.forward_features(x))
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Reject an input the network cannot take with one line that names the model.
-
-        Without this, a wrong channel count or a too-small image fails deep inside a
-        convolution with a message about weights, not about the image.
-        """
-        c = self.input_size[0]
-        m = self.min_input_size
-        expected = f"expected (N, {c}, H, W) with H, W >= {m}"
-        if x.dim() != 4:
-            raise ValueError(f"{self.name}: {expected}, got a {x.dim()}-D tensor {tuple(x.shape)}")
-        if x.shape[1] != c:
-            raise ValueError(f"{self.name}: {expected}, got {x.shape[1]} channels {tuple(x.shape)}")
-        if x.shape[2] < m or x.shape[3] < m:
-            raise ValueError(f"{self.name}: {expected}, got an image of {tuple(x.shape)}")
-        if x.shape[0] == 0:
-            raise ValueError(f"{self.name}: {expected}, got an empty batch {tuple(x.shape)}")
+        """Reject an input the network cannot take with one line that names the model."""
+        check_image(self.name, self.input_size[0], self.min_input_size, x)

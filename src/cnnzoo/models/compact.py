@@ -29,6 +29,9 @@ Deviations from both papers:
   `resnet.py`), not the CIFAR net's zero-padding option A, because with one block per stage
   most blocks change shape and option A would throw away half of their shortcut.
 - Optional `zero_init_residual` (Goyal et al. 2017, arXiv:1706.02677), as `resnet.py`.
+
+Feature maps (`features_only=True`): the stem conv (before its pool, stride 1) and
+layer1..layer3 (strides 2, 4, 8 with `stem_pool`, else 1, 2, 4).
 """
 
 from __future__ import annotations
@@ -89,7 +92,10 @@ class CompactResNet(ZooModel):
             self._make_layer(widths[i], blocks[i], STAGE_STRIDES[i]) for i in range(3)
         )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(widths[2], num_classes)
+        self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
+        if num_classes > 0:
+            self.fc = nn.Linear(widths[2], num_classes)
+        self._widths = widths
 
         self.num_classes = num_classes
         self.num_features = widths[2]
@@ -130,6 +136,13 @@ class CompactResNet(ZooModel):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def forward_steps(self) -> list[str]:
+        return ["stem", "pool", "layer1", "layer2", "layer3"]
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        w = self._widths
+        return [("stem", w[0]), ("layer1", w[0]), ("layer2", w[1]), ("layer3", w[2])]
 
 
 @register_model

@@ -30,6 +30,11 @@ Deviations from the paper:
 - The stem of the small-input ImageNet configs keeps `num_init_features` (64 or 96) channels;
   the paper's CIFAR nets use 2k.
 - Memory-efficient (checkpointed) concatenation is not implemented.
+
+Feature maps (`features_only=True`): the output of each dense block, before the transition
+(or `norm5`) that follows it: the concatenation the transition sees, at strides 4, 8, 16, 32
+(1, 2, 4, 8 with the small-image stem). The 2x2 transition pools round down, so a map's side
+is floor(input / reduction) for inputs the stem divides exactly.
 """
 
 from __future__ import annotations
@@ -169,7 +174,9 @@ class DenseNet(ZooModel):
                 channels = out
         # torchvision's name for the final norm, kept for every depth so keys stay comparable.
         self.features.add_module("norm5", norm_layer(channels))
-        self.classifier = nn.Linear(channels, num_classes)
+        self.classifier: nn.Module = nn.Identity()  # num_classes=0: no classifier
+        if num_classes > 0:
+            self.classifier = nn.Linear(channels, num_classes)
 
         self.num_classes = num_classes
         self.num_features = channels
@@ -199,6 +206,13 @@ class DenseNet(ZooModel):
         x = F.adaptive_avg_pool2d(x, 1)
         x = torch.flatten(x, 1)
         return self.classifier(x)
+
+    def forward_steps(self) -> list[str]:
+        return [f"features.{name}" for name, _ in self.features.named_children()]
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        return [(f"features.{name}", m.out_channels) for name, m in self.features.named_children()
+                if isinstance(m, DenseBlock)]
 
 
 def _final_side(side: int, small_input: bool, transitions: int) -> int:

@@ -40,6 +40,12 @@ reference logits this matches):
   the paper's text says 0.3).
 - Native input sizes are the released resolutions (B2 260); torchvision evaluates B2 at 288.
 - "Same" padding is symmetric (k - 1) // 2, as torchvision; TF pads asymmetrically at stride 2.
+
+Feature maps (`features_only=True`): the last block of each stride, i.e. the output of
+every stage followed by a stride-2 stage, and of the last: B0's stages 1, 2, 3, 5, 7 of
+Table 1's MBConv rows (16, 24, 40, 112, 320 channels at strides 2, 4, 8, 16, 32; 1..16 with
+`small_input`). The 1x1 head conv (1280) is not a stage and is not built, as in timm. Every
+conv is padded, so a map's side is ceil(input / reduction).
 """
 
 from __future__ import annotations
@@ -239,9 +245,12 @@ class EfficientNet(ZooModel):
         self.num_features = scaling.channels(head_channels)
         self.head = conv(channels, self.num_features, 1)
         self.head_drop = nn.Dropout(drop_rate)
-        self.classifier = nn.Linear(self.num_features, num_classes)
+        self.classifier: nn.Module = nn.Identity()  # num_classes=0: no classifier
+        if num_classes > 0:
+            self.classifier = nn.Linear(self.num_features, num_classes)
 
         self.scaling = scaling
+        self._rows = rows
         self.num_classes = num_classes
         self.input_size = (in_chans, scaling.resolution, scaling.resolution)
         self.min_input_size = 1  # each conv is padded (k - 1) // 2: a 1x1 map stays 1x1
@@ -272,6 +281,15 @@ class EfficientNet(ZooModel):
         x = x.mean((2, 3))  # global average pooling
         x = self.head_drop(x)
         return self.classifier(x)
+
+    def forward_steps(self) -> list[str]:
+        return ["stem"] + [f"stages.{i}" for i in range(len(self.stages))] + ["head"]
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        # A stage is the last of its stride when the next one downsamples (or none follows).
+        rows = self._rows
+        return [(f"stages.{i}", row.out_ch) for i, row in enumerate(rows)
+                if i == len(rows) - 1 or rows[i + 1].stride > 1]
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,11 @@ then reaches 3a at 32x32, 4a at 16x16 and 5a at 8x8. Smallest sides, eval mode: 
 heads, their 5x5/3 pool must give exactly 4x4, which holds for 4a maps of 14 to 16, i.e.
 inputs of 223 to 270 native and 28 to 33 small; `min_input_size` follows the mode and
 `check_input` rejects a larger input with a message that names the range.
+
+Feature maps (`features_only=True`): the stem (after conv3 and its LRN, before the second
+max-pool: 192 channels, stride 4), 3b (480, 8), 4e (832, 16) and 5b (1024, 32): the last
+output at each resolution, the maps the auxiliary heads and the classifier do not need.
+With `small_input` the strides are 1, 1, 2, 4.
 """
 
 from __future__ import annotations
@@ -125,6 +130,16 @@ class Inception(nn.Module):
         return torch.cat(branches, 1)
 
 
+class InputTransform(nn.Module):
+    """torchvision's ported weights expect (x - 0.5) / 0.5 of the [0, 1] image; this undoes
+    the ImageNet mean/std normalisation and applies that one instead, per channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+        std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+        return x * (std / 0.5) + (mean - 0.5) / 0.5
+
+
 class InceptionAux(nn.Module):
     """Auxiliary classifier (Sec. 5): average pool to 4x4, 1x1 conv to 128, FC 1024 + ReLU,
     dropout 0.7, FC to the classes."""
@@ -189,6 +204,7 @@ class GoogLeNet(ZooModel):
         if transform_input and in_chans != 3:
             raise ValueError(f"googlenet: transform_input needs in_chans=3, got {in_chans}")
         self.transform_input = transform_input
+        self.input_transform = InputTransform() if transform_input else None
         self.small_input = small_input
         if torchvision_compat:
             conv_block = partial(ConvNormAct, norm_layer=partial(nn.BatchNorm2d, eps=0.001))
@@ -230,7 +246,7 @@ class GoogLeNet(ZooModel):
 
         self.aux1: InceptionAux | None = None
         self.aux2: InceptionAux | None = None
-        if aux_logits:
+        if aux_logits and num_classes > 0:  # num_classes=0: no classifier, no aux heads
             self.aux1 = InceptionAux(self.inception4a.out_channels, num_classes, conv_block,
                                      aux_pool(), aux_dropout)
             self.aux2 = InceptionAux(self.inception4d.out_channels, num_classes, conv_block,
@@ -238,7 +254,9 @@ class GoogLeNet(ZooModel):
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p=dropout)
-        self.fc = nn.Linear(self.inception5b.out_channels, num_classes)
+        self.fc: nn.Module = nn.Identity()
+        if num_classes > 0:
+            self.fc = nn.Linear(self.inception5b.out_channels, num_classes)
 
         self.num_classes = num_classes
         self.num_features = self.inception5b.out_channels
@@ -246,7 +264,7 @@ class GoogLeNet(ZooModel):
         self._eval_min_side = next(s for s in range(1, 1024) if min(self._sides(s)) >= 1)
         # The paper's aux pool (5x5, stride 3) feeds a 2048-wide FC, so it must give 4x4.
         self._aux_sides: tuple[int, int] | None = None
-        if aux_logits and not torchvision_compat:
+        if self.aux1 is not None and not torchvision_compat:
             fits = [s for s in range(1, 1024) if _pool_side(self._sides(s)[0], 5, 3, False) == 4]
             self._aux_sides = (fits[0], fits[-1])
         self._init_weights(torchvision_compat)
@@ -297,17 +315,10 @@ class GoogLeNet(ZooModel):
                     "torchvision_compat=True"
                 )
 
-    def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        # torchvision's ported weights expect (x - 0.5) / 0.5 of the [0, 1] image; undo the
-        # ImageNet mean/std normalisation and apply that one instead, per channel.
-        mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        return x * (std / 0.5) + (mean - 0.5) / 0.5
-
     def _body(self, x: torch.Tensor, with_aux: bool):
         """The features, and the two auxiliary logits when `with_aux` (else None)."""
-        if self.transform_input:
-            x = self._transform_input(x)
+        if self.input_transform is not None:
+            x = self.input_transform(x)
         aux1 = aux2 = None
         x = self.conv1(x)  # N x 64 x 112 x 112 (224 input; 32 x 32 with small_input at 32)
         x = self.maxpool1(x)  # N x 64 x 56 x 56
@@ -332,6 +343,20 @@ class GoogLeNet(ZooModel):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._body(x, with_aux=False)[0]
+
+    def forward_steps(self) -> list[str]:
+        steps = ["input_transform"] if self.input_transform is not None else []
+        return steps + [
+            "conv1", "maxpool1", "lrn1", "conv2", "conv3", "lrn2", "maxpool2",
+            "inception3a", "inception3b", "maxpool3",
+            "inception4a", "inception4b", "inception4c", "inception4d", "inception4e",
+            "maxpool4", "inception5a", "inception5b",
+        ]
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        return [("lrn2", self.conv3.out_channels), ("inception3b", self.inception3b.out_channels),
+                ("inception4e", self.inception4e.out_channels),
+                ("inception5b", self.inception5b.out_channels)]
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # N x 1024

@@ -2,7 +2,8 @@
 
 Builders are plain functions keyed by their own name. Every builder takes keyword-only
 arguments, so `create_model` can reject a keyword the builder does not know by name
-instead of letting it vanish into a `**kwargs`.
+instead of letting it vanish into a `**kwargs`. `features_only` and `out_indices` work the
+same for every model, so they live here, not in the builders.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torch import nn
+
+from cnnzoo.models.features import FeatureExtractor
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -43,13 +46,20 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
         ) from None
 
 
-def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> nn.Module:
-    """Build a registered model by name.
+def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3,
+                 features_only: bool = False, out_indices: Sequence[int] | None = None,
+                 **kwargs) -> nn.Module:
+    """Build a registered model by name, or its backbone.
 
     Args:
         name: a name from `list_models()`.
-        num_classes: size of the classifier output.
+        num_classes: size of the classifier output; 0 builds no classifier (the model then
+            returns the classifier's input). Ignored with `features_only`.
         in_chans: channels of the input image (1 for Fashion-MNIST, 3 for RGB).
+        features_only: return a `FeatureExtractor`: the stem and stages, whose forward gives
+            a list of feature maps, one per selected stage, described by its `feature_info`.
+            No classifier weights are built.
+        out_indices: the stages to return, as indices into `feature_info` (None: all).
         **kwargs: keyword options of that model's builder; an unknown one raises TypeError.
     """
     builder = get_builder(name)
@@ -60,6 +70,12 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3, **kwa
             raise TypeError(
                 f"{name}() got an unexpected keyword argument {key!r}; it accepts: {options}"
             )
-    model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if out_indices is not None and not features_only:
+        raise ValueError(f"{name}: out_indices selects feature maps, expected features_only=True")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"{name}: expected num_classes as an int >= 0, got {num_classes!r}")
+    model = builder(num_classes=0 if features_only else num_classes, in_chans=in_chans, **kwargs)
     model.name = name
+    if features_only:
+        return FeatureExtractor(model, out_indices)
     return model

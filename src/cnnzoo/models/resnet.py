@@ -24,6 +24,11 @@ Deviations from the paper:
   al. 2016, arXiv:1603.09382; linear in the block index from 0 to the rate, timm's rule) and
   `small_input` (a 3x3 stride-1 stem without max-pool for 28x28/32x32 images, as the CIFAR
   variants in the literature, e.g. kuangliu/pytorch-cifar, do).
+
+Feature maps (`features_only=True`, also for SE-ResNet and the deformable ResNets): the stem
+(after conv1-bn1-ReLU, before the max-pool: stride 2) and layer1..layer4 (strides 4, 8, 16,
+32; with `small_input` 1, 1, 2, 4, 8). Every stride-2 layer is padded, so a map's side is
+ceil(input / reduction).
 """
 
 from __future__ import annotations
@@ -249,7 +254,9 @@ class ResNet(ZooModel):
             for i in range(4)
         )
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
+        if num_classes > 0:
+            self.fc = nn.Linear(512 * block.expansion, num_classes)
 
         self.num_classes = num_classes
         self.num_features = 512 * block.expansion
@@ -316,6 +323,14 @@ class ResNet(ZooModel):
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
         return self.fc(x)
+
+    def forward_steps(self) -> list[str]:
+        return ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        e = self.num_features // 512  # block.expansion
+        return [("relu", 64), ("layer1", 64 * e), ("layer2", 128 * e), ("layer3", 256 * e),
+                ("layer4", 512 * e)]
 
 
 # Table 1: blocks per stage (conv2_x .. conv5_x).

@@ -20,6 +20,9 @@ Deviations from the paper:
 - Weights start with He et al.'s normal init with fan_out, as the ImageNet ResNet here (the
   paper uses [13], He et al. 2015 arXiv:1502.01852, whose §2.2 shows fan_in or fan_out both
   keep the signal's scale).
+
+Feature maps (`features_only=True`): the stem (conv1-bn1-ReLU) and layer1..layer3, at
+strides 1, 1, 2, 4 (16, 16, 32, 64 channels); a map's side is ceil(input / reduction).
 """
 
 from __future__ import annotations
@@ -95,7 +98,9 @@ class CifarResNet(ZooModel):
         self.layer2 = self._make_layer(32, n, stride=2)
         self.layer3 = self._make_layer(64, n, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(64, num_classes)
+        self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
+        if num_classes > 0:
+            self.fc = nn.Linear(64, num_classes)
 
         self.num_classes = num_classes
         self.num_features = 64
@@ -131,6 +136,12 @@ class CifarResNet(ZooModel):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def forward_steps(self) -> list[str]:
+        return ["conv1", "bn1", "relu", "layer1", "layer2", "layer3"]
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        return [("relu", 16), ("layer1", 16), ("layer2", 32), ("layer3", 64)]
 
 
 # §4.2: n = 3, 5, 7, 9, 18, 200 -> 20, 32, 44, 56, 110, 1202 layers. Plain-1202 is not in the

@@ -24,6 +24,9 @@ Small images: no small-image stem. Five 2x2 max-pools need a side of at least 32
 CIFAR (32x32) runs as is and Fashion-MNIST (28x28) is resized to 32x32 by the data
 pipeline. The 1x1 map after the last pool is then spread over the 7x7 average pool, i.e.
 the classifier keeps its ImageNet size (about 120M of the parameters).
+
+Feature maps (`features_only=True`): the ReLU output before each of the five max-pools
+(strides 1, 2, 4, 8, 16); the 2x2 pools round down, so a map's side is floor(input / reduction).
 """
 
 from __future__ import annotations
@@ -92,15 +95,18 @@ class VGG(ZooModel):
         self.features = make_features(stages, in_chans, batch_norm)
         width = stages[-1][-1]
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = nn.Sequential(
-            nn.Linear(width * 7 * 7, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier: nn.Module = nn.Identity()  # num_classes=0: no classifier
+        if num_classes > 0:
+            self.classifier = nn.Sequential(
+                nn.Linear(width * 7 * 7, 4096),
+                nn.ReLU(inplace=True),
+                nn.Dropout(p=dropout),
+                nn.Linear(4096, 4096),
+                nn.ReLU(inplace=True),
+                nn.Dropout(p=dropout),
+                nn.Linear(4096, num_classes),
+            )
+        self._stage_widths = tuple(stage[-1] for stage in stages)
 
         self.num_classes = num_classes
         self.num_features = width
@@ -126,6 +132,14 @@ class VGG(ZooModel):
         x = self.avgpool(x)
         x = torch.flatten(x, 1)  # N x 25088
         return self.classifier(x)
+
+    def forward_steps(self) -> list[str]:
+        return [f"features.{i}" for i in range(len(self.features))]
+
+    def feature_stages(self) -> list[tuple[str, int]]:
+        # The ReLU just before each max-pool.
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        return [(f"features.{i - 1}", w) for i, w in zip(pools, self._stage_widths, strict=True)]
 
 
 def _vgg(column: str, batch_norm: bool, num_classes: int, in_chans: int, dropout: float) -> VGG:
