@@ -185,6 +185,21 @@ def test_feature_info_at_224_by_hand():
     assert [i.receptive_field for i in tv] == [19, 59, 235, 379]
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_feature_info_agrees_with_receptive_field(name):
+    """Two independent methods: `feature_info` traces each stage's modules with torch.fx,
+    `cnnzoo.receptive_field` tracks fields beside the tensors of a meta forward."""
+    from cnnzoo.profile.receptive_field import receptive_field
+
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name)
+    rows = receptive_field(model, model.input_size).by_path()
+    for stage in model.feature_info:
+        row = rows[stage.module]
+        assert (stage.receptive_field, stage.reduction) == (row.rf[0], row.jump[0]), stage
+        assert row.output_shape[1] == stage.num_chs
+
+
 @pytest.mark.parametrize("name, index", [("resnet20", 3), ("plain20", 2),
                                          ("compact_resnet8", 3), ("vgg11", 3)])
 def test_receptive_field_is_the_gradient_support(name, index):
@@ -236,6 +251,18 @@ def test_bad_out_indices_name_model_and_range(bad):
         cnnzoo.create_model("resnet18", features_only=True, out_indices=bad)
     msg = str(err.value)
     assert msg.startswith("resnet18: out_indices") and "0..4" in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("name", ["googlenet", "densenet_bc100", "efficientnet_b0",
+                                  "resnet50_dcnv2", "vgg11_bn"])
+def test_every_kept_parameter_is_used(name):
+    """Training mode: each parameter of the extractor gets a gradient (no dead weight for DDP)."""
+    extractor = cnnzoo.create_model(name, features_only=True).train()
+    side = sides(extractor)[0]
+    maps = extractor(torch.randn(2, 3, side, side))
+    sum(m.square().mean() for m in maps).backward()
+    unused = [n for n, p in extractor.named_parameters() if p.grad is None]
+    assert not unused, unused[:5]
 
 
 def test_out_indices_need_features_only():

@@ -175,7 +175,8 @@ class GoogLeNet(ZooModel):
     Args:
         num_classes: size of the classifier output.
         in_chans: channels of the input image.
-        aux_logits: build the two auxiliary classifiers (used in training only).
+        aux_logits: build the two auxiliary classifiers (used in training only; none
+            with num_classes=0).
         torchvision_compat: torchvision's form (BatchNorm, 3x3 "5x5" branch) instead of the
             paper's; see the module docstring.
         transform_input: re-normalise ImageNet-normalised input for torchvision's weights.
