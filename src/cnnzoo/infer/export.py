@@ -4,14 +4,15 @@ Every format carries the same JSON record (`ModelInfo.to_dict()`: model name and
 options, class names, channel count, preprocessing, which weights, the training config):
 ONNX in the model's `metadata_props["cnnzoo"]`, TorchScript as the extra file `cnnzoo.json`,
 safetensors in its header metadata under "cnnzoo". `load_safetensors_model` rebuilds the
-registered model from it, so a safetensors export is a complete, code-free model file.
+registered model from it, so a safetensors export is a complete model file that, unlike a
+pickle, cannot carry code.
 
 The model is exported in eval mode, where every zoo model returns plain logits (GoogLeNet's
 auxiliary heads only run in training). ONNX and TorchScript are traced with a batch of 2 at
 the recorded image size:
 
 - ONNX uses torch's dynamo exporter (torch.export + onnxscript, opset 18) with a dynamic
-  batch axis. The older TorchScript-based exporter (`dynamo=False`) is 3x faster but fails on
+  batch axis. The older TorchScript-based exporter (`dynamo=False`) is faster but fails on
   part of the zoo: adaptive average pooling to 7x7 from a map that 7 does not divide (VGG
   and AlexNet below 224 px, e.g. on CIFAR) and the deformable convolutions' index arithmetic.
 - TorchScript uses `torch.jit.trace` (also deprecated in favour of torch.export, still the
@@ -122,6 +123,11 @@ def example_input(preprocess: Preprocess, in_chans: int, batch: int, seed: int =
     return torch.randn(batch, in_chans, *preprocess.image_size, generator=g)
 
 
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:200] if lines else ''}"
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence what the tracers say about the zoo's Python-level input check, their own
@@ -154,9 +160,8 @@ def _write_onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
                                         input_names=["images"], output_names=["logits"],
                                         dynamic_shapes={"x": {0: batch}}, verbose=False)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise RuntimeError(f"ONNX export of {info.model_name} failed: "
-                           f"{type(err).__name__}: {reason[:200]}") from err
+                           f"{_first_line(err)}") from err
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = "cnnzoo", metadata_json(info)
@@ -167,9 +172,13 @@ def _write_onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
 
 def _write_torchscript(model: nn.Module, info: ModelInfo, out: Path) -> None:
     x = example_input(info.preprocess, info.in_chans, 2)
-    with _quiet():
-        # No check_trace: it re-runs the model thrice; verify_export compares once instead.
-        traced = torch.jit.trace(model, (x,), check_trace=False)
+    try:
+        with _quiet():
+            # No check_trace: it re-runs the model thrice; verify_export compares once instead.
+            traced = torch.jit.trace(model, (x,), check_trace=False)
+    except Exception as err:
+        raise RuntimeError(f"TorchScript export of {info.model_name} failed: "
+                           f"{_first_line(err)}") from err
     extra = {"cnnzoo.json": metadata_json(info)}
     with _quiet():
         atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
