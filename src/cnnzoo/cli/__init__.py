@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # `cnnzoo list | head`: the reader left; that is not an error worth a message.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"cnnzoo {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -51,7 +51,8 @@ def _pair(value: IntPair, name: str, minimum: int) -> tuple[int, int]:
 
 
 def _next_power_of_two(n: int) -> int:
-    return 1 << (n - 1).bit_length()
+    # int(): under torch.jit.trace sizes arrive as 0-d tensors, which have no bit_length.
+    return 1 << int(n - 1).bit_length()
 
 
 def deform_conv2d(
