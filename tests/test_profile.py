@@ -403,3 +403,15 @@ def test_zero_momentum_buffers_make_the_same_first_step():
             opt.zero_grad()
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+def test_training_memory_without_training_timing():
+    from cnnzoo.profile.profiler import run_profile
+    from cnnzoo.profile.timing import TimingOptions
+
+    options = TimingOptions(repeats=3, time_train=False)
+    report = run_profile(TinyNet(), (1, 3, 8, 8), timing=True, batch_sizes=(2,), options=options)
+    (row,) = report.timings
+    assert row.peak_train_bytes > row.peak_inference_bytes
+    assert row.train_step_ms_median is None and row.train_repeats == 0
+    assert row.inference_repeats >= 3 and report.env["train_step"] == "peak memory only (one step)"

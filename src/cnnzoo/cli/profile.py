@@ -81,7 +81,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out)  # an unwritable DIR fails before minutes of measuring
     options = TimingOptions(warmup=1, repeats=args.repeats, max_repeats=max(20, args.repeats),
-                            min_time_s=args.min_time, train=not args.no_train)
+                            min_time_s=args.min_time, train=not args.no_train,
+                            time_train=args.time_train)
     comparison = compare(
         args.models or DEFAULT_MODELS,
         image_size=args.input,
@@ -143,6 +144,9 @@ def register(sub) -> None:
     c.add_argument("--repeats", type=int, default=3, help="fewest timed runs (default 3)")
     c.add_argument("--min-time", type=float, default=0.5, metavar="S",
                    help="repeat until S seconds are timed, up to 20 runs (default 0.5)")
-    c.add_argument("--no-train", action="store_true", help="skip the training-step timing")
+    c.add_argument("--time-train", action="store_true",
+                   help="also time training steps (about 3x longer; by default one step per "
+                        "batch size measures the training peak memory)")
+    c.add_argument("--no-train", action="store_true", help="no training step at all")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_compare)

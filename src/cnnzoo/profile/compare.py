@@ -9,9 +9,11 @@ writes the table, the plots and the reports. The accuracy axis is labelled by so
 published ImageNet top-1 (`published.py`), or top-1 measured by the user's own training runs.
 
 With the defaults (8 models, 224x224, batch sizes 1, 4, 16) a run takes a few minutes on
-2 CPU cores: each (model, batch size) gets one warm-up run that also measures memory and at
-least 3 timed runs (more for fast models, up to half a second of timed work), for inference
-and for a training step.
+2 CPU cores: each (model, batch size) gets one warm-up inference run that also measures
+memory and at least 3 timed runs (more for fast models, up to half a second of timed work),
+and one training step that measures the training peak memory. Timing training steps too
+(`time_train`, `cnnzoo compare --time-train`) roughly triples the run: a step costs about
+three forward passes and VGG-16 alone is half of the default set's operations.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ DEFAULT_MODELS = (
 )
 DEFAULT_BATCH_SIZES = (1, 4, 16)
 # Enough for a stable median within the 5-minute budget on 2 cores (docs/profile.md).
-COMPARE_TIMING = TimingOptions(warmup=1, repeats=3, max_repeats=20, min_time_s=0.5)
+COMPARE_TIMING = TimingOptions(warmup=1, repeats=3, max_repeats=20, min_time_s=0.5,
+                               time_train=False)
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,9 @@ def method_lines(comparison: Comparison) -> list[str]:
         f"- Timing: fp32; {env.get('warmup')} untimed warm-up run (it also measures memory), "
         f"then at least {env.get('min_repeats')} timed runs (more, up to "
         f"{env.get('max_repeats')}, until {env.get('min_time_s')} s are timed); median and "
-        "p90 of wall time. Inference: eval mode under `torch.inference_mode`. Training step: "
-        f"forward, cross-entropy, backward, {env.get('optimizer')}.",
+        "p90 of wall time. Inference: eval mode under `torch.inference_mode`. Training step "
+        f"(forward, cross-entropy, backward, {env.get('optimizer')}): "
+        f"{env.get('train_step')}.",
         "- MACs: `torch.utils.flop_counter.FlopCounterMode` FLOPs / 2 on the meta device, one "
         "eval-mode forward; convolutions, linear layers and matrix products only (batch-norm, "
         "activations, pooling and additions count 0), the rule behind torchvision's GFLOPS.",

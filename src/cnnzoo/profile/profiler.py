@@ -168,6 +168,8 @@ def environment(device: str | torch.device, *, timing: bool, options: TimingOpti
             max_repeats=options.max_repeats,
             min_time_s=options.min_time_s,
             statistic="median and p90 of wall time",
+            train_step="timed" if options.train and options.time_train else
+            "peak memory only (one step)" if options.train else "not measured",
             optimizer=OPTIMIZER,
         )
     return env

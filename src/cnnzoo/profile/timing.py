@@ -48,7 +48,9 @@ class TimingOptions:
         repeats: fewest timed runs.
         max_repeats: most timed runs.
         min_time_s: keep repeating (up to `max_repeats`) until this many seconds are timed.
-        train: also time a training step and measure its peak memory.
+        train: also measure a training step's peak memory (one step per batch size).
+        time_train: and time training steps like inference (warm-up, repeats); a training
+            step costs about three forwards, so this is most of a measurement's time.
     """
 
     warmup: int = 1
@@ -56,6 +58,7 @@ class TimingOptions:
     max_repeats: int = 50
     min_time_s: float = 1.0
     train: bool = True
+    time_train: bool = True
 
     def __post_init__(self) -> None:
         if self.warmup < 1:
@@ -221,10 +224,12 @@ def _measure_training(work: nn.Module, x, device, options: TimingOptions, aux_we
              if isinstance(t, torch.Tensor)]
     resident = resident_bytes([*work.parameters(), *work.buffers(), *state, x, target])
     peak = resident + measure_peak_bytes(step, device)
-    for _ in range(options.warmup - 1):
-        step()
-    times = time_calls(step, device=device, repeats=options.repeats,
-                       max_repeats=options.max_repeats, min_time_s=options.min_time_s)
+    times: list[float] = []
+    if options.time_train:
+        for _ in range(options.warmup - 1):
+            step()
+        times = time_calls(step, device=device, repeats=options.repeats,
+                           max_repeats=options.max_repeats, min_time_s=options.min_time_s)
     if opt is not None:
         opt.state.clear()
     return times, peak
@@ -233,10 +238,10 @@ def _measure_training(work: nn.Module, x, device, options: TimingOptions, aux_we
 def _row(batch: int, options: TimingOptions, infer, train) -> TimingRow:
     times, peak = infer
     med = statistics.median(times)
-    t_med = t_p90 = t_thr = t_peak = None
+    t_med = t_p90 = t_thr = None
     t_repeats = 0
-    if train is not None:
-        t_times, t_peak = train
+    t_times, t_peak = train if train is not None else ([], None)
+    if t_times:
         t_med = statistics.median(t_times) * 1e3
         t_p90 = percentile(t_times, 90) * 1e3
         t_thr = batch / (t_med / 1e3)
