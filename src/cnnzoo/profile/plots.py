@@ -7,6 +7,7 @@ backend is left alone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,19 +53,45 @@ def _save(fig, out_dir: Path, file: str, title: str, caption: str) -> Plot:
 
 
 def _plain_log_ticks(axis) -> None:
-    """Log-scale tick labels as plain numbers (200, not 2 x 10^2)."""
-    from matplotlib.ticker import FuncFormatter
+    """Log-scale ticks at 1, 2, 5 x 10^k, labelled as plain numbers (200, not 2 x 10^2)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fmt = FuncFormatter(lambda v, _: f"{v:g}")
-    axis.set_major_formatter(fmt)
-    axis.set_minor_formatter(fmt)
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _label_points(ax, points: list[tuple], *, dx_px: float = 6, fontsize: int = 8) -> None:
+    """Write each label right of its point (x, y, text[, marker area in points²]), moved
+    down until it overlaps no earlier one.
+
+    A greedy pass in display pixels (top to bottom) is enough for the handful of models a
+    comparison has, and keeps every name readable where bubbles or points crowd.
+    """
+    ax.autoscale_view()
+    line_px = fontsize * 1.5 * ax.figure.dpi / 72
+    placed: list[tuple[float, float, float]] = []  # (x, y, width) of written labels, pixels
+    for x, y, text, *area in sorted(points, key=lambda p: -p[1]):
+        px, py = ax.transData.transform((x, y))
+        radius_px = math.sqrt(area[0] / math.pi) * ax.figure.dpi / 72 if area else 0.0
+        lx, ly = px + radius_px + dx_px, py
+        width = 0.6 * fontsize * ax.figure.dpi / 72 * max(len(t) for t in text.split("\n"))
+        height = line_px * (text.count("\n") + 1)
+        while any(abs(ly - oy) < height and lx < ox + ow and ox < lx + width
+                  for ox, oy, ow in placed):
+            ly -= line_px / 2
+        placed.append((lx, ly, width))
+        ax.annotate(text, (x, y), xytext=(lx - px, ly - py), textcoords="offset pixels",
+                    fontsize=fontsize, va="center", ha="left",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "gray"}
+                    if abs(ly - py) > 2 else None)
 
 
 def _colors(comparison: Comparison) -> dict[str, tuple]:
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10"]
-    return {r.model: cmap(i % 10) for i, r in enumerate(comparison.reports)}
+    palette = [colormaps["tab10"](i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # grey is the legend
+    return {r.model: palette[i % len(palette)] for i, r in enumerate(comparison.reports)}
 
 
 def _accuracy_points(comparison: Comparison):
@@ -88,20 +115,22 @@ def _accuracy_vs_macs(comparison: Comparison, out_dir: Path) -> Plot | None:
     colors = _colors(comparison)
     fig, (ax,) = _figure()
     biggest = max(r.params for r, _, _ in points)
+    labels: list[tuple[float, float, str]] = []
     for rep, pub, meas in points:
         gmacs = rep.macs_per_image / 1e9
         size = 2500 * rep.params / biggest + 30  # bubble area proportional to parameters
         if pub is not None:
             ax.scatter(gmacs, pub.top1_percent, s=size, color=colors[rep.model], alpha=0.55,
                        edgecolors="black", linewidths=0.5)
-            ax.annotate(f"{rep.model}\n{rep.params / 1e6:.1f} M params",
-                        (gmacs, pub.top1_percent), fontsize=8, ha="center", va="center")
+            labels.append((gmacs, pub.top1_percent, f"{rep.model} ({rep.params / 1e6:.1f} M)",
+                           size))
         if meas is not None:
             ax.scatter(gmacs, 100 * meas.top1, s=80, marker="D", facecolors="none",
                        edgecolors=colors[rep.model], linewidths=1.5)
     ax.set_xscale("log")
     ax.margins(x=0.25, y=0.2)  # room for the biggest bubbles
     _plain_log_ticks(ax.xaxis)
+    _label_points(ax, labels, dx_px=3)
     ax.set_xlabel("GMACs per image (FlopCounterMode, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Top-1 accuracy vs operations; bubble area = parameters")
@@ -215,8 +244,8 @@ def _macs_vs_latency(comparison: Comparison, out_dir: Path) -> Plot | None:
                 label=f"batch {batch}: {fit.slope:.1f} ms/GMAC + {fit.intercept:.1f} ms, "
                       f"r² = {fit.r2:.3f}")
         if i == 0:
-            for x, y, name in pts:
-                ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            first = pts
+    _label_points(ax, first, fontsize=7)
     ax.set_xlabel("GMACs per image")
     ax.set_ylabel("inference time per image (ms, median)")
     ax.set_title(f"Operations predict time? Linear fit per batch size\n{_hardware(comparison)}",
@@ -235,14 +264,15 @@ def _accuracy_vs_latency(comparison: Comparison, out_dir: Path) -> Plot | None:
     colors = _colors(comparison)
     batch = comparison.batch_sizes[0]
     fig, (ax,) = _figure()
+    labels = []
     for rep, pub in points:
         t = next(t for t in rep.timings if t.batch_size == batch)
         ax.scatter(t.latency_per_image_ms, pub.top1_percent, s=60, color=colors[rep.model])
-        ax.annotate(rep.model, (t.latency_per_image_ms, pub.top1_percent), fontsize=8,
-                    xytext=(4, 3), textcoords="offset points")
+        labels.append((t.latency_per_image_ms, pub.top1_percent, rep.model, 60))
     ax.set_xscale("log")
-    ax.margins(x=0.15, y=0.1)
+    ax.margins(x=0.2, y=0.1)
     _plain_log_ticks(ax.xaxis)
+    _label_points(ax, labels)
     ax.set_xlabel(f"inference time per image at batch {batch} (ms, median, log scale)")
     ax.set_ylabel("published top-1 accuracy (%)")
     ax.set_title(f"Accuracy vs inference time\n{_hardware(comparison)}", fontsize=10)
