@@ -135,10 +135,12 @@ def _accuracy_vs_macs(comparison: Comparison, out_dir: Path) -> Plot | None:
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Top-1 accuracy vs operations; bubble area = parameters")
     _source_legend(ax, points)
+    caption = ("Canziani et al.'s Figure 2: bubbles are published ImageNet top-1, bubble area "
+               "proportional to the parameter count")
+    if comparison.measured:
+        caption += "; hollow diamonds are top-1 measured by your own runs on their data set"
     return _save(fig, out_dir, "accuracy_vs_macs.png", "Accuracy vs operations (bubble = params)",
-                 "Canziani et al.'s Figure 2: filled bubbles are published ImageNet top-1, "
-                 "bubble area proportional to the parameter count; hollow diamonds are top-1 "
-                 "measured by your own runs on their data set.")
+                 caption + ".")
 
 
 def _source_legend(ax, points) -> None:

@@ -48,6 +48,9 @@ def _tv(top1: float, params: int, gmacs: float, eval_size: int = 224, note: str 
     return Published(top1, TORCHVISION, params, gmacs, eval_size, note)
 
 
+_SE_NOTE = ("the paper's own model (Caffe, its training recipe); the paper's GFLOPs column is "
+            "its own count, not FlopCounterMode's")
+
 PUBLISHED_TOP1: dict[str, Published] = {
     "alexnet": _tv(56.522, 61_100_840, 0.714),
     "vgg11": _tv(69.020, 132_863_336, 7.609),
@@ -80,12 +83,9 @@ PUBLISHED_TOP1: dict[str, Published] = {
     "efficientnet_b5": _tv(83.444, 30_389_784, 10.266, eval_size=456),
     "efficientnet_b6": _tv(84.008, 43_040_704, 19.068, eval_size=528),
     "efficientnet_b7": _tv(84.122, 66_347_960, 37.746, eval_size=600),
-    "se_resnet50": Published(100 - 23.29, SENET_TABLE_2, gmacs=3.87,
-                             note="the paper's own GFLOPs column (not FlopCounterMode's count)"),
-    "se_resnet101": Published(100 - 22.38, SENET_TABLE_2, gmacs=7.60,
-                              note="the paper's own GFLOPs column"),
-    "se_resnet152": Published(100 - 21.57, SENET_TABLE_2, gmacs=11.32,
-                              note="the paper's own GFLOPs column"),
+    "se_resnet50": Published(100 - 23.29, SENET_TABLE_2, gmacs=3.87, note=_SE_NOTE),
+    "se_resnet101": Published(100 - 22.38, SENET_TABLE_2, gmacs=7.60, note=_SE_NOTE),
+    "se_resnet152": Published(100 - 21.57, SENET_TABLE_2, gmacs=11.32, note=_SE_NOTE),
 }
 
 
