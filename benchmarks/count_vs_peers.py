@@ -39,6 +39,7 @@ import torch
 import cnnzoo
 from cnnzoo.profile import profile
 from cnnzoo.profile.memory import measure_peak_bytes
+from cnnzoo.profile.meta import MetaShortcuts
 from cnnzoo.profile.published import published_top1
 
 MODELS = ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121",
@@ -49,7 +50,9 @@ COUNTED = {"conv", "convolution", "linear", "matmul", "addmm", "bmm", "mm", "ein
 
 
 def build(name: str, device: str = "cpu") -> torch.nn.Module:
-    with torch.device(device):
+    # On meta, weight initialisation is skipped as `profile(name)` does (no values to fill).
+    skip_init = MetaShortcuts() if device == "meta" else contextlib.nullcontext()
+    with torch.device(device), skip_init:
         model = cnnzoo.create_model(name, **OPTIONS.get(name, {}))
     model.name = name
     return model.eval()
@@ -233,6 +236,10 @@ def print_counts(rows: list[dict]) -> None:
         for tool in PEERS:
             if r[f"{tool}_why"] != "equal":
                 print(f"- {r['model']}, {tool}: {r[f'{tool}_why']}")
+    for r in rows:
+        pub = published_top1(r["model"])
+        if pub is not None and pub.gmacs is not None and round(r["cnnzoo"] / 1e9, 3) != pub.gmacs:
+            print(f"- {r['model']}: the published {pub.gmacs} is {pub.source}: {pub.note}")
     print()
 
 
