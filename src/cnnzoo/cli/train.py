@@ -3,6 +3,10 @@
 The options are generated from `TrainConfig`'s fields (name, type, help), so the command
 line and the Python API cannot drift apart. Under `torchrun --nproc_per_node=N` the same
 command trains data-parallel.
+
+Fine-tuning: `cnnzoo train resnet50 --init resnet50-11ad3fa6.pth --num-classes 5 --freeze
+layer2 --backbone-lr-scale 0.1 --data my_images/ --out runs/ft` starts from pretrained weights
+with a new classifier (see `cnnzoo.train.transfer`).
 """
 
 from __future__ import annotations
@@ -61,7 +65,9 @@ def register(sub) -> None:
         "train", help="train a model on a data set (torchrun-aware)",
         description="Train MODEL on --data, writing config.json, env.json, metrics.csv/.jsonl, "
                     "best.pt and last.pt to --out. Run it under torchrun --nproc_per_node=N to "
-                    "train data-parallel.")
+                    "train data-parallel. --init WEIGHTS fine-tunes from a checkpoint or a "
+                    "torchvision/timm state dict, with --freeze STAGE and "
+                    "--backbone-lr-scale.")
     p.add_argument("model", metavar="MODEL", help="registered model name (see `cnnzoo list`)")
     p.add_argument("--data", required=True, metavar="NAME_OR_PATH",
                    help="fashion-mnist, mnist, cifar10, cifar100, synthetic[:CxHxW:CLASSES:N], "

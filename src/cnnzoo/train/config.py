@@ -41,6 +41,21 @@ class TrainConfig:
                             "a fraction if < 1, else a number of images; 0 = none", default=0.1)
     out: str | None = _help("run directory; None writes nothing", default=None)
 
+    # Transfer learning (see cnnzoo.train.transfer)
+    init: str | None = _help("start from these weights: a cnnzoo checkpoint or safetensors "
+                             "export, or a torchvision/timm state dict (.pth, .safetensors), "
+                             "recognised by its keys; classifiers of another size are "
+                             "re-initialised", default=None)
+    num_classes: int | None = _help("classes of the classifier; must equal the data's (checked); "
+                                    "default: the data's", default=None)
+    freeze: str | None = _help("freeze the stem and every stage up to and including this one "
+                               "(a module name of the model's feature_info, e.g. layer2, or its "
+                               "index): no gradients, and kept in eval mode (BatchNorm uses and "
+                               "keeps its running statistics)", default=None)
+    backbone_lr_scale: float = _help("learning rate of the backbone (forward_features) relative "
+                                     "to lr, which the head gets; e.g. 0.1 for fine-tuning",
+                                     default=1.0)
+
     # Optimisation
     epochs: int = _help("passes over the training split", default=10)
     batch_size: int = _help("images per optimizer step, summed over all ranks", default=128)
@@ -125,6 +140,11 @@ class TrainConfig:
         if self.image_size is not None and self.image_size < 1:
             raise ValueError(f"image_size: expected a positive number of pixels, "
                              f"got {self.image_size}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"num_classes: expected a positive number, got {self.num_classes}")
+        if not self.backbone_lr_scale > 0:
+            raise ValueError(f"backbone_lr_scale: expected > 0 (freeze stages with freeze), "
+                             f"got {self.backbone_lr_scale}")
         if self.resume and self.out is None:
             raise ValueError("resume: needs out, the run directory to resume from")
 

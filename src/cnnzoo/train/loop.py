@@ -31,7 +31,7 @@ from torch import nn
 
 from cnnzoo.data import Augment, BatchLoader, ImageDataset, load_dataset, train_val_split
 from cnnzoo.train import checkpoint as ckpt_io
-from cnnzoo.train import distributed, faults, runlog
+from cnnzoo.train import distributed, faults, runlog, transfer
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.device import Execution, resolve
 from cnnzoo.train.ema import ModelEma
@@ -134,12 +134,26 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
     # Data: a validation split held out of the training split; the test split is not used.
     train_ds = dataset if dataset is not None else load_dataset(cfg.data, "train",
                                                                 data_dir=cfg.data_dir)
+    if cfg.num_classes is not None and cfg.num_classes != train_ds.num_classes:
+        raise ValueError(f"num_classes: {cfg.num_classes} given, but {train_ds.name} has "
+                         f"{train_ds.num_classes} classes ({', '.join(train_ds.classes[:12])}"
+                         f"{', ...' if train_ds.num_classes > 12 else ''})")
     val_ds = val_data
     if val_ds is None and cfg.val_size > 0:
         size = int(cfg.val_size) if cfg.val_size >= 1 else float(cfg.val_size)
         train_ds, val_ds = train_val_split(train_ds, size, seed=cfg.seed)
 
-    # Model: the same initial weights on every rank (DDP also broadcasts rank 0's).
+    # Model: the same initial weights on every rank (DDP also broadcasts rank 0's). With
+    # init, the file decides how its keys read and which builder options it needs.
+    plan = init = None
+    model_options = dict(cfg.model_options)
+    if cfg.init is not None:
+        if module is not None:
+            raise ValueError("init: needs a registered model name, not a module (load the "
+                             "weights into the module yourself)")
+        plan = transfer.plan_init(cfg.init, cfg.model, num_classes=train_ds.num_classes,
+                                  in_chans=train_ds.in_chans, model_options=cfg.model_options)
+        model_options = plan.model_options
     torch.manual_seed(cfg.seed)
     if module is not None:
         model = module
@@ -147,7 +161,12 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
         from cnnzoo.models import create_model
 
         model = create_model(cfg.model, num_classes=train_ds.num_classes,
-                             in_chans=train_ds.in_chans, **cfg.model_options)
+                             in_chans=train_ds.in_chans, **model_options)
+    if plan is not None:
+        fresh = transfer.load_backbone(model, plan.state_dict, what=f"init: {cfg.init}")
+        init = transfer.init_record(plan, fresh)
+    frozen = transfer.frozen_steps(model, cfg.freeze) if cfg.freeze is not None else []
+    transfer.freeze(model, frozen)
     image_size = _image_size(cfg, model, train_ds)
     model.to(device)
     if cfg.channels_last:
@@ -173,7 +192,8 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
     scheduler = build_scheduler(optimizer, cfg, len(loader))
     scaler = torch.amp.GradScaler(device.type, enabled=execution.use_scaler)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
-    record = _record(cfg, module, train_ds, image_size)
+    record = _record(cfg, module, train_ds, image_size, model_options,
+                     {**init, "frozen": frozen} if init else None)
     start_epoch, global_step, best, rows = 0, 0, None, []
     if resume_from is not None:
         state = ckpt_io.load_checkpoint(resume_from)  # CPU: RNG states must stay there
@@ -200,6 +220,8 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
         net = torch.compile(net)
     criterion = _criterion(model, cfg.label_smoothing)
     say = info.is_main and not cfg.quiet
+    if say and plan is not None:
+        print(transfer.describe(plan, init["reinitialized"], frozen), flush=True)
     if say and start_epoch:
         print(f"resuming {run_dir / 'last.pt'} after epoch {start_epoch}", flush=True)
 
@@ -209,6 +231,7 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
         _seed_generators(cfg.seed, epoch, info.rank)
         progress = runlog.Progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}", enabled=say)
         net.train()
+        transfer.keep_frozen_in_eval(model, frozen)
         # Accumulated on the device: no host sync per step.
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -348,13 +371,16 @@ def _image_size(cfg: TrainConfig, model: nn.Module, ds: ImageDataset) -> int | N
 
 
 def _record(cfg: TrainConfig, module: nn.Module | None, ds: ImageDataset,
-            image_size: int | None) -> dict[str, Any]:
-    """The checkpoint keys that let eval/predict/export rebuild the model and its input."""
+            image_size: int | None, model_options: dict[str, Any],
+            init: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint keys that let eval/predict/export rebuild the model and its input, and
+    where its weights started ("init": `transfer.init_record` and the frozen steps, or None
+    for a fresh initialisation)."""
     import cnnzoo
 
     return {
         "model_name": None if module is not None else cfg.model,
-        "model_options": dict(cfg.model_options),
+        "model_options": dict(model_options),  # with those the init file needs
         "num_classes": ds.num_classes,
         "in_chans": ds.in_chans,
         "classes": list(ds.classes),
@@ -363,6 +389,7 @@ def _record(cfg: TrainConfig, module: nn.Module | None, ds: ImageDataset,
                        else list(ds.image_size),
                        "resize": image_size is not None},
         "config": cfg.to_dict(),
+        "init": init,
         "versions": {"cnnzoo": cnnzoo.__version__, "torch": str(torch.__version__)},
     }
 
