@@ -12,6 +12,12 @@ Because everything random is re-derived from (seed, epoch, rank) at each epoch s
 last.pt holds the rest of the state, a run killed at any point and resumed with
 `resume=True` ends with exactly the weights of an uninterrupted run (same machine, same
 thread count, CPU; see tests/test_train_resume.py).
+
+Fine-tuning (`init`, `freeze`, `backbone_lr_scale`; see `transfer.py`): the model is built for
+the data's classes and filled from the weights file before training, frozen stages get no
+gradients and are put back in eval mode after every `train()`, and the checkpoints record the
+file ("init"). A resumed run reads the file again (for the builder options it implies), then
+the checkpoint's weights replace it.
 """
 
 from __future__ import annotations
