@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import platform
@@ -12,7 +13,7 @@ from torch import nn
 
 from cnnzoo.profile.counting import count_forward, meta_copy, parameter_stats, train_saved_bytes
 from cnnzoo.profile.meta import MetaShortcuts
-from cnnzoo.profile.report import ProfileReport
+from cnnzoo.profile.report import LayerRow, ProfileReport
 from cnnzoo.profile.timing import OPTIMIZER, TimingOptions, measure
 
 
@@ -79,6 +80,7 @@ def run_profile(
     except (ValueError, RuntimeError) as err:  # e.g. batch-norm on one value per channel
         saved = None
         notes.append(f"no train-mode forward at {_shape_str(shape)}: {_first_line(err)}")
+    layers = _with_receptive_fields(counted.layers, meta_model, shape, notes)
     params, trainable, p_bytes, b_bytes = parameter_stats(meta_model)
     timings = ()
     if timing:
@@ -103,12 +105,35 @@ def run_profile(
         macs_per_image=counted.macs // shape[0],
         activation_bytes=counted.activation_bytes,
         activation_bytes_train=saved,
-        layers=counted.layers,
+        layers=layers,
         timings=timings,
         # Without timing nothing ran on a real device: the counts come from "meta".
         env=environment(device if timing else "meta", timing=timing, options=options),
         notes=tuple(notes),
     )
+
+
+def _with_receptive_fields(layers: Sequence[LayerRow], meta_model: nn.Module,
+                           shape: tuple[int, int, int, int], notes: list[str]
+                           ) -> tuple[LayerRow, ...]:
+    """The rows with their receptive field, jump and flags (`cnnzoo.receptive_field`: one more
+    meta forward, a fraction of the counting's time); a model the field rules cannot follow
+    keeps rows without them and gets a note.
+
+    A module called several times (a bottleneck's shared ReLU) gets the field of its first
+    call, the call its `output_shape` and `order` describe (`layer_columns` gives the last).
+    """
+    from cnnzoo.profile.receptive_field import receptive_field  # it imports this module
+
+    try:
+        fields = receptive_field(meta_model, shape)
+    except ValueError as err:
+        notes.append(f"no receptive fields: {_first_line(err)}")
+        return tuple(layers)
+    columns = {f.path: {"rf": f.rf, "jump": f.jump, "rf_notes": f.notes}
+               for f in fields.rows if f.call == 0}
+    return tuple(dataclasses.replace(r, **columns[r.path]) if r.path in columns else r
+                 for r in layers)
 
 
 def check_input_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:

@@ -37,6 +37,13 @@ class LayerRow:
         is_leaf: the module has no children.
         order: position of the module's first return in the forward pass (children return
             before their parents), -1 when it was not called.
+        rf: theoretical receptive field of one unit of the module's (first) output, in input
+            pixels, (height, width); None when not called or not computed
+            (`cnnzoo.profile.receptive_field`).
+        jump: distance in input pixels between neighbouring output units (the cumulative
+            stride), (height, width); None when global (or rf is None).
+        rf_notes: the field's flags in words ("global", "global context", "input-dependent",
+            "upper bound"), "" when none.
     """
 
     path: str
@@ -50,6 +57,9 @@ class LayerRow:
     calls: int
     is_leaf: bool
     order: int
+    rf: tuple[int | float, int | float] | None = None
+    jump: tuple[int | float, int | float] | None = None
+    rf_notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,9 @@ class ProfileReport:
         data = dict(data)
         data["input_shape"] = tuple(data["input_shape"])
         data["layers"] = tuple(
-            LayerRow(**{**row, "output_shape": _tuple_or_none(row["output_shape"])})
+            LayerRow(**{**row, "output_shape": _tuple_or_none(row["output_shape"]),
+                        "rf": _tuple_or_none(row.get("rf")),
+                        "jump": _tuple_or_none(row.get("jump"))})
             for row in data.get("layers", ())
         )
         data["timings"] = tuple(TimingRow(**row) for row in data.get("timings", ()))
@@ -192,7 +204,8 @@ class ProfileReport:
 
     def layers_csv(self, path: str | os.PathLike | None = None) -> str:
         rows = [
-            {**dataclasses.asdict(r), "output_shape": _shape_str(r.output_shape)}
+            {**dataclasses.asdict(r), "output_shape": _shape_str(r.output_shape),
+             "rf": _pair_str(r.rf), "jump": _pair_str(r.jump)}
             for r in self.layers
         ]
         text = rows_to_csv(rows)
@@ -250,3 +263,8 @@ def _tuple_or_none(value) -> tuple[int, ...] | None:
 
 def _shape_str(shape: tuple[int, ...] | None) -> str:
     return "" if shape is None else "x".join(map(str, shape))
+
+
+def _pair_str(pair: tuple[int | float, int | float] | None) -> str:
+    """(427, 427) -> "427x427" (height x width, as output shapes are written)."""
+    return "" if pair is None else "x".join(f"{v:g}" for v in pair)

@@ -1,8 +1,23 @@
-"""The per-layer table, laid out like torchinfo's `summary`, and number formatting."""
+"""The per-layer table, laid out like torchinfo's `summary`, and number formatting.
+
+Besides torchinfo's columns, each row shows what one unit of the module's output sees: its
+theoretical receptive field and jump (cumulative stride) in input pixels, from
+`cnnzoo.profile.receptive_field` (cells by its `summary_columns`, explained by `RF_LEGEND`).
+"""
 
 from __future__ import annotations
 
+import textwrap
+
+from cnnzoo.profile.receptive_field import summary_columns
 from cnnzoo.profile.report import LayerRow, ProfileReport
+
+RF_LEGEND = (
+    "RF (px): theoretical receptive field of one output unit, in input pixels (H x W where "
+    "they differ); Jump: input pixels between neighbouring output units (cumulative stride)",
+    "RF marks: + also sees the whole image through an SE gate, ~ nominal grid of a deformable "
+    "conv (input-dependent), <= upper bound, global: every output mixes the whole image",
+)
 
 
 def format_summary(report: ProfileReport, *, depth: int = 3, by_stage: bool = False) -> str:
@@ -24,15 +39,17 @@ def format_summary(report: ProfileReport, *, depth: int = 3, by_stage: bool = Fa
         if i == 0:
             table.append("-" * width)
     lines = [f"{report.model}  input {_shape(report.input_shape)}  (fp32)", "=" * width,
-             *table, "=" * width, *_totals(report, width), "=" * width]
+             *table, "=" * width, *_totals(report, width), *_legend(report, width),
+             "=" * width]
     return "\n".join(lines)
 
 
-_WIDTHS = (18, 13, 11, 12)  # output shape, params, MACs, output size
+_WIDTHS = (18, 13, 11, 12, 10, 8)  # output shape, params, MACs, output size, RF, jump
 
 
 def _layer_cells(report: ProfileReport, depth: int) -> list[tuple[str, ...]]:
-    cells = [("Layer: module path (type)", "Output shape", "Params", "MACs", "Output size")]
+    cells = [("Layer: module path (type)", "Output shape", "Params", "MACs", "Output size",
+              "RF (px)", "Jump")]
     rows = [r for r in report.layers if r.depth <= depth]
     last_child = _last_children(rows)
     for r in rows:
@@ -52,10 +69,11 @@ def _layer_cells(report: ProfileReport, depth: int) -> list[tuple[str, ...]]:
         else:
             params = f"{r.own_params:,}" if r.own_params else "--"
         if r.calls == 0:
-            cells.append((label, "(not called)", params, "--", "--"))
+            cells.append((label, "(not called)", params, "--", "--", "--", "--"))
         else:
             cells.append((label, _shape(r.output_shape), params, human_count(r.macs),
-                          human_bytes(r.output_bytes)))
+                          human_bytes(r.output_bytes),
+                          *summary_columns(r.rf, r.jump, r.rf_notes)))
     return cells
 
 
@@ -66,6 +84,8 @@ def stage_rows(report: ProfileReport) -> list[dict]:
 
     Outputs without a spatial extent (1x1 or flat: SE gates, global pooling, classifiers)
     stay in the stage they occur in; everything after the last spatial output is the head.
+    A stage's output shape and receptive field ("rf", "jump", "rf_notes") are those of its
+    last module to finish.
     """
     rows = sorted((r for r in report.layers if r.calls > 0), key=lambda r: r.order)
     spatial = [i for i, r in enumerate(rows) if r.depth > 0 and _is_spatial(r.output_shape)]
@@ -81,10 +101,12 @@ def stage_rows(report: ProfileReport) -> list[dict]:
             key = stages[-1]["resolution"]
         if not stages or stages[-1]["resolution"] != key:
             stages.append({"resolution": key, "output_shape": r.output_shape, "params": 0,
-                           "macs": 0, "output_bytes": 0, "layers": 0})
+                           "macs": 0, "output_bytes": 0, "layers": 0, "rf": r.rf,
+                           "jump": r.jump, "rf_notes": r.rf_notes})
         stage = stages[-1]
         if r.depth > 0:  # the model itself finishes last; its own work joins the head
-            stage["output_shape"] = r.output_shape
+            stage.update(output_shape=r.output_shape, rf=r.rf, jump=r.jump,
+                         rf_notes=r.rf_notes)
         stage["params"] += r.own_params
         stage["macs"] += self_macs[r.path]
         if r.is_leaf:
@@ -98,16 +120,19 @@ def _is_spatial(shape: tuple[int, ...] | None) -> bool:
 
 
 def _stage_cells(report: ProfileReport) -> list[tuple[str, ...]]:
-    cells = [("Stage (output H x W)", "Output shape", "Params", "MACs", "Output size")]
+    cells = [("Stage (output H x W)", "Output shape", "Params", "MACs", "Output size",
+              "RF (px)", "Jump")]
     for i, s in enumerate(stage_rows(report), 1):
         cells.append((f"stage {i}: {s['resolution']} ({s['layers']} layers)",
                       _shape(s["output_shape"]), f"{s['params']:,}", human_count(s["macs"]),
-                      human_bytes(s["output_bytes"])))
+                      human_bytes(s["output_bytes"]),
+                      *summary_columns(s["rf"], s["jump"], s["rf_notes"])))
     # Unused modules that hold weights (auxiliary heads in eval mode) are listed at the end.
     unused = [r for r in report.layers if r.calls == 0 and r.depth > 0 and r.params > 0]
     top_unused = [r for r in unused if not any(r.path.startswith(u.path + ".") for u in unused)]
     for r in top_unused:
-        cells.append((f"{r.path} ({r.type}, not called)", "--", f"{r.params:,}", "--", "--"))
+        cells.append((f"{r.path} ({r.type}, not called)", "--", f"{r.params:,}", "--", "--",
+                      "--", "--"))
     return cells
 
 
@@ -144,6 +169,15 @@ def _totals(report: ProfileReport, width: int) -> list[str]:
                      f"{env.get('threads')} threads, torch {env.get('torch_version')})")
     lines += [f"Note: {n}" for n in report.notes]
     return lines
+
+
+def _legend(report: ProfileReport, width: int) -> list[str]:
+    """What the RF and Jump columns mean (wrapped to the table), when the report has them."""
+    if all(r.rf is None for r in report.layers):
+        return []
+    return [line for text in RF_LEGEND
+            for line in textwrap.wrap(text, width, subsequent_indent="  ",
+                                      break_on_hyphens=False)]
 
 
 def _self_macs(rows: tuple[LayerRow, ...]) -> dict[str, int]:
