@@ -106,9 +106,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "summary", help="per-layer table: output shapes, parameters, MACs, activation sizes",
+        "summary", help="per-layer table: output shapes, parameters, MACs, activation sizes, "
+                        "receptive fields and strides",
         description="Count a model on the meta device (no computation) and print a "
-                    "torchinfo-like table; --timing also measures latency and peak memory.",
+                    "torchinfo-like table, with each output's theoretical receptive field and "
+                    "jump (cumulative stride) in input pixels; --timing also measures latency "
+                    "and peak memory.",
     )
     p.add_argument("model", help="registered model name (see `cnnzoo list`)")
     p.add_argument("--input", type=_shape, default=None, metavar="[N]xCxHxW",
