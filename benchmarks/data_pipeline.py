@@ -22,7 +22,6 @@ import argparse
 import itertools
 import math
 import os
-import platform
 import statistics
 import time
 
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cnnzoo.data import Augment, BatchLoader, ImageDataset, load_dataset, make_synthetic
+from cnnzoo.fileio import cpu_name
 
 
 class PerSample(Dataset):
@@ -82,17 +82,6 @@ def rate(make_iter, batches: int, repeats: int, batch_size: int) -> float:
         if r:
             rates.append(n / elapsed)
     return statistics.median(rates)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

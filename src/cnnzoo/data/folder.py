@@ -20,7 +20,6 @@ import hashlib
 import io
 import os
 import tarfile
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +28,7 @@ import torch
 from PIL import Image
 
 from cnnzoo.data.dataset import ImageDataset, channel_stats
+from cnnzoo.fileio import atomic_write
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 SPLIT_DIRS = {"train": ("train",), "test": ("test", "val")}
@@ -127,23 +127,8 @@ def _digest(*parts: object) -> str:
 
 
 def atomic_torch_save(obj: object, path: Path) -> None:
-    """torch.save to a temp file in the same folder, fsync, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a cache is as readable as the data
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """torch.save through `cnnzoo.fileio.atomic_write` (temp file, fsync, rename)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _writable(folder: Path) -> bool:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.data import ImageDataset, load_dataset, train_val_split
+from cnnzoo.fileio import atomic_write
 from cnnzoo.infer.loading import ModelInfo, Preprocess, load_model
-from cnnzoo.train.checkpoint import atomic_write
 
 SPLITS = ("test", "val", "train")
 TOP_K = 5

@@ -40,8 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnzoo.fileio import atomic_write
 from cnnzoo.infer.loading import ModelInfo, Preprocess, load_model
-from cnnzoo.train.checkpoint import CheckpointError, atomic_write
+from cnnzoo.train.checkpoint import CheckpointError
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}

@@ -42,15 +42,14 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from cnnzoo.fileio import atomic_write
 from cnnzoo.train import faults
 
 FORMAT = "cnnzoo-checkpoint"
@@ -59,47 +58,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A file that is not a readable cnnzoo checkpoint; the message names the file."""
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *,
-                 kill_point: str | None = None) -> None:
-    """Write a file so that `path` holds either its old content or the complete new one.
-
-    The bytes go to a temp file in the same directory (a rename is only atomic within one
-    file system), which is flushed and fsynced, renamed over `path` with `os.replace`, and
-    the directory is fsynced so the rename itself survives a power cut.
-
-    Args:
-        path: destination.
-        write: called with the open temp file.
-        kill_point: fault-injection name checked between fsync and rename (tests only).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if kill_point is not None:
-            faults.kill_point(kill_point)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
@@ -115,7 +73,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any], *,
                     kill_point: str | None = None) -> None:
     """Write `checkpoint` (a dict with this module's keys) atomically to `path`."""
     checkpoint = {"format": FORMAT, "format_version": FORMAT_VERSION, **checkpoint}
-    atomic_write(path, lambda f: torch.save(checkpoint, f), kill_point=kill_point)
+    before = None if kill_point is None else (lambda: faults.kill_point(kill_point))
+    atomic_write(path, lambda f: torch.save(checkpoint, f), before_replace=before)
 
 
 def load_checkpoint(path: str | os.PathLike, *,

@@ -21,12 +21,12 @@ from typing import Any, TextIO
 
 import torch
 
-from cnnzoo.train.checkpoint import atomic_write
+from cnnzoo.fileio import atomic_write_text, cpu_name
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically (temp file, fsync, rename)."""
-    atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, text)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -43,18 +43,6 @@ def write_metrics(run_dir: str | os.PathLike, rows: list[dict[str, Any]]) -> Non
         writer.writeheader()
         writer.writerows(rows)
     write_text(run_dir / "metrics.csv", buf.getvalue())
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (/proc/cpuinfo on Linux, else `platform`)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_commit(path: str | os.PathLike | None = None) -> str | None:
@@ -87,7 +75,7 @@ def environment(*, device: torch.device, precision: str, world_size: int) -> dic
         "cuda": torch.version.cuda,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "gpus": gpus,
