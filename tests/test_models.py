@@ -176,3 +176,18 @@ def test_cli_unknown_pattern_fails_cleanly():
                             capture_output=True, text=True)
     assert result.returncode != 0
     assert "no model matches" in result.stderr
+
+
+def test_top_level_api_is_callable_and_packages_stay_importable():
+    code = (
+        "import cnnzoo, inspect\n"
+        "import cnnzoo.train.checkpoint as ck, cnnzoo.profile.compare as cmp\n"
+        "assert callable(cnnzoo.train) and callable(cnnzoo.profile)\n"
+        "assert cnnzoo.train.checkpoint is ck and cnnzoo.profile.compare is cmp\n"
+        "assert 'timing' in inspect.signature(cnnzoo.profile).parameters\n"
+        "assert cnnzoo.profile('resnet18').macs == 1814073344\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -1,7 +1,8 @@
 """cnnzoo: the landmark CNN architectures of image classification, readable and measured."""
 
-from cnnzoo import layers, models
+from cnnzoo import layers, models, profile, train  # profile and train are callable packages
 from cnnzoo.models import create_model, from_timm, from_torchvision, list_models
+from cnnzoo.profile.receptive_field import receptive_field
 
 __version__ = "0.1.0"
 
@@ -13,4 +14,7 @@ __all__ = [
     "layers",
     "list_models",
     "models",
+    "profile",
+    "receptive_field",
+    "train",
 ]

@@ -9,10 +9,7 @@ the package otherwise would break the layout every other part of cnnzoo follows.
 
 from __future__ import annotations
 
-import inspect
-import sys
-import types
-
+from cnnzoo._callable import make_module_callable
 from cnnzoo.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -35,12 +32,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(types.ModuleType):
-    """This package's module type: calling it calls `train`."""
-
-    def __call__(self, *args, **kwargs) -> TrainResult:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-__signature__ = inspect.signature(train)  # so help() and IDEs show train's parameters
+make_module_callable(__name__, train)
