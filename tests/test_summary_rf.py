@@ -27,7 +27,7 @@ def _cells(text: str, label: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def resnet50():
-    return profile("resnet50", (1, 3, 224, 224))
+    return profile("resnet50", (1, 3, 224, 224), receptive_fields=True)
 
 
 def test_resnet50_layer_rows_show_field_and_jump(resnet50):
@@ -54,16 +54,16 @@ def test_resnet50_stages_show_the_field_of_their_output(resnet50):
 
 
 def test_vgg16_conv5_3_and_pool5():
-    text = profile("vgg16", (1, 3, 224, 224)).table(depth=2)
+    text = profile("vgg16", (1, 3, 224, 224), receptive_fields=True).table(depth=2)
     # conv5_3 (features.28) + ReLU (features.29): 196 px; pool5 (features.30): 212 px, jump 32.
     assert _cells(text, "├─features.29 (ReLU)")[-2:] == ["196", "16"]
     assert _cells(text, "└─features.30 (MaxPool2d)")[-2:] == ["212", "32"]
 
 
 def test_markers_for_se_gates_and_deformable_convs():
-    se = profile("se_resnet18", (1, 3, 224, 224)).table(depth=1)
+    se = profile("se_resnet18", (1, 3, 224, 224), receptive_fields=True).table(depth=1)
     assert _cells(se, "├─layer1 (Sequential)")[-2:] == ["43+", "4"]  # ResNet-18's 43, + SE
-    dcn = profile("resnet50_dcn", (1, 3, 224, 224)).table(depth=1)
+    dcn = profile("resnet50_dcn", (1, 3, 224, 224), receptive_fields=True).table(depth=1)
     assert _cells(dcn, "├─layer3 (Sequential)")[-2:] == ["267", "16"]  # plain convs
     assert _cells(dcn, "├─layer4 (Sequential)")[-2:] == ["427~", "32"]  # deformable conv5_x
 
@@ -98,11 +98,12 @@ def test_json_csv_round_trip_and_reports_without_fields(resnet50, tmp_path):
 
 def test_non_square_kernels_and_unfollowed_layers():
     net = nn.Sequential(nn.Conv2d(3, 4, (3, 5), stride=(1, 2)), nn.Conv2d(4, 4, 3))
-    text = profile(net, (1, 3, 16, 16)).table()
+    text = profile(net, (1, 3, 16, 16), receptive_fields=True).table()
     assert _cells(text, "├─0 (Conv2d)")[-2:] == ["3x5", "1x2"]
     assert _cells(text, "└─1 (Conv2d)")[-2:] == ["5x9", "1x2"]  # 3 + 2*1, 5 + 2*2
 
-    up = profile(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ConvTranspose2d(4, 4, 2)), (1, 3, 8, 8))
+    up_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ConvTranspose2d(4, 4, 2))
+    up = profile(up_net, (1, 3, 8, 8), receptive_fields=True)
     assert all(r.rf is None for r in up.layers)
     assert any(n.startswith("no receptive fields: ") for n in up.notes)
     assert "Note: no receptive fields" in up.table() and RF_LEGEND[0][:20] not in up.table()
@@ -114,3 +115,8 @@ def test_cli_summary_prints_the_columns(capsys):
     # CIFAR ResNet-20 (He et al. section 4.2): 3x3 convs only, jumps 1, 2, 4.
     assert _cells(text, "├─layer3 (Sequential)")[-1] == "4"
     assert "RF (px)" in text
+
+
+def test_plain_profile_skips_the_receptive_field_pass():
+    """Counting stays one meta forward unless the fields are asked for (whole-zoo time)."""
+    assert all(r.rf is None for r in profile("resnet18", (1, 3, 64, 64)).layers)

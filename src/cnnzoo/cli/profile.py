@@ -65,7 +65,7 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
     shape = args.input or _native_shape(args.model)
     report = run_profile(args.model, shape, timing=args.timing, batch_sizes=args.batch_sizes,
-                         device=args.device)
+                         device=args.device, receptive_fields=True)
     print(report.table(depth=args.depth, by_stage=args.by_stage))
     if args.json:
         report.to_json(args.json)

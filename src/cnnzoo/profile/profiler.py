@@ -24,6 +24,7 @@ def profile(
     timing: bool = False,
     batch_sizes: Sequence[int] = (1, 8, 32),
     device: str | torch.device = "cpu",
+    receptive_fields: bool = False,
 ) -> ProfileReport:
     """Parameters, MACs, activation memory and per-layer rows; latency and peak memory too.
 
@@ -38,6 +39,8 @@ def profile(
         timing: also measure latency, throughput and peak memory per batch size.
         batch_sizes: batch sizes to time (each >= 1).
         device: "cpu" or "cuda[:i]" for the timing runs.
+        receptive_fields: also fill each row's receptive field and jump (one more meta
+            forward, ~40% of the counting time; `cnnzoo summary` asks for it).
 
     Returns:
         A `ProfileReport`; `str(report)` is the per-layer table.
@@ -47,7 +50,7 @@ def profile(
             cannot take (the message names the model).
     """
     return run_profile(model_or_name, input_shape, timing=timing, batch_sizes=batch_sizes,
-                       device=device)
+                       device=device, receptive_fields=receptive_fields)
 
 
 def run_profile(
@@ -59,6 +62,7 @@ def run_profile(
     device: str | torch.device = "cpu",
     options: TimingOptions | None = None,
     on_batch: Callable[[int], None] | None = None,
+    receptive_fields: bool = False,
 ) -> ProfileReport:
     """`profile` with the timing options exposed (used by `compare`)."""
     options = options or TimingOptions()
@@ -80,7 +84,9 @@ def run_profile(
     except (ValueError, RuntimeError) as err:  # e.g. batch-norm on one value per channel
         saved = None
         notes.append(f"no train-mode forward at {_shape_str(shape)}: {_first_line(err)}")
-    layers = _with_receptive_fields(counted.layers, meta_model, shape, notes)
+    layers = counted.layers
+    if receptive_fields:
+        layers = _with_receptive_fields(layers, meta_model, shape, notes)
     params, trainable, p_bytes, b_bytes = parameter_stats(meta_model)
     timings = ()
     if timing:
