@@ -34,7 +34,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object], 
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are for reading
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs are for reading
         if before_replace is not None:
             before_replace()
         os.replace(tmp, path)
@@ -64,7 +64,7 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

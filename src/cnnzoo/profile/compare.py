@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from cnnzoo.fileio import atomic_write_text, current_umask
 from cnnzoo.profile.profiler import (
     check_batch_sizes,
     check_device,
@@ -39,7 +40,7 @@ from cnnzoo.profile.profiler import (
     run_profile,
 )
 from cnnzoo.profile.published import published_top1
-from cnnzoo.profile.report import ProfileReport, current_umask, rows_to_csv, write_text_atomic
+from cnnzoo.profile.report import ProfileReport, rows_to_csv
 from cnnzoo.profile.timing import TimingOptions
 
 DEFAULT_MODELS = (
@@ -268,11 +269,11 @@ def write_comparison(comparison: Comparison, out_dir: str | os.PathLike) -> Path
     staging = _staging_dir(out)
     try:
         data = comparison.to_dict()
-        write_text_atomic(staging / "results.json", json.dumps(_finite(data), indent=2) + "\n")
-        write_text_atomic(staging / "results.csv", rows_to_csv(comparison.rows()))
+        atomic_write_text(staging / "results.json", json.dumps(_finite(data), indent=2) + "\n")
+        atomic_write_text(staging / "results.csv", rows_to_csv(comparison.rows()))
         plots = make_plots(comparison, staging / "plots")
-        write_text_atomic(staging / "report.md", render_markdown(comparison, plots))
-        write_text_atomic(staging / "report.html", render_html(comparison, plots, staging))
+        atomic_write_text(staging / "report.md", render_markdown(comparison, plots))
+        atomic_write_text(staging / "report.html", render_html(comparison, plots, staging))
         _swap_into_place(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

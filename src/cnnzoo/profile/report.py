@@ -12,10 +12,10 @@ import dataclasses
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from cnnzoo.fileio import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class ProfileReport:
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         if path is not None:
-            write_text_atomic(path, text)
+            atomic_write_text(path, text)
         return text
 
     def summary_rows(self) -> list[dict[str, Any]]:
@@ -199,7 +199,7 @@ class ProfileReport:
         """The summary as CSV: one row per batch size (per-layer rows: `layers_csv`)."""
         text = rows_to_csv(self.summary_rows())
         if path is not None:
-            write_text_atomic(path, text)
+            atomic_write_text(path, text)
         return text
 
     def layers_csv(self, path: str | os.PathLike | None = None) -> str:
@@ -210,7 +210,7 @@ class ProfileReport:
         ]
         text = rows_to_csv(rows)
         if path is not None:
-            write_text_atomic(path, text)
+            atomic_write_text(path, text)
         return text
 
     def table(self, *, depth: int = 3, by_stage: bool = False) -> str:
@@ -232,29 +232,6 @@ def rows_to_csv(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return buf.getvalue()
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`.
-
-    A reader never sees half a file, and a crash leaves the old file (or none).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a report is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _tuple_or_none(value) -> tuple[int, ...] | None:
