@@ -42,7 +42,7 @@ from torch import nn
 from cnnzoo.layers import ConvNormAct
 from cnnzoo.models.base import ZooModel
 from cnnzoo.models.registry import register_model
-from cnnzoo.models.resnet import BasicBlock, NormLayer, conv1x1
+from cnnzoo.models.resnet import BasicBlock, NormLayer, conv1x1, init_he
 
 # He et al. §4.2: widths of the three stages at k = 1; WRN multiplies them by k.
 BASE_WIDTHS = (16, 32, 64)
@@ -104,16 +104,7 @@ class CompactResNet(ZooModel):
         # projections map 1x1 to 1x1. So 2 pixels with the pool, 1 without.
         self.min_input_size = 2 if stem_pool else 1
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    m.zero_init_last()
+        init_he(self, zero_init_residual=zero_init_residual)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None

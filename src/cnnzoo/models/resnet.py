@@ -187,6 +187,23 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
+def init_he(model: nn.Module, *, zero_init_residual: bool = False) -> None:
+    """He et al. 2015 ("Delving Deep into Rectifiers", arXiv:1502.01852) for every conv,
+    fan_out as torchvision does; norms start at scale 1, shift 0; optionally the last norm
+    of every residual block at 0, so each block starts as the identity (Goyal et al. 2017).
+    Shared by every ResNet-shaped family (ImageNet, CIFAR, compact)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    if zero_init_residual:
+        for m in model.modules():
+            if isinstance(m, (BasicBlock, Bottleneck)):
+                m.zero_init_last()
+
+
 class ResNet(ZooModel):
     """A stem, four stages of residual blocks (64, 128, 256, 512 planes), pool, FC.
 
@@ -294,18 +311,7 @@ class ResNet(ZooModel):
         return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        # He et al. 2015 ("Delving Deep into Rectifiers", arXiv:1502.01852), fan_out as
-        # torchvision does; norms start at scale 1, shift 0.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, (BasicBlock, Bottleneck)):
-                    m.zero_init_last()
+        init_he(self, zero_init_residual=zero_init_residual)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)

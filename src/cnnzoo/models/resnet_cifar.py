@@ -33,7 +33,7 @@ from torch import nn
 
 from cnnzoo.models.base import ZooModel
 from cnnzoo.models.registry import register_model
-from cnnzoo.models.resnet import BasicBlock, NormLayer, conv3x3
+from cnnzoo.models.resnet import BasicBlock, NormLayer, conv3x3, init_he
 
 
 class ShortcutA(nn.Module):
@@ -108,12 +108,7 @@ class CifarResNet(ZooModel):
         # 3x3/2 pad-1 convs and the [::2] subsample both map 1x1 to 1x1.
         self.min_input_size = 1
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_he(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None

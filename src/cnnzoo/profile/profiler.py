@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from cnnzoo.fileio import cpu_name
 from cnnzoo.profile.counting import count_forward, meta_copy, parameter_stats, train_saved_bytes
 from cnnzoo.profile.meta import MetaShortcuts
 from cnnzoo.profile.report import LayerRow, ProfileReport
@@ -204,17 +205,6 @@ def environment(device: str | torch.device, *, timing: bool, options: TimingOpti
             optimizer=OPTIMIZER,
         )
     return env
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _meta_model(model_or_name: nn.Module | str, in_chans: int) -> tuple[str, str, nn.Module]:
