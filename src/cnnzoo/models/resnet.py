@@ -58,7 +58,27 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """What every residual block does after its last norm, in one place: the SE gate, stochastic
+    depth, and the identity path (or none, for the plain twins)."""
+
+    se: nn.Module | None
+    drop_path: nn.Module
+    downsample: nn.Module | None
+    shortcut: bool
+    relu: nn.Module
+
+    def merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.se is not None:
+            out = self.se(out)  # SENet: rescale the residual branch before the addition
+        out = self.drop_path(out)
+        if not self.shortcut:  # a plain net's layer pair (He et al. §4.1): no identity path
+            return self.relu(out)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+class BasicBlock(_ResidualBlock):
     """Two 3x3 convs and an identity (or projection) shortcut: ResNet-18/34, Fig. 2 left.
 
     `downsample` maps the input to the output's shape where they differ (a projection here,
@@ -99,28 +119,16 @@ class BasicBlock(nn.Module):
         nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
 
         out = self.conv2(out)
         out = self.bn2(out)
-        if self.se is not None:
-            out = self.se(out)  # SENet: rescale the residual branch before the addition
-        out = self.drop_path(out)
-        if not self.shortcut:  # a plain net's layer pair (He et al. §4.1): no identity path
-            return self.relu(out)
-
-        if self.downsample is not None:
-            identity = self.downsample(x)
-
-        out = out + identity
-        return self.relu(out)
+        return self.merge(out, x)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand (x4): ResNet-50/101/152, Fig. 5 right.
 
     The stride sits on the 3x3 conv ("ResNet v1.5"; the paper strides the first 1x1).
@@ -162,8 +170,6 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
-
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
@@ -174,17 +180,7 @@ class Bottleneck(nn.Module):
 
         out = self.conv3(out)
         out = self.bn3(out)
-        if self.se is not None:
-            out = self.se(out)  # SENet: rescale the residual branch before the addition
-        out = self.drop_path(out)
-        if not self.shortcut:  # a plain net's layer pair (He et al. §4.1): no identity path
-            return self.relu(out)
-
-        if self.downsample is not None:
-            identity = self.downsample(x)
-
-        out = out + identity
-        return self.relu(out)
+        return self.merge(out, x)
 
 
 def init_he(model: nn.Module, *, zero_init_residual: bool = False) -> None:
