@@ -67,6 +67,9 @@ class CifarResNet(ZooModel):
         in_chans: input channels.
         shortcut: False builds the plain twin (no identity paths, same layers).
         norm_layer: norm factory, `norm_layer(channels)`.
+        base_width: channels of the first stage (16 in the paper); the stages have
+            w, 2w, 4w. Narrower nets keep the depth and the shortcut structure at a fraction
+            of the cost (about (w/16)^2), which is what the CPU experiments need.
     """
 
     family = "resnet_cifar"
@@ -81,29 +84,34 @@ class CifarResNet(ZooModel):
         in_chans: int = 3,
         shortcut: bool = True,
         norm_layer: NormLayer = nn.BatchNorm2d,
+        base_width: int = 16,
     ):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CifarResNet: expected depth = 6n + 2 with n >= 1, got {depth}")
+        if base_width < 1:
+            raise ValueError(f"CifarResNet: expected base_width >= 1, got {base_width}")
         n = (depth - 2) // 6
+        w = base_width
         self.depth = depth
         self._norm_layer = norm_layer
         self._shortcut = shortcut
-        self.inplanes = 16
+        self._widths = (w, 2 * w, 4 * w)
+        self.inplanes = w
 
-        self.conv1 = conv3x3(in_chans, 16)
-        self.bn1 = norm_layer(16)
+        self.conv1 = conv3x3(in_chans, w)
+        self.bn1 = norm_layer(w)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(16, n, stride=1)
-        self.layer2 = self._make_layer(32, n, stride=2)
-        self.layer3 = self._make_layer(64, n, stride=2)
+        self.layer1 = self._make_layer(w, n, stride=1)
+        self.layer2 = self._make_layer(2 * w, n, stride=2)
+        self.layer3 = self._make_layer(4 * w, n, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
         if num_classes > 0:
-            self.fc = nn.Linear(64, num_classes)
+            self.fc = nn.Linear(4 * w, num_classes)
 
         self.num_classes = num_classes
-        self.num_features = 64
+        self.num_features = 4 * w
         self.input_size = (in_chans, 32, 32)
         # 3x3/2 pad-1 convs and the [::2] subsample both map 1x1 to 1x1.
         self.min_input_size = 1
@@ -136,7 +144,8 @@ class CifarResNet(ZooModel):
         return ["conv1", "bn1", "relu", "layer1", "layer2", "layer3"]
 
     def feature_stages(self) -> list[tuple[str, int]]:
-        return [("relu", 16), ("layer1", 16), ("layer2", 32), ("layer3", 64)]
+        w = self._widths
+        return [("relu", w[0]), ("layer1", w[0]), ("layer2", w[1]), ("layer3", w[2])]
 
 
 # §4.2: n = 3, 5, 7, 9, 18, 200 -> 20, 32, 44, 56, 110, 1202 layers. Plain-1202 is not in the

@@ -1,0 +1,324 @@
+"""The experiment framework: a registry of claims, and the run that turns one into files.
+
+An experiment is a function `fn(ctx: Context) -> Finding` registered with `@experiment`, with
+named presets (`tiny` for the plumbing test, `quick` for < 10 minutes on 2 CPU cores, `full`
+for the paper's settings as far as a CPU allows). `run_experiment` resolves the preset and the
+user's overrides, seeds everything, calls the function and writes, atomically, into the
+output directory:
+
+    results.json   the measured numbers (`Finding.measured`), the verdict, the parameters,
+                   the data, the seed, the environment (CPU, threads, torch) and the run time
+    finding.md     what was measured, the verdict and how it compares with the paper
+    *.png          the plots the experiment saved through `ctx.save_plot`
+
+The verdict is whatever the experiment computed from its numbers; the framework only checks
+that it is one of `VERDICTS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnzoo.fileio import atomic_write, atomic_write_text, cpu_name
+
+# "supported": the numbers show the claimed effect; "not supported": they contradict it;
+# "inconclusive": the effect is within the noise at this scale (say so, do not force it);
+# "mixed": some parts hold and some do not (the summary says which).
+VERDICTS = ("supported", "not supported", "inconclusive", "mixed")
+DEFAULT_DATA = "fashion-mnist"
+
+
+@dataclass
+class Finding:
+    """What an experiment concluded, from its own numbers.
+
+    Attributes:
+        verdict: one of VERDICTS, computed from `measured`.
+        summary: one paragraph: what was measured and why the verdict follows.
+        measured: the numbers behind the verdict (JSON-serialisable), saved in results.json.
+        paper: how the measurement compares with the paper's figure.
+        details: further lines for finding.md (one bullet each).
+        claims: per-claim verdicts when an experiment tests several claims, e.g.
+            {"1x1 reductions cut cost": "supported", "aux heads help accuracy": "inconclusive"}.
+    """
+
+    verdict: str
+    summary: str
+    measured: dict[str, Any]
+    paper: str = ""
+    details: list[str] = field(default_factory=list)
+    claims: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, verdict in {"verdict": self.verdict, **self.claims}.items():
+            if verdict not in VERDICTS:
+                raise ValueError(f"Finding {name}: verdict must be one of {', '.join(VERDICTS)}, "
+                                 f"got {verdict!r}")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment: its claim, its presets and the function that tests it."""
+
+    name: str
+    title: str
+    paper: str
+    claim: str
+    presets: dict[str, dict[str, Any]]
+    fn: Callable[[Context], Finding]
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def experiment(name: str, *, title: str, paper: str, claim: str,
+               presets: dict[str, dict[str, Any]]) -> Callable:
+    """Register `fn(ctx) -> Finding` as the experiment `name`.
+
+    Every preset must define the same keys (the overridable parameters), and `tiny`, `quick`
+    and `full` must exist.
+    """
+    missing = {"tiny", "quick", "full"} - set(presets)
+    if missing:
+        raise ValueError(f"experiment {name!r}: presets {sorted(missing)} are missing")
+    keys = {p: set(v) for p, v in presets.items()}
+    if len({frozenset(k) for k in keys.values()}) != 1:
+        raise ValueError(f"experiment {name!r}: presets must define the same parameters, got "
+                         f"{ {p: sorted(k) for p, k in keys.items()} }")
+
+    def register(fn: Callable[[Context], Finding]) -> Callable[[Context], Finding]:
+        if name in EXPERIMENTS:
+            raise ValueError(f"experiment {name!r} is registered twice")
+        EXPERIMENTS[name] = Experiment(name, title, paper, claim, presets, fn)
+        return fn
+
+    return register
+
+
+@dataclass
+class Context:
+    """What an experiment function receives.
+
+    Attributes:
+        name: the experiment's name.
+        preset: the preset's name ("tiny", "quick", "full").
+        params: the preset's parameters with the user's overrides applied.
+        seed: seed of every run in the experiment (vary it per run as seed + i if needed).
+        data: data set name or path (default fashion-mnist).
+        data_dir: where to look for a named data set.
+        out: the output directory (exists).
+        quiet: no progress lines.
+        plots: file names saved so far (for results.json and finding.md).
+    """
+
+    name: str
+    preset: str
+    params: dict[str, Any]
+    seed: int
+    data: str
+    data_dir: str | None
+    out: Path
+    quiet: bool = False
+    plots: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def log(self, message: str) -> None:
+        """A progress line on stderr, prefixed with the experiment and the elapsed time."""
+        if not self.quiet:
+            elapsed = time.perf_counter() - self.started
+            print(f"[{self.name} {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def save_plot(self, fig: Any, filename: str, *, dpi: int = 110) -> Path:
+        """Write a matplotlib figure as PNG (atomically) and close it."""
+        import io
+
+        import matplotlib.pyplot as plt
+
+        if not filename.endswith(".png"):
+            raise ValueError(f"save_plot: expected a .png file name, got {filename!r}")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        path = self.out / filename
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
+        if filename not in self.plots:
+            self.plots.append(filename)
+        return path
+
+
+@dataclass
+class ExperimentResult:
+    """What `run` returns: the finding, where the files are and how long it took."""
+
+    name: str
+    preset: str
+    finding: Finding
+    out: Path
+    wall_s: float
+    results: dict[str, Any]
+
+
+def get_experiment(name: str) -> Experiment:
+    _load_all()
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; expected one of "
+                         f"{', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[name]
+
+
+def list_experiments() -> list[str]:
+    """Names of the registered experiments, sorted."""
+    _load_all()
+    return sorted(EXPERIMENTS)
+
+
+def _load_all() -> None:
+    # Importing the package registers every experiment module (see __init__.py).
+    import cnnzoo.experiments  # noqa: F401
+
+
+def resolve_params(exp: Experiment, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The preset's parameters with `overrides` applied; unknown names and types are errors."""
+    if preset not in exp.presets:
+        raise ValueError(f"experiment {exp.name!r}: unknown preset {preset!r}; expected one of "
+                         f"{', '.join(exp.presets)}")
+    params = dict(exp.presets[preset])
+    for key, value in overrides.items():
+        if key not in params:
+            raise ValueError(f"experiment {exp.name!r}: unknown parameter {key!r}; expected one "
+                             f"of {', '.join(sorted(params))}")
+        params[key] = _coerce(key, value, params[key])
+    return params
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert a CLI string (or any value) to the type of the preset's default."""
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise ValueError(f"parameter {key}: expected a value like {json.dumps(default)} (JSON), "
+                         f"got {value!r}") from None
+    if isinstance(default, bool) != isinstance(parsed, bool) or (
+            isinstance(default, (int, float)) and not isinstance(parsed, (int, float))) or (
+            isinstance(default, list) and not isinstance(parsed, list)):
+        raise ValueError(f"parameter {key}: expected a value like {json.dumps(default)}, "
+                         f"got {value!r}")
+    if isinstance(default, float) and isinstance(parsed, int):
+        parsed = float(parsed)
+    return parsed
+
+
+def environment() -> dict[str, Any]:
+    """Where the numbers were measured: CPU, threads, versions."""
+    import cnnzoo
+
+    return {
+        "cpu": cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cnnzoo": cnnzoo.__version__,
+    }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
+                   data_dir: str | None = None, out: str | os.PathLike | None = None,
+                   seed: int = 0, quiet: bool = False, **overrides: Any) -> ExperimentResult:
+    """Run one experiment and write results.json, finding.md and its plots into `out`.
+
+    Args:
+        name: a registered experiment (see `list_experiments()`).
+        preset: "tiny" (plumbing test), "quick" (< 10 min on 2 CPU cores) or "full".
+        data: data set name or path; default fashion-mnist.
+        data_dir: folder holding the named data set.
+        out: output directory; default experiments/NAME-PRESET under the working directory.
+        seed: seed of the runs.
+        quiet: no progress lines on stderr.
+        **overrides: preset parameters to change, e.g. epochs=3.
+    """
+    exp = get_experiment(name)
+    params = resolve_params(exp, preset, overrides)
+    out_dir = Path(out) if out is not None else Path("experiments") / f"{name}-{preset}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(name, preset, params, seed, data or DEFAULT_DATA, data_dir, out_dir, quiet)
+    seed_everything(seed)
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    ctx.log(f"preset {preset}: {json.dumps(params)}")
+    finding = exp.fn(ctx)
+    if not isinstance(finding, Finding):
+        raise TypeError(f"experiment {name!r} returned {type(finding).__name__}, not a Finding")
+    wall_s = time.perf_counter() - ctx.started
+    results = {
+        "experiment": name, "title": exp.title, "paper": exp.paper, "claim": exp.claim,
+        "preset": preset, "params": params, "seed": seed, "data": ctx.data,
+        "verdict": finding.verdict, "claims": finding.claims, "summary": finding.summary,
+        "measured": finding.measured, "paper_comparison": finding.paper,
+        "details": finding.details, "plots": ctx.plots,
+        "environment": environment(), "started_at": started_at, "wall_s": round(wall_s, 1),
+    }
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, default=_json) + "\n")
+    atomic_write_text(out_dir / "finding.md", finding_markdown(results))
+    ctx.log(f"verdict: {finding.verdict} ({wall_s:.0f} s) -> {out_dir}")
+    return ExperimentResult(name, preset, finding, out_dir, wall_s, results)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"results.json: cannot store {type(value).__name__}")
+
+
+def finding_markdown(r: dict[str, Any], *, heading: str = "#") -> str:
+    """finding.md from a results dict (also used to assemble docs/experiments.md)."""
+    env = r["environment"]
+    lines = [
+        f"{heading} {r['title']} (`{r['experiment']}`, preset {r['preset']})", "",
+        f"**Paper:** {r['paper']}  ", f"**Claim:** {r['claim']}", "",
+        f"**Verdict: {r['verdict']}.** {r['summary']}", "",
+    ]
+    if r.get("claims"):
+        lines += [f"- {claim}: **{verdict}**" for claim, verdict in r["claims"].items()] + [""]
+    if r.get("details"):
+        lines += [f"- {d}" for d in r["details"]] + [""]
+    if r.get("paper_comparison"):
+        lines += [f"**Compared with the paper:** {r['paper_comparison']}", ""]
+    lines += [f"![{p}]({p})" for p in r.get("plots", [])]
+    if r.get("plots"):
+        lines.append("")
+    threads = env["torch_threads"]
+    lines += [
+        f"Run: `cnnzoo experiment {r['experiment']} --preset {r['preset']} --seed {r['seed']}` "
+        f"on {r['data']}; {r['wall_s']:.0f} s wall on {env['cpu']} ({threads} torch threads), "
+        f"torch {env['torch']}; parameters: `{json.dumps(r['params'])}`.", "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,145 @@
+"""What the experiments share: their data splits, a training call, accuracy and statistics.
+
+Honest evaluation: curves and any choice an experiment makes use the validation split (held
+out of the training split, stratified); the test split is read for the final numbers only,
+after training, never to pick anything.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo.data import ImageDataset, load_dataset, normalize, train_val_split
+from cnnzoo.experiments.base import Context
+
+
+@dataclass
+class Splits:
+    """train / val (held out of the training split) / test, all from one data set."""
+
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
+
+    @property
+    def in_chans(self) -> int:
+        return self.train.in_chans
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.train.image_size
+
+
+def load_splits(ctx: Context, *, train_size: int, val_size: int, test_size: int | None = None,
+                image_size: int | None = None) -> Splits:
+    """The experiment's data: `train_size` training and `val_size` validation images, both
+    stratified subsets of the training split, and the first `test_size` test images (all when
+    None). Deterministic in `ctx.seed`.
+    """
+    full = load_dataset(ctx.data, "train", data_dir=ctx.data_dir, image_size=image_size)
+    test = load_dataset(ctx.data, "test", data_dir=ctx.data_dir, image_size=image_size)
+    if train_size + val_size > len(full):
+        raise ValueError(f"{ctx.data}: train_size + val_size = {train_size + val_size} exceeds "
+                         f"the {len(full)} training images")
+    rest, val = train_val_split(full, val_size, seed=ctx.seed)
+    train = rest
+    if train_size < len(rest):
+        _, train = train_val_split(rest, train_size, seed=ctx.seed + 1)
+        # train_val_split keeps the training part's statistics on both parts; recompute ours
+        # from the subset actually trained on.
+        train = _restat(train)
+        val = ImageDataset(val.images, val.labels, val.classes, train.mean, train.std, val.name)
+    if test_size is not None and test_size < len(test):
+        test = test.subset(torch.arange(test_size))
+    test = ImageDataset(test.images, test.labels, test.classes, train.mean, train.std, test.name)
+    ctx.log(f"data {ctx.data}: {len(train)} train, {len(val)} val, {len(test)} test, "
+            f"{train.in_chans}x{train.image_size[0]}x{train.image_size[1]}, "
+            f"{train.num_classes} classes")
+    return Splits(train, val, test)
+
+
+def _restat(ds: ImageDataset) -> ImageDataset:
+    from cnnzoo.data.dataset import channel_stats
+
+    mean, std = channel_stats(ds.images)
+    return ImageDataset(ds.images, ds.labels, ds.classes, mean, std, ds.name)
+
+
+def fit(ctx: Context, model: nn.Module, splits: Splits, *, epochs: int, seed: int | None = None,
+        **options: Any) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """Train `model` with `cnnzoo.train` on splits.train, validating on splits.val each epoch.
+
+    Returns the trained model (eval mode) and the per-epoch metric rows (train_loss, train_acc,
+    val_loss, val_acc, lr, epoch_time_s, ...). Options are TrainConfig fields (lr, batch_size,
+    schedule, weight_decay, crop_padding, hflip, ...); nothing is written to disk.
+    """
+    from cnnzoo.train import train
+
+    result = train(model, splits.train, val_data=splits.val, epochs=epochs,
+                   seed=ctx.seed if seed is None else seed, quiet=True, out=None, **options)
+    return result.model, result.metrics
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: ImageDataset, *, batch_size: int = 500,
+             transform: Any = None) -> float:
+    """Top-1 accuracy (fraction) of `model` in eval mode, normalised with data's statistics.
+
+    Args:
+        transform: optional function applied to each normalised float batch (e.g. a test-time
+            rotation), for robustness experiments.
+    """
+    model.eval()
+    correct = 0
+    for start in range(0, len(data), batch_size):
+        x = normalize(data.images[start:start + batch_size].float(), data.mean, data.std)
+        if transform is not None:
+            x = transform(x)
+        out = model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        correct += int((logits.argmax(1) == data.labels[start:start + batch_size]).sum())
+    return correct / max(len(data), 1)
+
+
+def normalized_batch(data: ImageDataset, count: int, *, start: int = 0) -> tuple[torch.Tensor,
+                                                                                 torch.Tensor]:
+    """The images [start, start + count) as a normalised float batch, and their labels."""
+    x = normalize(data.images[start:start + count].float(), data.mean, data.std)
+    return x, data.labels[start:start + count].clone()
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = [float(v) for v in values]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def margin(a: Sequence[float], b: Sequence[float]) -> float:
+    """How many standard errors mean(a) exceeds mean(b) by (Welch's t statistic).
+
+    With one value per side there is no spread to compare with; the plain difference divided
+    by a floor of 0.5 percentage points (for accuracies as fractions, 0.005) is returned, so a
+    single-seed difference must be large to count.
+    """
+    ma, sa = mean_std(a)
+    mb, sb = mean_std(b)
+    se = math.sqrt(sa**2 / len(a) + sb**2 / len(b)) if len(a) > 1 and len(b) > 1 else 0.0
+    return (ma - mb) / max(se, 0.005)
+
+
+def pct(x: float) -> str:
+    """A fraction as a percentage with two decimals."""
+    return f"{100 * x:.2f}%"

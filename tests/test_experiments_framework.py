@@ -1,0 +1,101 @@
+"""The experiment framework: registry, presets and overrides, output files, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cnnzoo.cli import main
+from cnnzoo.experiments import EXPERIMENTS, Finding, experiment, run_experiment
+from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin
+
+PRESETS = {"tiny": {"epochs": 1, "width": 4}, "quick": {"epochs": 2, "width": 8},
+           "full": {"epochs": 3, "width": 16}}
+
+
+@pytest.fixture
+def toy():
+    """A registered experiment that trains a tiny net on synthetic data and judges by data."""
+
+    @experiment("toy", title="Toy", paper="Nobody 2026", claim="training beats chance",
+                presets=PRESETS)
+    def toy_fn(ctx):
+        import matplotlib.pyplot as plt
+
+        splits: Splits = load_splits(ctx, train_size=120, val_size=40, test_size=60)
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(splits.in_chans, ctx.params["width"], 3, padding=1),
+            torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+            torch.nn.Linear(ctx.params["width"], splits.num_classes))
+        model, rows = fit(ctx, model, splits, epochs=ctx.params["epochs"], batch_size=40, lr=0.05)
+        acc = accuracy(model, splits.test)
+        fig, ax = plt.subplots()
+        ax.plot([r["val_acc"] for r in rows])
+        ctx.save_plot(fig, "curve.png")
+        verdict = "supported" if acc > 1 / splits.num_classes else "not supported"
+        return Finding(verdict, f"test accuracy {acc:.3f}", {"test_acc": acc, "epochs": len(rows)})
+
+    yield "toy"
+    del EXPERIMENTS["toy"]
+
+
+def test_run_writes_results_finding_and_plots(toy, tmp_path):
+    result = run_experiment(toy, "tiny", data="synthetic:1x8x8:4:200", out=tmp_path, quiet=True,
+                            epochs=2)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["params"] == {"epochs": 2, "width": 4}
+    assert saved["measured"]["epochs"] == 2
+    assert saved["verdict"] == result.finding.verdict
+    assert saved["plots"] == ["curve.png"]
+    assert saved["environment"]["torch"] == torch.__version__
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = (tmp_path / "finding.md").read_text()
+    assert result.finding.verdict in text and "![curve.png](curve.png)" in text
+
+
+def test_same_seed_same_numbers(toy, tmp_path):
+    a = run_experiment(toy, "tiny", data="synthetic:1x8x8:4:200", out=tmp_path / "a", quiet=True)
+    b = run_experiment(toy, "tiny", data="synthetic:1x8x8:4:200", out=tmp_path / "b", quiet=True)
+    assert a.finding.measured == b.finding.measured
+
+
+def test_bad_names_and_parameters(toy, tmp_path):
+    with pytest.raises(ValueError, match="unknown experiment 'nope'; expected one of .*toy"):
+        run_experiment("nope", out=tmp_path)
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        run_experiment(toy, "huge", out=tmp_path)
+    with pytest.raises(ValueError, match="unknown parameter 'epoch'; expected one of epochs"):
+        run_experiment(toy, "tiny", out=tmp_path, epoch=3)
+    with pytest.raises(ValueError, match="parameter epochs: expected a value like 1"):
+        run_experiment(toy, "tiny", out=tmp_path, epochs="three")
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_presets_must_agree_and_verdicts_are_checked():
+    with pytest.raises(ValueError, match="presets must define the same parameters"):
+        experiment("bad", title="", paper="", claim="",
+                   presets={"tiny": {"a": 1}, "quick": {"a": 1}, "full": {"b": 1}})
+    with pytest.raises(ValueError, match="presets \\['full'\\] are missing"):
+        experiment("bad", title="", paper="", claim="", presets={"tiny": {}, "quick": {}})
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        Finding("probably", "", {})
+
+
+def test_cli_runs_and_reports_errors_in_one_line(toy, tmp_path, capsys):
+    assert main(["experiment", toy, "--preset", "tiny", "--data", "synthetic:1x8x8:4:200",
+                 "--out", str(tmp_path), "--set", "epochs=1", "--quiet"]) == 0
+    assert "toy (tiny):" in capsys.readouterr().out
+    assert main(["experiment", toy, "--preset", "tiny", "--set", "width=x", "--out",
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "parameter width" in err
+    assert main(["experiment", "--list"]) == 0
+    assert "toy" in capsys.readouterr().out
+
+
+def test_margin_needs_a_real_difference():
+    assert margin([0.90, 0.91, 0.92], [0.80, 0.81, 0.79]) > 5
+    assert abs(margin([0.90, 0.95, 0.85], [0.89, 0.94, 0.86])) < 1
+    assert margin([0.901], [0.900]) < 1  # one seed: 0.1 point is within the 0.5-point floor
