@@ -1,0 +1,77 @@
+"""Assemble docs/experiments.md from the experiment runs under docs/experiments/NAME/.
+
+Each run directory holds results.json, finding.md and its plots, as written by
+`cnnzoo experiment NAME --preset quick --out docs/experiments/NAME`. This script only
+collects them: every figure in the page comes from those files.
+
+    .venv/bin/python scripts/experiments_doc.py            # writes docs/experiments.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cnnzoo.experiments import get_experiment, list_experiments
+from cnnzoo.experiments.base import finding_markdown
+from cnnzoo.fileio import atomic_write_text
+
+INTRO = """# Experiments: the course's claims, measured
+
+`cnnzoo experiment NAME [--preset tiny|quick|full] [--data ...] [--out DIR] [--seed S]
+[--set key=value]` (or `cnnzoo.experiments.run(NAME, ...)`) trains and measures real networks
+and computes its verdict from the numbers it measured, with the thresholds its summary states.
+Each run writes `results.json` (numbers, parameters, environment, wall time), `finding.md` and
+PNG plots. `cnnzoo experiment --list` names them; `--show-params` prints a preset's settings.
+
+Presets: `tiny` checks the plumbing in seconds (the tests run it on synthetic data); `quick`
+finishes in under 10 minutes on 2 CPU cores on Fashion-MNIST; `full` follows the paper's
+settings as far as a CPU allows (its run time is estimated in each module's docstring). The
+verdicts below are those of the quick presets, measured on this project's machine; the quick
+scale is small (subsets, few epochs, narrow nets), and where the effect is within the noise
+the finding says so. Validation numbers drive curves; the test split is read once per final
+model.
+
+Regenerate this page: run each experiment with `--preset quick --out docs/experiments/NAME`,
+then `.venv/bin/python scripts/experiments_doc.py`.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="docs/experiments", help="run directories")
+    parser.add_argument("--out", default="docs/experiments.md")
+    args = parser.parse_args(argv)
+    root, out = Path(args.root), Path(args.out)
+    rows, sections, missing = [], [], []
+    for name in list_experiments():
+        path = root / name / "results.json"
+        if not path.exists():
+            missing.append(name)
+            continue
+        r = json.loads(path.read_text())
+        exp = get_experiment(name)
+        env = r["environment"]
+        rows.append(f"| [`{name}`](#{name}) | {exp.paper.split(',')[0]} | **{r['verdict']}** | "
+                    f"{r['wall_s']:.0f} s | {r['preset']} |")
+        body = finding_markdown(r, heading="##")
+        # Plots live beside results.json; the page sits one level up.
+        for plot in r.get("plots", []):
+            body = body.replace(f"]({plot})", f"]({root.relative_to(out.parent)}/{name}/{plot})")
+        sections.append(f'<a id="{name}"></a>\n\n' + body)
+    cpu = env["cpu"] if rows else "-"
+    table = ["| experiment | paper | verdict (quick) | wall time | preset |",
+             "|---|---|---|---:|---|", *rows]
+    text = "\n".join([INTRO, f"All runs: {cpu}, torch {env['torch'] if rows else '-'}, fp32.", "",
+                      *table, ""])
+    if missing:
+        text += "\nNot yet run here: " + ", ".join(f"`{m}`" for m in missing) + ".\n"
+    text += "\n" + "\n".join(sections)
+    atomic_write_text(out, text)
+    print(f"wrote {out}: {len(rows)} experiments, {len(missing)} missing")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
