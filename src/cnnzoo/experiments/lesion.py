@@ -1,0 +1,348 @@
+"""`lesion`: delete residual blocks of a trained ResNet at test time (Veit et al. 2016).
+
+Veit, Wilber, Belongie 2016, "Residual Networks Behave Like Ensembles of Relatively Shallow
+Networks", arXiv:1605.06431 (https://arxiv.org/abs/1605.06431), §4, Fig. 3 and Fig. 5a.
+
+Claim: deleting one block of a trained ResNet barely changes its accuracy, except for the
+downsampling blocks; deleting one layer of a plain (VGG-like) net of the same layers collapses
+it to chance; deleting more and more ResNet blocks degrades accuracy smoothly.
+
+What is measured: a CIFAR ResNet and its plain twin (`CifarResNet`, same layers and the same
+initial weights, without the identity paths) are trained on the same data. Then, on the first
+`test_size` images of the test split (read once per configuration; nothing is chosen from
+these numbers, so the test split is used, not validation), the accuracy:
+- of each network intact (the baseline);
+- with each single block deleted. A shape-preserving block becomes the identity. A ResNet's
+  downsampling block (the first of layer2 and layer3) keeps only its shortcut, option A's
+  subsample-and-pad, as the paper does; these are flagged in the plots and numbers. A plain
+  net's downsampling layer cannot be deleted (nothing of the right shape is left), so the
+  plain net is lesioned only at its shape-preserving blocks;
+- with k blocks deleted at random, k = 1 .. m, from the m shape-preserving blocks (the pool
+  both networks share), `draws` distinct random sets per k (all sets where there are fewer),
+  the same sets for both networks.
+BatchNorm statistics stay as trained after a deletion (eval mode, nothing re-estimated), as in
+the paper.
+
+Verdict (each claim, from the seed-mean numbers; drops are in accuracy points):
+- "one ResNet block barely matters": the median drop over the shape-preserving single
+  deletions is below RESNET_MAX_MEDIAN_DROP (3 points);
+- "downsampling blocks matter more": the mean drop of the deleted downsampling blocks exceeds
+  both 3 points and twice that median;
+- "one plain layer collapses the net": the median drop over the plain net's single deletions
+  is above PLAIN_MIN_MEDIAN_DROP (20 points);
+- "more deletions degrade smoothly": on the ResNet's mean accuracy-vs-k curve (k = 0 is the
+  baseline), no single step down is larger than SMOOTH_MAX_STEP_RATIO (3) times the average
+  step (a curve that loses under 1 point in all counts as smooth).
+All four supported: "supported"; none: "not supported"; otherwise "mixed", naming which.
+If either intact net is less than TRAINED_MIN_MARGIN (20) points above chance, it has not
+learned enough to lose anything, and every claim is "inconclusive".
+
+Deviations from the paper: the paper lesions a ResNet-110 (54 blocks) trained on CIFAR-10
+and a 15-layer VGG-like net; here the quick preset uses ResNet-20 (9 blocks) at a quarter of
+the paper's width (base width 8) and its plain twin, trained for 4 epochs on 8,000
+Fashion-MNIST images; random deletions draw only from the shape-preserving blocks (the paper
+does not say whether its random sets included the two downsampling blocks). The full preset
+(ResNet-110 at width 16, 40 epochs on 55,000 images, 3 seeds) keeps the paper's depth; it
+is estimated, not run, at about 6 hours on the 2-core CPU here (training 2 x 3 nets dominates).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from itertools import combinations, pairwise
+from typing import Any
+
+from cnnzoo.experiments._veit import (
+    deletable,
+    deleted,
+    is_downsampling,
+    residual_blocks,
+    train_cifar_net,
+)
+from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.common import Splits, accuracy, load_splits, mean_std
+from cnnzoo.models.resnet_cifar import CifarResNet
+
+RESNET_MAX_MEDIAN_DROP = 3.0  # points
+PLAIN_MIN_MEDIAN_DROP = 20.0  # points
+DOWNSAMPLING_MIN_DROP = 3.0  # points, and twice the ResNet's median drop
+SMOOTH_MAX_STEP_RATIO = 3.0  # largest step / average step of the k-curve
+SMOOTH_FLAT_DROP = 1.0  # points: a curve losing less than this in all is flat, hence smooth
+TRAINED_MIN_MARGIN = 20.0  # points above chance both intact nets need before lesioning means much
+
+PRESETS = {
+    "tiny": {"depth": 14, "width": 4, "epochs": 4, "train_size": 240, "val_size": 80,
+             "test_size": 80, "lr": 0.1, "batch_size": 40, "draws": 2, "seeds": 1},
+    "quick": {"depth": 20, "width": 8, "epochs": 4, "train_size": 8000, "val_size": 1000,
+              "test_size": 2000, "lr": 0.1, "batch_size": 128, "draws": 5, "seeds": 1},
+    "full": {"depth": 110, "width": 16, "epochs": 40, "train_size": 55000, "val_size": 5000,
+             "test_size": 10000, "lr": 0.1, "batch_size": 128, "draws": 10, "seeds": 3},
+}
+
+
+def random_deletion_sets(pool: list[str], k: int, draws: int, rng: random.Random
+                         ) -> list[tuple[str, ...]]:
+    """`draws` distinct k-subsets of `pool` chosen at random (all of them when there are
+    fewer), each in the pool's order."""
+    if not 0 <= k <= len(pool):
+        raise ValueError(f"random_deletion_sets: expected 0 <= k <= {len(pool)}, got {k}")
+    if math.comb(len(pool), k) <= draws:
+        return list(combinations(pool, k))
+    chosen: set[tuple[str, ...]] = set()
+    picks = []
+    while len(picks) < draws:
+        subset = tuple(sorted(rng.sample(pool, k), key=pool.index))
+        if subset not in chosen:
+            chosen.add(subset)
+            picks.append(subset)
+    return picks
+
+
+def max_step_ratio(curve: list[float]) -> float:
+    """Largest single drop of a decreasing-on-average curve over its average drop per step
+    (1 for a straight line, the number of steps for a cliff followed by a plateau); 0 when
+    the curve does not drop at all."""
+    steps = [a - b for a, b in pairwise(curve)]
+    average = (curve[0] - curve[-1]) / len(steps)
+    if average <= 0:
+        return 0.0
+    return max(steps) / average
+
+
+def _lesion_one(ctx: Context, splits: Splits, seed: int) -> dict[str, Any]:
+    """Train both nets with `seed` and measure every deletion; accuracies as fractions."""
+    p = ctx.params
+    nets: dict[str, CifarResNet] = {}
+    result: dict[str, Any] = {"seed": seed}
+    for kind, shortcut in (("resnet", True), ("plain", False)):
+        nets[kind], rows = train_cifar_net(
+            ctx, splits, depth=p["depth"], width=p["width"], shortcut=shortcut,
+            epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"], seed=seed)
+        result[kind] = {"val_acc": [r["val_acc"] for r in rows],
+                        "baseline": accuracy(nets[kind], splits.test)}
+    names = [name for name, _ in residual_blocks(nets["resnet"])]
+    for kind, net in nets.items():
+        allowed = set(deletable(net))
+        single = []
+        for name in names:
+            if name in allowed:
+                with deleted(net, [name]):
+                    single.append(accuracy(net, splits.test))
+            else:
+                single.append(None)
+        result[kind]["single"] = single
+        ctx.log(f"{kind}: baseline {result[kind]['baseline']:.4f}, single deletions "
+                + " ".join("-" if a is None else f"{a:.3f}" for a in single))
+    pool = [name for name, block in residual_blocks(nets["resnet"]) if not is_downsampling(block)]
+    rng = random.Random(seed)
+    sets = {k: random_deletion_sets(pool, k, p["draws"], rng) for k in range(1, len(pool) + 1)}
+    for kind, net in nets.items():
+        curve = []
+        for subsets in sets.values():
+            accs = []
+            for subset in subsets:
+                with deleted(net, subset):
+                    accs.append(accuracy(net, splits.test))
+            curve.append(accs)
+        result[kind]["random"] = curve
+        means = " ".join(f"{k}:{statistics.fmean(a):.3f}" for k, a in zip(sets, curve, strict=True))
+        ctx.log(f"{kind}: k deleted -> mean accuracy {means}")
+    result["random_sets"] = {str(k): [list(s) for s in v] for k, v in sets.items()}
+    return result
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _summarise(runs: list[dict[str, Any]], names: list[str], downsampling: list[bool]
+               ) -> dict[str, Any]:
+    """Seed means of every curve, the drops (points) and the verdict's statistics."""
+    out: dict[str, Any] = {}
+    for kind in ("resnet", "plain"):
+        base_m, base_s = mean_std([r[kind]["baseline"] for r in runs])
+        single_m, single_s = [], []
+        for i in range(len(names)):
+            vals = [r[kind]["single"][i] for r in runs if r[kind]["single"][i] is not None]
+            m, s = mean_std(vals) if vals else (None, None)
+            single_m.append(m)
+            single_s.append(s)
+        ks = range(len(runs[0][kind]["random"]))
+        pooled = [[a for r in runs for a in r[kind]["random"][k]] for k in ks]
+        random_m = [mean_std(v)[0] for v in pooled]
+        random_s = [mean_std(v)[1] for v in pooled]
+        drops = [100 * (base_m - a) if a is not None else None for a in single_m]
+        out[kind] = {
+            "baseline_mean": base_m, "baseline_std": base_s,
+            "single_mean": single_m, "single_std": single_s,
+            "single_drop_points": drops,
+            "random_k": list(range(1, len(random_m) + 1)),
+            "random_mean": random_m, "random_std": random_s,
+            "random_draws": [len(v) for v in pooled],
+            "max_step_ratio": max_step_ratio([base_m, *random_m]),
+            "total_drop_points": 100 * (base_m - random_m[-1]) if random_m else 0.0,
+        }
+    r_drops = out["resnet"]["single_drop_points"]
+    out["resnet_median_drop_points"] = _median(
+        [d for d, ds in zip(r_drops, downsampling, strict=True) if not ds])
+    ds_drops = [d for d, ds in zip(r_drops, downsampling, strict=True) if ds]
+    out["resnet_downsampling_drops_points"] = ds_drops
+    out["resnet_downsampling_mean_drop_points"] = statistics.fmean(ds_drops) if ds_drops else None
+    out["plain_median_drop_points"] = _median(
+        [d for d in out["plain"]["single_drop_points"] if d is not None])
+    return out
+
+
+def _claims(s: dict[str, Any], trained: bool) -> dict[str, str]:
+    yes = {True: "supported", False: "not supported"}
+    if not trained:  # a net that learned nothing has nothing to lose: nothing is tested
+        yes = {True: "inconclusive", False: "inconclusive"}
+    med = s["resnet_median_drop_points"]
+    ds = s["resnet_downsampling_mean_drop_points"]
+    resnet_curve = s["resnet"]
+    smooth = (resnet_curve["total_drop_points"] < SMOOTH_FLAT_DROP
+              or resnet_curve["max_step_ratio"] <= SMOOTH_MAX_STEP_RATIO)
+    claims = {
+        "one ResNet block barely matters": yes[med < RESNET_MAX_MEDIAN_DROP],
+        "one plain layer collapses the net": yes[s["plain_median_drop_points"]
+                                                 > PLAIN_MIN_MEDIAN_DROP],
+        "more deletions degrade smoothly": yes[smooth],
+    }
+    if ds is not None:
+        claims["downsampling blocks matter more"] = yes[ds > max(DOWNSAMPLING_MIN_DROP, 2 * med)]
+    return claims
+
+
+def _overall(claims: dict[str, str]) -> str:
+    verdicts = set(claims.values())
+    return verdicts.pop() if len(verdicts) == 1 else "mixed"
+
+
+def _plots(ctx: Context, s: dict[str, Any], names: list[str], downsampling: list[bool],
+           chance: float, depth: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"resnet": "tab:blue", "plain": "tab:red"}
+    labels = {"resnet": f"ResNet-{depth}", "plain": f"plain-{depth}"}
+    x = list(range(len(names)))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for kind in ("resnet", "plain"):
+        c = s[kind]
+        pts = [(i, 100 * a, 100 * e) for i, a, e in zip(x, c["single_mean"], c["single_std"],
+                                                        strict=True) if a is not None]
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts], fmt="o-",
+                    color=colors[kind], label=f"{labels[kind]}, one block deleted", ms=5)
+        ax.axhline(100 * c["baseline_mean"], color=colors[kind], ls="--", lw=1,
+                   label=f"{labels[kind]} intact")
+    ds_x = [i for i in x if downsampling[i]]
+    ds_y = [100 * s["resnet"]["single_mean"][i] for i in ds_x]
+    ax.scatter(ds_x, ds_y, s=120, facecolors="none", edgecolors="k", zorder=5,
+               label="downsampling block (shortcut kept)")
+    ax.axhline(100 * chance, color="gray", ls=":", lw=1, label="chance")
+    ax.set_xticks(x, names, rotation=60, fontsize=7)
+    ax.set_xlabel("deleted block")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Deleting one block at test time (cf. Veit et al. Fig. 3)")
+    ax.legend(fontsize=7, loc="lower left")
+    ctx.save_plot(fig, "single_deletion.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind in ("resnet", "plain"):
+        c = s[kind]
+        ks = [0, *c["random_k"]]
+        means = [100 * c["baseline_mean"], *(100 * m for m in c["random_mean"])]
+        stds = [100 * c["baseline_std"], *(100 * v for v in c["random_std"])]
+        ax.errorbar(ks, means, stds, fmt="o-", color=colors[kind], capsize=3, label=labels[kind])
+    ax.axhline(100 * chance, color="gray", ls=":", lw=1, label="chance")
+    ax.set_xlabel("blocks deleted at random (shape-preserving blocks)")
+    ax.set_ylabel("test accuracy (%), mean ± std over draws")
+    ax.set_ylim(0, 100)
+    ax.set_title("Deleting k random blocks (cf. Veit et al. Fig. 5a)")
+    ax.legend(fontsize=8)
+    ctx.save_plot(fig, "random_deletions.png")
+
+
+@experiment(
+    "lesion",
+    title="Lesioning a ResNet: deleting blocks at test time",
+    paper="Veit, Wilber, Belongie 2016, Residual Networks Behave Like Ensembles of Relatively "
+          "Shallow Networks, arXiv:1605.06431 (Fig. 3, Fig. 5a)",
+    claim="Deleting one block of a trained ResNet barely hurts (except downsampling blocks); "
+          "deleting one layer of a plain net collapses it; more deletions degrade smoothly.",
+    presets=PRESETS,
+)
+def lesion(ctx: Context) -> Finding:
+    p = ctx.params
+    if p["seeds"] < 1 or p["draws"] < 1:
+        raise ValueError(f"lesion: expected seeds >= 1 and draws >= 1, got seeds={p['seeds']}, "
+                         f"draws={p['draws']}")
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                         test_size=p["test_size"])
+    runs = [_lesion_one(ctx, splits, ctx.seed + i) for i in range(p["seeds"])]
+    probe = CifarResNet(p["depth"], num_classes=splits.num_classes, in_chans=splits.in_chans,
+                        base_width=1)
+    names = [name for name, _ in residual_blocks(probe)]
+    downsampling = [is_downsampling(block) for _, block in residual_blocks(probe)]
+    chance = 1 / splits.num_classes
+    s = _summarise(runs, names, downsampling)
+    trained = min(s["resnet"]["baseline_mean"],
+                  s["plain"]["baseline_mean"]) >= chance + TRAINED_MIN_MARGIN / 100
+    claims = _claims(s, trained)
+    verdict = _overall(claims)
+    _plots(ctx, s, names, downsampling, chance, p["depth"])
+
+    r, pl = s["resnet"], s["plain"]
+    untrained = "" if trained else (
+        f"An intact net is less than {TRAINED_MIN_MARGIN:g} points above chance, so nothing "
+        "here can test the claims. ")
+    ds_text = ", ".join(f"{n} {d:.1f}" for n, d, f in
+                        zip(names, r["single_drop_points"], downsampling, strict=True) if f)
+    summary = (
+        f"ResNet-{p['depth']} (width {p['width']}) and its plain twin, {p['epochs']} epochs on "
+        f"{len(splits.train)} images, {p['seeds']} seed(s); accuracy on the first "
+        f"{len(splits.test)} test images. Intact: ResNet {100 * r['baseline_mean']:.2f}%, plain "
+        f"{100 * pl['baseline_mean']:.2f}%. One shape-preserving block deleted: median drop "
+        f"{s['resnet_median_drop_points']:.1f} points for the ResNet (threshold < "
+        f"{RESNET_MAX_MEDIAN_DROP:g}), {s['plain_median_drop_points']:.1f} points for the plain "
+        f"net (threshold > {PLAIN_MIN_MEDIAN_DROP:g}; chance is {100 * chance:.0f}%). Deleted "
+        f"downsampling blocks (shortcut kept) drop {ds_text} points (threshold: mean > "
+        f"{DOWNSAMPLING_MIN_DROP:g} and > 2x the median). Random deletions of k = 1.."
+        f"{len(r['random_k'])} blocks: the ResNet loses {r['total_drop_points']:.1f} points "
+        f"in all, its largest step is {r['max_step_ratio']:.2f}x the average step (smooth if "
+        f"<= {SMOOTH_MAX_STEP_RATIO:g}, or if it loses < {SMOOTH_FLAT_DROP:g} point in all); "
+        f"the plain net's is {pl['max_step_ratio']:.2f}x. {untrained}Verdict {verdict}: "
+        + "; ".join(f"{c}: {v}" for c, v in claims.items()) + "."
+    )
+    measured = {
+        "blocks": names, "downsampling": downsampling, "chance": chance,
+        "evaluated_on": f"test split, first {len(splits.test)} images",
+        "thresholds": {"resnet_max_median_drop_points": RESNET_MAX_MEDIAN_DROP,
+                       "plain_min_median_drop_points": PLAIN_MIN_MEDIAN_DROP,
+                       "downsampling_min_drop_points": DOWNSAMPLING_MIN_DROP,
+                       "smooth_max_step_ratio": SMOOTH_MAX_STEP_RATIO,
+                       "smooth_flat_drop_points": SMOOTH_FLAT_DROP,
+                       "trained_min_margin_points": TRAINED_MIN_MARGIN},
+        **s, "per_seed": runs,
+    }
+    paper = (
+        "Veit et al. Fig. 3: deleting any single block of a CIFAR-10 ResNet-110 leaves the "
+        "error near the baseline except for the downsampling blocks, while deleting any layer "
+        "of a VGG-like net sends it to chance (~90% error). Fig. 5a: error rises smoothly as "
+        "more blocks are deleted. Here: median single-deletion drop "
+        f"{s['resnet_median_drop_points']:.1f} points (ResNet) vs "
+        f"{s['plain_median_drop_points']:.1f} points (plain); the ResNet's k-curve loses "
+        f"{r['total_drop_points']:.1f} points over {len(r['random_k'])} deletions."
+    )
+    ds_names = [n for n, f in zip(names, downsampling, strict=True) if f]
+    details = [
+        f"Downsampling blocks of the plain net ({', '.join(ds_names)}) cannot be deleted and are "
+        "left out of its curves.",
+        "BatchNorm statistics are not re-estimated after a deletion (as in the paper).",
+    ]
+    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)

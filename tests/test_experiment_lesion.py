@@ -1,0 +1,132 @@
+"""`lesion` (Veit et al. 2016): block deletion at test time, and the tiny preset end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments._veit import (
+    ShortcutOnly,
+    deletable,
+    deleted,
+    is_downsampling,
+    residual_blocks,
+)
+from cnnzoo.experiments.lesion import (
+    PLAIN_MIN_MEDIAN_DROP,
+    RESNET_MAX_MEDIAN_DROP,
+    SMOOTH_MAX_STEP_RATIO,
+    TRAINED_MIN_MARGIN,
+    max_step_ratio,
+    random_deletion_sets,
+)
+from cnnzoo.models.resnet_cifar import CifarResNet
+
+
+def _net(shortcut=True, depth=14):
+    torch.manual_seed(0)
+    return CifarResNet(depth, num_classes=5, in_chans=1, shortcut=shortcut, base_width=4).eval()
+
+
+def test_deleting_a_block_is_the_identity_and_is_undone():
+    net = _net()
+    x = torch.randn(2, 1, 12, 12)
+    with torch.no_grad():
+        intact = net(x)
+        stem = net.relu(net.bn1(net.conv1(x)))
+        after_first = net.layer1[0](stem)
+        with deleted(net, ["layer1.1"]):
+            assert isinstance(net.layer1[1], torch.nn.Identity)
+            lesioned = net(x)
+            # by hand: layer1.1 skipped, everything else as trained
+            by_hand = net.forward_head(net.layer3(net.layer2(after_first)))
+        assert torch.equal(lesioned, by_hand)
+        assert not torch.allclose(lesioned, intact)
+        assert torch.equal(net(x), intact)  # the block is back
+
+
+def test_deleted_downsampling_block_keeps_only_its_shortcut():
+    net = _net()
+    block = net.layer2[0]
+    assert is_downsampling(block) and not is_downsampling(net.layer2[1])
+    x = torch.rand(2, 4, 10, 10)  # non-negative, as a ReLU output is
+    with deleted(net, ["layer2.0"]):
+        replacement = net.layer2[0]
+        assert isinstance(replacement, ShortcutOnly)
+        y = replacement(x)
+    assert y.shape == (2, 8, 5, 5)
+    assert torch.equal(y[:, :4], x[:, :, ::2, ::2]) and not y[:, 4:].any()
+
+
+def test_plain_net_cannot_lose_its_downsampling_layers():
+    net = _net(shortcut=False)
+    names = [n for n, _ in residual_blocks(net)]
+    assert names == ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1"]
+    assert deletable(net) == ["layer1.0", "layer1.1", "layer2.1", "layer3.1"]
+    assert deletable(_net()) == names
+    match = "block 'layer2.0' of a plain net changes the shape"
+    with pytest.raises(ValueError, match=match), deleted(net, ["layer1.1", "layer2.0"]):
+        pass
+    assert isinstance(net.layer1[1], type(net.layer1[0]))  # checked before anything is swapped
+    with pytest.raises(ValueError, match="unknown block 'layer4.0'"), deleted(net, ["layer4.0"]):
+        pass
+
+
+def test_random_deletion_sets_are_distinct_and_complete_when_few():
+    pool = [f"b{i}" for i in range(6)]
+    sets = random_deletion_sets(pool, 2, 5, random.Random(0))
+    assert len(sets) == len(set(sets)) == 5
+    assert all(len(s) == 2 and list(s) == sorted(s, key=pool.index) for s in sets)
+    assert random_deletion_sets(pool, 5, 10, random.Random(0)) == [
+        tuple(p for p in pool if p != left) for left in reversed(pool)]
+    with pytest.raises(ValueError, match="expected 0 <= k <= 6"):
+        random_deletion_sets(pool, 7, 1, random.Random(0))
+
+
+def test_max_step_ratio_tells_a_slope_from_a_cliff():
+    assert max_step_ratio([0.9, 0.8, 0.7, 0.6]) == pytest.approx(1.0)
+    assert max_step_ratio([0.9, 0.1, 0.1, 0.1]) == pytest.approx(3.0)
+    assert max_step_ratio([0.5, 0.5, 0.6]) == 0.0
+
+
+def test_tiny_preset_end_to_end(tmp_path):
+    result = run_experiment("lesion", "tiny", data="synthetic:1x16x16:4:400", out=tmp_path,
+                            quiet=True)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    m = saved["measured"]
+    assert saved["verdict"] == result.finding.verdict
+    for png in ("single_deletion.png", "random_deletions.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+    # depth 14: 6 blocks, two of them downsampling; the plain net cannot delete those two
+    assert m["blocks"] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1"]
+    assert m["downsampling"] == [False, False, True, False, True, False]
+    assert all(a is not None for a in m["resnet"]["single_mean"])
+    assert [a is None for a in m["plain"]["single_mean"]] == m["downsampling"]
+    # 4 shape-preserving blocks: k = 1..4 with min(draws, C(4, k)) = 2, 2, 2, 1 draws
+    for kind in ("resnet", "plain"):
+        c = m[kind]
+        assert c["random_k"] == [1, 2, 3, 4] and c["random_draws"] == [2, 2, 2, 1]
+        assert all(0 <= a <= 1 for a in c["random_mean"] + [c["baseline_mean"]])
+        drops = [100 * (c["baseline_mean"] - a) for a in c["single_mean"] if a is not None]
+        assert [d for d in c["single_drop_points"] if d is not None] == pytest.approx(drops)
+        assert len(m["per_seed"][0][kind]["val_acc"]) == 4
+    # the verdict follows the documented thresholds
+    claims = saved["claims"]
+    margin = 100 * (min(m["resnet"]["baseline_mean"], m["plain"]["baseline_mean"]) - 0.25)
+    if margin < TRAINED_MIN_MARGIN:
+        assert set(claims.values()) == {"inconclusive"} and saved["verdict"] == "inconclusive"
+        return
+    assert (claims["one ResNet block barely matters"] == "supported") == (
+        m["resnet_median_drop_points"] < RESNET_MAX_MEDIAN_DROP)
+    assert (claims["one plain layer collapses the net"] == "supported") == (
+        m["plain_median_drop_points"] > PLAIN_MIN_MEDIAN_DROP)
+    r = m["resnet"]
+    assert (claims["more deletions degrade smoothly"] == "supported") == (
+        r["total_drop_points"] < 1.0 or r["max_step_ratio"] <= SMOOTH_MAX_STEP_RATIO)
+    verdicts = set(claims.values())
+    assert saved["verdict"] == (verdicts.pop() if len(verdicts) == 1 else "mixed")
