@@ -1,0 +1,660 @@
+"""Canziani et al. on the zoo: accuracy vs operations vs parameters, and do operations predict time?
+
+Paper: Canziani, Paszke, Culurciello 2016, "An Analysis of Deep Neural Network Models for
+Practical Applications", arXiv:1605.07678 (https://arxiv.org/abs/1605.07678).
+
+Claim tested (the paper's finding 4): "the number of operations is a reliable estimate of the
+inference time": across architectures, time per image is a linear function of the operations.
+
+What is measured:
+1. The zoo's ImageNet models (`models`) are counted (parameters, MACs per image at
+   `image_size`) and timed on this machine by the profiler's own comparison
+   (`cnnzoo.profile.compare.compare`, the code behind `cnnzoo compare`): median inference time
+   per image at each of `batch_sizes`, eval mode, fp32, one warm-up run, then at least
+   `repeats` timed runs (more, up to 10, until `min_time_s` seconds are timed).
+2. Per batch size: the least-squares line of ms/image on GMACs/image and its r²
+   (`Comparison.fits`); the same r² with each model left out in turn (its minimum says whether
+   one model, typically VGG-16 far to the right, makes the line); each model's achieved
+   GMAC/s.
+3. Accuracy vs operations vs parameters, after the paper's Figure 2: (a) published ImageNet
+   top-1 (`cnnzoo.profile.published`: other people's numbers, never measured here) against
+   MACs counted at the published evaluation crop, bubble area = parameters; (b) accuracy on the
+   user's data: small zoo models trained here (`train_models`, test top-1, mean and std over
+   `seeds`) and, with `runs`, the user's own runs (see `read_accuracy_points`).
+4. Accuracy density (top-1 per million parameters), the paper's accuracy per parameter.
+
+Verdict, per batch size (thresholds `R2_SUPPORTED`, `R2_REJECTED`, `R2_LEAVE_ONE_OUT`):
+- supported: r² >= 0.8 and every leave-one-out r² >= 0.5 (no single model makes the line);
+- not supported: r² < 0.5;
+- inconclusive: in between (a weak line, or a strong one that rests on one model).
+Combined: the common verdict if every batch size agrees, else "mixed". Outliers are reported,
+not voted on: models whose achieved GMAC/s is below 1/2 or above 2x the median of the timed
+models at that batch size (`OUTLIER_FACTOR`), i.e. operations alone misjudge their time by
+more than 2x. On a CPU depthwise convolutions (EfficientNet) are the expected ones: few MACs
+per byte moved, so memory traffic, not arithmetic, sets their time.
+
+Deviations from the paper:
+- Hardware: this machine's CPU in fp32 with PyTorch (the paper: an NVIDIA Jetson TX1 with
+  Torch7 and cuDNN). Batch sizes: 1 and 16 (quick), 1, 16 and 64 (full).
+- Models: the zoo's (no BN-NIN, ENet, Inception-v3/v4; DenseNet, SE-ResNet and EfficientNet
+  postdate the paper). Operations are MACs from FlopCounterMode (convolutions, linear layers
+  and matrix products; norms, activations, pooling count 0), not the paper's own count.
+  GoogLeNet is cnnzoo's default build (its parameter count includes the auxiliary heads,
+  which do not run at inference), beside torchvision's published top-1.
+- Accuracy is published, not measured, on ImageNet; the measured panel is the user's data
+  (default Fashion-MNIST, 28x28 grey images) with small models trained for a few epochs
+  on a subset (quick: 3,000 images, 3 epochs), far from converged: it shows the shape of the
+  trade-off at that budget, not the models' best accuracy.
+- Quick preset: 11 models at 224x224, at least 3 timed runs each (medians of few runs).
+
+Run time on the 2 CPU cores here: tiny a few seconds; quick about 3 minutes (measured, see
+docs/experiments/efficiency/finding.md); full about 1.5 hours (estimate, not run): 17 models
+at batches 1, 16, 64 with at least 5 timed runs (~20 min) and 4 small models x 3 seeds x 10
+epochs on 20,000 images (~70 min).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.common import accuracy, fit, load_splits, mean_std, pct
+from cnnzoo.models import create_model
+from cnnzoo.models.registry import get_builder
+from cnnzoo.models.resnet_cifar import CifarResNet
+from cnnzoo.profile.compare import Comparison, compare, linear_fit
+from cnnzoo.profile.profiler import run_profile
+from cnnzoo.profile.published import published_top1
+from cnnzoo.profile.timing import TimingOptions
+
+R2_SUPPORTED = 0.8  # r² at or above: operations predict time
+R2_REJECTED = 0.5  # r² below: they do not
+R2_LEAVE_ONE_OUT = 0.5  # a supported line must keep this r² without any single model
+OUTLIER_FACTOR = 2.0  # achieved GMAC/s beyond median x/÷ this: an outlier
+
+# Small models for the user-data panel: any registry name, or one of these narrower variants
+# (called with num_classes=, in_chans=).
+NARROW_VARIANTS: dict[str, Callable[..., nn.Module]] = {
+    # ResNet-8 with stages 16-32-64 (k = 1): a quarter of the default k = 2's MACs.
+    "compact_resnet8_k1": functools.partial(create_model, "compact_resnet8", widen_factor=1),
+    # CIFAR ResNet-20 at half width (stages 8-16-32): about a quarter of its MACs.
+    "resnet20_w8": functools.partial(CifarResNet, 20, base_width=8),
+}
+
+PRESETS = {
+    "tiny": {
+        "models": ["resnet18", "resnet34", "efficientnet_b0"], "image_size": 32,
+        "batch_sizes": [1, 2], "repeats": 1, "min_time_s": 0.0,
+        "train_models": ["compact_resnet8_k1", "resnet20_w8"], "train_size": 200,
+        "val_size": 100, "test_size": 100, "epochs": 1, "batch_size": 50, "lr": 0.05,
+        "seeds": 1, "runs": "",
+    },
+    "quick": {
+        "models": ["alexnet", "vgg11", "vgg16", "googlenet", "resnet18", "resnet34", "resnet50",
+                   "resnet101", "densenet121", "se_resnet50", "efficientnet_b0"],
+        "image_size": 224, "batch_sizes": [1, 16], "repeats": 3, "min_time_s": 0.3,
+        "train_models": ["compact_resnet8_k1", "resnet20_w8", "compact_resnet8", "resnet20"],
+        "train_size": 3000, "val_size": 1000, "test_size": 2000, "epochs": 3,
+        "batch_size": 128, "lr": 0.05, "seeds": 1, "runs": "",
+    },
+    "full": {
+        "models": ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "googlenet", "resnet18",
+                   "resnet34", "resnet50", "resnet101", "resnet152", "densenet121",
+                   "densenet169", "densenet201", "se_resnet50", "se_resnet101",
+                   "efficientnet_b0"],
+        "image_size": 224, "batch_sizes": [1, 16, 64], "repeats": 5, "min_time_s": 1.0,
+        "train_models": ["compact_resnet8_k1", "resnet20_w8", "compact_resnet8", "resnet20"],
+        "train_size": 20000, "val_size": 5000, "test_size": 10000, "epochs": 10,
+        "batch_size": 128, "lr": 0.05, "seeds": 3, "runs": "",
+    },
+}
+
+
+@dataclass(frozen=True)
+class AccuracyPoint:
+    """One model's accuracy on the user's data, with its cost at the size it was trained at.
+
+    Attributes:
+        model: model (or variant) name.
+        data: data set the accuracy was measured on.
+        accuracy: top-1 as a fraction (mean over seeds for models trained here).
+        accuracy_std: sample std over seeds (0 for one seed or a run).
+        params: parameters (scalars).
+        macs: multiply-accumulates per image at `image_size`.
+        image_size: (C, H, W) the model was trained and counted at.
+        source: what the accuracy is ("test top-1, trained here", "best val top-1, run").
+        origin: where it came from (this experiment, a run directory, a results.json).
+        epochs: epochs trained.
+    """
+
+    model: str
+    data: str
+    accuracy: float
+    accuracy_std: float
+    params: int
+    macs: int
+    image_size: tuple[int, int, int]
+    source: str
+    origin: str
+    epochs: int
+
+
+def r2_verdict(r2: float, leave_one_out_min: float) -> str:
+    """The verdict of one batch size's fit under the module's thresholds."""
+    if not math.isfinite(r2):
+        return "inconclusive"
+    if r2 < R2_REJECTED:
+        return "not supported"
+    if r2 >= R2_SUPPORTED and leave_one_out_min >= R2_LEAVE_ONE_OUT:
+        return "supported"
+    return "inconclusive"
+
+
+def combined_verdict(verdicts: Sequence[str]) -> str:
+    """All batch sizes agree: their verdict; otherwise "mixed" (none: "inconclusive")."""
+    if not verdicts:
+        return "inconclusive"
+    return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+
+
+def leave_one_out_r2(x: Sequence[float], y: Sequence[float]) -> list[float]:
+    """r² of the least-squares line with point i left out, for each i (NaN under 3 points)."""
+    out = []
+    for i in range(len(x)):
+        xs, ys = [*x[:i], *x[i + 1:]], [*y[:i], *y[i + 1:]]
+        out.append(linear_fit(xs, ys).r2 if len(xs) >= 3 else math.nan)
+    return out
+
+
+def throughput_deviation(gmacs: Sequence[float], ms_per_image: Sequence[float]
+                         ) -> tuple[list[float], float, list[bool]]:
+    """Achieved GMAC/s per model, their median, and whether each is an outlier (beyond
+    OUTLIER_FACTOR times the median, either way)."""
+    rates = [g / (ms / 1000) for g, ms in zip(gmacs, ms_per_image, strict=True)]
+    median = statistics.median(rates)
+    return rates, median, [not 1 / OUTLIER_FACTOR <= r / median <= OUTLIER_FACTOR
+                           for r in rates]
+
+
+def build_small_model(name: str, *, num_classes: int, in_chans: int) -> nn.Module:
+    """A narrower variant of `NARROW_VARIANTS`, or the registry model `name`."""
+    if name in NARROW_VARIANTS:
+        return NARROW_VARIANTS[name](num_classes=num_classes, in_chans=in_chans)
+    return create_model(name, num_classes=num_classes, in_chans=in_chans)
+
+
+def _check_small_model(name: str) -> None:
+    if name not in NARROW_VARIANTS:
+        try:
+            get_builder(name)
+        except ValueError as err:
+            raise ValueError(f"train_models: {err} (or one of the variants "
+                             f"{', '.join(NARROW_VARIANTS)})") from None
+
+
+def _count(model: nn.Module, image_size: tuple[int, int, int]) -> tuple[int, int]:
+    """Parameters and MACs per image of `model` at `image_size` (meta-device count)."""
+    rep = run_profile(model, (1, *image_size), timing=False)
+    return rep.params, rep.macs_per_image
+
+
+def read_accuracy_points(spec: str) -> tuple[list[AccuracyPoint], list[str]]:
+    """Accuracy points from the user's runs, and a note per item that could not be read.
+
+    `spec` is a path or a glob pattern (`**` allowed). Each match may be:
+    - a cnnzoo checkpoint (`*.pt`): its `best_val_acc`, model and options, counted at its
+      preprocess image size;
+    - a run directory (`cnnzoo train --out`): its `best.pt`, else `last.pt`, as above;
+    - a `results.json` of an experiment whose `measured` holds `accuracy_points`, a list of
+      {model, accuracy (fraction), params, macs (per image), data?, image_size?, source?}
+      (this experiment writes one);
+    - a folder of any of these, one level down.
+
+    Raises:
+        ValueError: nothing matches `spec`, or no match holds an accuracy (the notes say why).
+    """
+    from cnnzoo.train import CheckpointError
+
+    matches = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else (
+        [spec] if Path(spec).exists() else [])
+    if not matches:
+        raise ValueError(f"runs: no run directory, checkpoint or results.json matches {spec!r}")
+    items: list[Path] = []
+    for m in map(Path, matches):
+        if m.is_dir() and not (m / "config.json").exists() and not (m / "results.json").exists():
+            items += sorted(p for p in m.iterdir()
+                            if (p / "config.json").exists() or p.suffix == ".pt"
+                            or (p / "results.json").exists() or p.name == "results.json")
+        else:
+            items.append(m / "results.json" if m.is_dir() and not (m / "config.json").exists()
+                         else m)
+    points: list[AccuracyPoint] = []
+    notes: list[str] = []
+    for item in items:
+        try:
+            if item.name.endswith(".json"):
+                points += _points_from_results(item)
+            else:
+                points.append(_point_from_checkpoint(item))
+        except (OSError, ValueError, KeyError, TypeError, CheckpointError) as err:
+            notes.append(f"{item}: {err}")
+    if not points:
+        raise ValueError(f"runs: no accuracy found in {spec!r}: " + "; ".join(notes or ["empty"]))
+    return points, notes
+
+
+def _point_from_checkpoint(path: Path) -> AccuracyPoint:
+    from cnnzoo.train import load_checkpoint
+
+    if path.is_dir():
+        found = [path / f for f in ("best.pt", "last.pt") if (path / f).exists()]
+        if not found:
+            raise ValueError("no best.pt or last.pt (its trained size and options are needed "
+                             "to count its MACs)")
+        path = found[0]
+    ckpt = load_checkpoint(path)
+    if ckpt.get("best_val_acc") is None:
+        raise ValueError("no validation accuracy (trained with val_size=0)")
+    if ckpt.get("model_name") is None:
+        raise ValueError("the model is not a registered one; its MACs cannot be counted")
+    model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"],
+                         in_chans=ckpt["in_chans"], **ckpt["model_options"])
+    h, w = ckpt["preprocess"]["image_size"]
+    size = (int(ckpt["in_chans"]), int(h), int(w))
+    params, macs = _count(model, size)
+    options = "".join(f",{k}={v}" for k, v in sorted(ckpt["model_options"].items()))
+    return AccuracyPoint(ckpt["model_name"] + (f"({options[1:]})" if options else ""),
+                         str(ckpt["config"].get("data", "?")), float(ckpt["best_val_acc"]),
+                         0.0, params, macs, size, "best val top-1, your run",
+                         str(path.parent if path.name in ("best.pt", "last.pt") else path),
+                         int(ckpt.get("epoch", 0)))
+
+
+def _points_from_results(path: Path) -> list[AccuracyPoint]:
+    results = json.loads(path.read_text())
+    rows = results.get("measured", {}).get("accuracy_points")
+    if not rows:
+        raise ValueError("results.json has no measured.accuracy_points")
+    origin = f"{results.get('experiment', '?')} results ({path})"
+    return [AccuracyPoint(
+        str(r["model"]), str(r.get("data", results.get("data", "?"))), float(r["accuracy"]),
+        float(r.get("accuracy_std", 0.0)), int(r["params"]), int(r["macs"]),
+        tuple(r.get("image_size", (0, 0, 0))), str(r.get("source", "top-1, experiment")),
+        origin, int(r.get("epochs", 0))) for r in rows]
+
+
+@experiment(
+    "efficiency",
+    title="Operations, parameters, accuracy and time across the zoo",
+    paper="Canziani, Paszke, Culurciello 2016, An Analysis of Deep Neural Network Models for "
+          "Practical Applications, arXiv:1605.07678",
+    claim="the number of operations is a reliable estimate of inference time (linear across "
+          "architectures); accuracy, operations and parameters trade off as in their Figure 2",
+    presets=PRESETS,
+)
+def efficiency(ctx: Context) -> Finding:
+    p = ctx.params
+    for name in p["train_models"]:  # fail fast, before minutes of timing
+        _check_small_model(name)
+    if p["seeds"] < 1:
+        raise ValueError(f"seeds: expected >= 1, got {p['seeds']}")
+    side = p["image_size"]
+    options = TimingOptions(warmup=1, repeats=p["repeats"], max_repeats=max(10, p["repeats"]),
+                            min_time_s=p["min_time_s"], train=False, time_train=False)
+    ctx.log(f"timing {len(p['models'])} models at 3x{side}x{side}, batches {p['batch_sizes']}")
+    comparison = compare(p["models"], image_size=(3, side, side), batch_sizes=p["batch_sizes"],
+                         options=options,
+                         progress=lambda done, total, label: ctx.log(f"[{done}/{total}] {label}"))
+    timing = _timing_analysis(comparison)
+    published = _published_points(comparison, side)
+    user = _train_small_models(ctx) if p["train_models"] else []
+    run_notes: list[str] = []
+    if p["runs"]:
+        from_runs, run_notes = read_accuracy_points(p["runs"])
+        user += from_runs
+        ctx.log(f"runs: {len(from_runs)} accuracies read from {p['runs']!r}")
+
+    _plot_accuracy_vs_macs(ctx, published, user)
+    _plot_latency_vs_macs(ctx, timing)
+    _plot_throughput(ctx, timing)
+    _plot_accuracy_density(ctx, published, user)
+    return _finding(ctx, comparison, timing, published, user, run_notes)
+
+
+def _timing_analysis(comparison: Comparison) -> dict[str, Any]:
+    """Per model and batch size: GMACs, ms/image, GMAC/s, deviation; per batch size: the fit."""
+    models = [{"model": r.model, "params": r.params, "gmacs": r.macs_per_image / 1e9,
+               "ms_per_image": {}, "gmac_per_s": {}, "rate_vs_median": {}, "outlier": {},
+               "fit_ratio": {}} for r in comparison.reports]
+    fits = {}
+    for b, lf in comparison.fits().items():
+        rows = {r["model"]: r for r in comparison.rows() if r["batch_size"] == b}
+        x = [m["gmacs"] for m in models]
+        y = [rows[m["model"]]["latency_per_image_ms"] for m in models]
+        loo = leave_one_out_r2(x, y)
+        # Under 4 models a line without one of them has 2 points: no robustness to speak of.
+        worst = None if any(math.isnan(v) for v in loo) else min(range(len(loo)),
+                                                                  key=lambda i: loo[i])
+        loo_min = math.nan if worst is None else loo[worst]
+        rates, median, outliers = throughput_deviation(x, y)
+        for m, ms, rate, out in zip(models, y, rates, outliers, strict=True):
+            m["ms_per_image"][b] = ms
+            m["gmac_per_s"][b] = rate
+            m["rate_vs_median"][b] = rate / median
+            m["outlier"][b] = out
+            m["fit_ratio"][b] = ms / (lf.slope * m["gmacs"] + lf.intercept)
+        fits[b] = {"slope_ms_per_gmac": lf.slope, "intercept_ms": lf.intercept, "r2": lf.r2,
+                   "n": lf.n, "leave_one_out_min_r2": loo_min,
+                   "leave_one_out_min_model": None if worst is None else models[worst]["model"],
+                   "median_gmac_per_s": median,
+                   "verdict": r2_verdict(lf.r2, loo_min)}
+    return {"models": models, "fits": fits, "env": comparison.env,
+            "wall_time_s": comparison.wall_time_s}
+
+
+def _published_points(comparison: Comparison, side: int) -> list[dict[str, Any]]:
+    """Published top-1 with params and MACs counted at the published evaluation crop."""
+    out = []
+    for rep in comparison.reports:
+        pub = published_top1(rep.model)
+        if pub is None:
+            continue
+        macs = rep.macs_per_image if pub.eval_size == side else run_profile(
+            rep.model, (1, 3, pub.eval_size, pub.eval_size), timing=False).macs_per_image
+        out.append({"model": rep.model, "top1_percent": pub.top1_percent, "params": rep.params,
+                    "gmacs": macs / 1e9, "eval_size": pub.eval_size, "source": pub.source,
+                    "note": pub.note,
+                    "top1_per_mparams": pub.top1_percent / (rep.params / 1e6)})
+    return out
+
+
+def _train_small_models(ctx: Context) -> list[AccuracyPoint]:
+    p = ctx.params
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                         test_size=p["test_size"])
+    c = splits.in_chans
+    h, w = splits.image_size
+    points = []
+    for name in p["train_models"]:
+        accs, epochs_s = [], 0.0
+        for i in range(p["seeds"]):
+            seed = ctx.seed + i
+            torch.manual_seed(seed)  # the weights' initialisation
+            model = build_small_model(name, num_classes=splits.num_classes, in_chans=c)
+            model, rows = fit(ctx, model, splits, epochs=p["epochs"], seed=seed,
+                              batch_size=p["batch_size"], lr=p["lr"])
+            accs.append(accuracy(model, splits.test))
+            epochs_s += sum(r["epoch_time_s"] for r in rows)
+        # The trainer enlarges images smaller than the model's minimum (TrainConfig.image_size).
+        side = max(h, w, getattr(model, "min_input_size", 1))
+        size = (c, side, side) if side > max(h, w) else (c, h, w)
+        params, macs = _count(model, size)
+        mean, std = mean_std(accs)
+        ctx.log(f"{name}: test top-1 {pct(mean)} ({params / 1e3:.0f}k params, "
+                f"{macs / 1e6:.1f} MMACs, {epochs_s:.0f} s training)")
+        points.append(AccuracyPoint(name, ctx.data, mean, std, params, macs, size,
+                                    "test top-1, trained here", "this experiment", p["epochs"]))
+    return points
+
+
+def _finding(ctx: Context, comparison: Comparison, timing: dict[str, Any],
+             published: list[dict[str, Any]], user: list[AccuracyPoint],
+             run_notes: list[str]) -> Finding:
+    fits = timing["fits"]
+    claims = {f"operations predict time, batch {b}": f["verdict"] for b, f in fits.items()}
+    verdict = combined_verdict([f["verdict"] for f in fits.values()])
+    env = timing["env"]
+    fit_text = "; ".join(
+        f"batch {b}: r² = {f['r2']:.3f} ({f['slope_ms_per_gmac']:.1f} ms/GMAC + "
+        f"{f['intercept_ms']:.1f} ms), " + (
+            f"lowest leave-one-out r² {f['leave_one_out_min_r2']:.3f} without "
+            f"{f['leave_one_out_min_model']}" if f["leave_one_out_min_model"] else
+            "no leave-one-out r² (fewer than 4 models)") for b, f in fits.items())
+    outliers = []
+    for b, f in fits.items():
+        names = [f"{m['model']} ({m['gmac_per_s'][b]:.1f} GMAC/s, "
+                 f"{m['rate_vs_median'][b]:.2f}x the median)"
+                 for m in timing["models"] if m["outlier"][b]]
+        outliers.append(f"batch {b} (median {f['median_gmac_per_s']:.1f} GMAC/s): "
+                        + (", ".join(names) if names else "none"))
+    side = ctx.params["image_size"]
+    summary = (
+        f"{len(comparison.reports)} zoo models timed at 3x{side}x{side} on {env['device_name']} "
+        f"({env['threads']} threads, fp32): {fit_text}. Rule: r² >= {R2_SUPPORTED} with every "
+        f"leave-one-out r² >= {R2_LEAVE_ONE_OUT} supports the claim, r² < {R2_REJECTED} "
+        f"rejects it, anything between is inconclusive; batch sizes that disagree give "
+        f"'mixed'. Models whose achieved GMAC/s is beyond {OUTLIER_FACTOR:g}x (either way) of "
+        f"the median, where operations alone misjudge time by more than {OUTLIER_FACTOR:g}x: "
+        + "; ".join(outliers) + ".")
+    details = [
+        f"{m['model']}: {m['params'] / 1e6:.2f} M params, {m['gmacs']:.3f} GMACs, "
+        + ", ".join(f"batch {b}: {m['ms_per_image'][b]:.1f} ms/image, "
+                    f"{m['gmac_per_s'][b]:.1f} GMAC/s, {m['fit_ratio'][b]:.2f}x the line"
+                    for b in fits) for m in timing["models"]]
+    if user:
+        best = max(user, key=lambda u: u.accuracy)
+        cheapest = min(user, key=lambda u: u.macs)
+        details.append(
+            "Accuracy on the user's data: " + "; ".join(
+                f"{u.model} on {u.data}: {pct(u.accuracy)}"
+                + (f" ± {pct(u.accuracy_std)}" if u.accuracy_std else "")
+                + f" ({u.source}, {u.params / 1e3:.0f}k params, {u.macs / 1e6:.2f} MMACs, "
+                  f"{u.epochs} epochs)" for u in user)
+            + f". Most accurate: {best.model}; cheapest: {cheapest.model} "
+              f"({pct(cheapest.accuracy)} at {cheapest.macs / best.macs:.2f}x its MACs).")
+    details += [f"runs not read: {n}" for n in run_notes]
+    details += [f"Published figure for {q['model']}: {q['note']}." for q in published
+                if q["note"]]
+    paper = (
+        "Canziani et al. time their networks on an NVIDIA Jetson TX1 and find inference time "
+        "linear in the operation count across architectures, with VGG by far the most "
+        "expensive in operations and parameters; here the line's r² is "
+        + ", ".join(f"{f['r2']:.3f} at batch {b}" for b, f in fits.items())
+        + " on a CPU. Their Figure 2 (top-1 vs operations, bubble = parameters) is redrawn "
+        "with the published top-1 of the zoo's models.")
+    measured = {
+        "image_size": [3, side, side],
+        "batch_sizes": list(comparison.batch_sizes),
+        "timing_method": {k: env.get(k) for k in (
+            "device", "device_name", "threads", "dtype", "torch_version", "warmup",
+            "min_repeats", "max_repeats", "min_time_s", "statistic")},
+        "timing_wall_s": timing["wall_time_s"],
+        "thresholds": {"r2_supported": R2_SUPPORTED, "r2_rejected": R2_REJECTED,
+                       "r2_leave_one_out": R2_LEAVE_ONE_OUT, "outlier_factor": OUTLIER_FACTOR},
+        # JSON has no NaN: a missing leave-one-out r² is null.
+        "fits": {str(b): {k: None if isinstance(v, float) and math.isnan(v) else v
+                          for k, v in f.items()} for b, f in fits.items()},
+        "models": [{**m, **{k: {str(b): v for b, v in m[k].items()} for k in (
+            "ms_per_image", "gmac_per_s", "rate_vs_median", "outlier", "fit_ratio")}}
+            for m in timing["models"]],
+        "published": published,
+        "accuracy_points": [asdict(u) for u in user],
+    }
+    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
+
+
+# Plots. Drawn on Figure objects with the Agg canvas (no pyplot state); labels are placed by
+# the comparison report's own helpers so that crowded names (ResNet-50 / SE-ResNet-50) stay
+# readable.
+
+
+def _figure(ncols: int, width: float = 7.0, height: float = 5.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    return fig, axes
+
+
+def _hardware(timing: dict[str, Any]) -> str:
+    env = timing["env"]
+    return f"{env.get('device_name')}, {env.get('threads')} threads, fp32"
+
+
+def _plot_accuracy_vs_macs(ctx: Context, published: list[dict[str, Any]],
+                           user: list[AccuracyPoint]) -> None:
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    from cnnzoo.profile.plots import _label_points, _plain_log_ticks
+
+    panels = (1 if published else 0) + (1 if user else 0)
+    if not panels:
+        return
+    fig, axes = _figure(panels)
+    ax_iter = iter(axes)
+    if published:
+        ax = next(ax_iter)
+        biggest = max(q["params"] for q in published)
+        labels = []
+        for i, q in enumerate(published):
+            size = 2000 * q["params"] / biggest + 30  # bubble area proportional to parameters
+            ax.scatter(q["gmacs"], q["top1_percent"], s=size, color=colormaps["tab10"](i % 10),
+                       alpha=0.55, edgecolors="black", linewidths=0.5)
+            labels.append((q["gmacs"], q["top1_percent"],
+                           f"{q['model']} ({q['params'] / 1e6:.1f} M)", size))
+        ax.set_xscale("log")
+        ax.margins(x=0.25, y=0.15)
+        _plain_log_ticks(ax.xaxis)
+        _label_points(ax, labels, dx_px=3, fontsize=7)
+        ax.set_xlabel("GMACs per image at the published crop (log scale)")
+        ax.set_ylabel("published ImageNet top-1 (%)")
+        ax.set_title("ImageNet top-1 (published) vs operations\nbubble area = parameters",
+                     fontsize=10)
+    if user:
+        ax = next(ax_iter)
+        datasets = sorted({u.data for u in user})
+        colors = {d: colormaps["tab10"](i % 10) for i, d in enumerate(datasets)}
+        biggest = max(u.params for u in user)
+        labels = []
+        for u in user:
+            size = 1500 * u.params / biggest + 30
+            here = u.origin == "this experiment"
+            ax.scatter(u.macs / 1e6, 100 * u.accuracy, s=size, marker="o" if here else "D",
+                       color=colors[u.data], alpha=0.55, edgecolors="black", linewidths=0.5)
+            if u.accuracy_std:
+                ax.errorbar(u.macs / 1e6, 100 * u.accuracy, yerr=100 * u.accuracy_std,
+                            color="black", capsize=3, lw=1)
+            labels.append((u.macs / 1e6, 100 * u.accuracy, f"{u.model} ({u.params / 1e3:.0f}k)",
+                           size))
+        ax.set_xscale("log")
+        ax.margins(x=0.3, y=0.2)
+        _plain_log_ticks(ax.xaxis)
+        _label_points(ax, labels, dx_px=3, fontsize=7)
+        ax.set_xlabel("MMACs per image at the trained size (log scale)")
+        ax.set_ylabel("measured top-1 (%)")
+        ax.set_title(f"Your data: measured top-1 vs operations\nbubble area = parameters "
+                     f"({ctx.params['epochs']} epochs on {ctx.params['train_size']} images)",
+                     fontsize=10)
+        handles = [Line2D([], [], marker=m, ls="", color="gray", label=text)
+                   for m, text, keep in (
+                       ("o", "test top-1, trained here", any(u.origin == "this experiment"
+                                                             for u in user)),
+                       ("D", "best val top-1, your runs", any(u.origin != "this experiment"
+                                                              for u in user))) if keep]
+        handles += [Line2D([], [], marker="s", ls="", color=colors[d], label=d) for d in datasets]
+        ax.legend(handles=handles, fontsize=8, loc="lower right")
+    ctx.save_plot(fig, "accuracy_vs_macs.png")
+
+
+def _plot_latency_vs_macs(ctx: Context, timing: dict[str, Any]) -> None:
+    from cnnzoo.profile.plots import _label_points
+
+    fits = timing["fits"]
+    if not fits:
+        return
+    fig, axes = _figure(len(fits), width=6.0)
+    for ax, (b, f) in zip(axes, fits.items(), strict=True):
+        pts = [(m["gmacs"], m["ms_per_image"][b], m["model"], m["outlier"][b])
+               for m in timing["models"]]
+        for out in (False, True):
+            sel = [q for q in pts if q[3] == out]
+            ax.scatter([q[0] for q in sel], [q[1] for q in sel], s=40,
+                       color="tab:red" if out else "tab:blue",
+                       label=(f"outlier: GMAC/s beyond {OUTLIER_FACTOR:g}x the median" if out
+                              else "model") if sel else None)
+        xmax = max(q[0] for q in pts) * 1.05
+        ax.plot([0, xmax], [f["intercept_ms"], f["intercept_ms"] + f["slope_ms_per_gmac"] * xmax],
+                color="black", lw=1,
+                label=f"{f['slope_ms_per_gmac']:.1f} ms/GMAC + {f['intercept_ms']:.1f} ms, "
+                      f"r² = {f['r2']:.3f}\nlowest leave-one-out r² = "
+                      f"{f['leave_one_out_min_r2']:.3f}")
+        _label_points(ax, [(q[0], q[1], q[2]) for q in pts], fontsize=7)
+        ax.set_xlabel("GMACs per image")
+        ax.set_ylabel(f"inference time per image at batch {b} (ms, median)")
+        ax.set_title(f"Batch {b}: {f['verdict']}", fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Do operations predict inference time? {_hardware(timing)}", fontsize=11)
+    ctx.save_plot(fig, "latency_vs_macs.png")
+
+
+def _plot_throughput(ctx: Context, timing: dict[str, Any]) -> None:
+    from matplotlib import colormaps
+
+    fits = timing["fits"]
+    if not fits:
+        return
+    models = sorted(timing["models"], key=lambda m: m["gmacs"])
+    fig, (ax,) = _figure(1, width=8.0, height=0.35 * len(models) * len(fits) + 1.8)
+    height = 0.8 / len(fits)
+    for j, (b, f) in enumerate(fits.items()):
+        color = colormaps["viridis"](j / max(1, len(fits) - 1) * 0.8)
+        ys = [i + (j - (len(fits) - 1) / 2) * height for i in range(len(models))]
+        rates = [m["gmac_per_s"][b] for m in models]
+        bars = ax.barh(ys, rates, height=height, color=color, label=f"batch {b}")
+        for bar, m in zip(bars, models, strict=True):
+            if m["outlier"][b]:
+                bar.set_hatch("//")
+                bar.set_edgecolor("tab:red")
+        med = f["median_gmac_per_s"]
+        ax.axvline(med, color=color, ls="-", lw=1)
+        for bound in (med / OUTLIER_FACTOR, med * OUTLIER_FACTOR):
+            ax.axvline(bound, color=color, ls=":", lw=1)
+    ax.set_yticks(range(len(models)), [f"{m['model']} ({m['gmacs']:.2f})" for m in models],
+                  fontsize=8)
+    ax.set_xlabel("achieved GMAC/s (GMACs per image / median time per image)")
+    ax.set_title(f"Where operations misjudge time: achieved GMAC/s per model (GMACs)\n"
+                 f"solid: median, dotted: median /{OUTLIER_FACTOR:g} and x{OUTLIER_FACTOR:g}; "
+                 f"hatched: outliers. {_hardware(timing)}", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    ctx.save_plot(fig, "throughput.png")
+
+
+def _plot_accuracy_density(ctx: Context, published: list[dict[str, Any]],
+                           user: list[AccuracyPoint]) -> None:
+    several = len({u.data for u in user}) > 1
+    panels = [(q["model"], q["top1_per_mparams"]) for q in published], [
+        (u.model + (f" ({u.data})" if several else ""), 100 * u.accuracy / (u.params / 1e6))
+        for u in user]
+    titles = ("Published ImageNet top-1 (%) per million parameters",
+              "Your data: measured top-1 (%) per million parameters")
+    shown = [(bars, title) for bars, title in zip(panels, titles, strict=True) if bars]
+    if not shown:
+        return
+    fig, axes = _figure(len(shown), width=6.5)
+    for ax, (bars, title) in zip(axes, shown, strict=True):
+        bars = sorted(bars, key=lambda nb: -nb[1])
+        ax.bar([n for n, _ in bars], [d for _, d in bars], color="tab:blue")
+        for i, (_, d) in enumerate(bars):
+            ax.annotate(f"{d:.3g}", (i, d), ha="center", va="bottom", fontsize=7)
+        ax.set_ylabel("top-1 (%) per million parameters")
+        ax.set_title(f"Accuracy density: {title}", fontsize=9)
+        ax.tick_params(axis="x", rotation=40, labelsize=7)
+        for label in ax.get_xticklabels():
+            label.set_ha("right")
+    ctx.save_plot(fig, "accuracy_density.png")

@@ -1,0 +1,198 @@
+"""The efficiency experiment (Canziani et al. 2016): tiny preset end to end, its pure parts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments.efficiency import (
+    OUTLIER_FACTOR,
+    PRESETS,
+    R2_LEAVE_ONE_OUT,
+    R2_REJECTED,
+    R2_SUPPORTED,
+    build_small_model,
+    combined_verdict,
+    leave_one_out_r2,
+    r2_verdict,
+    read_accuracy_points,
+    throughput_deviation,
+)
+from cnnzoo.profile.compare import linear_fit
+from cnnzoo.profile.profiler import run_profile
+from cnnzoo.profile.published import published_top1
+
+DATA = "synthetic:1x28x28:10:400"
+PLOTS = ["accuracy_vs_macs.png", "latency_vs_macs.png", "throughput.png", "accuracy_density.png"]
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory):
+    """A real `cnnzoo train` run directory, for the `runs` parameter."""
+    from cnnzoo.train import train
+
+    root = tmp_path_factory.mktemp("runs")
+    result = train("compact_resnet8", "synthetic:1x28x28:10:200", epochs=1, batch_size=50,
+                   val_size=50, model_options={"widen_factor": 1}, out=str(root / "k1"),
+                   quiet=True, seed=0)
+    return root, result
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, user_run):
+    out = tmp_path_factory.mktemp("efficiency")
+    result = run_experiment("efficiency", "tiny", data=DATA, out=out, quiet=True,
+                            runs=str(user_run[0]))
+    return result, json.loads((out / "results.json").read_text())
+
+
+def test_tiny_writes_results_finding_and_small_plots(tiny):
+    result, saved = tiny
+    assert saved["plots"] == PLOTS
+    for name in PLOTS:
+        data = (result.out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+    text = (result.out / "finding.md").read_text()
+    assert f"**Verdict: {saved['verdict']}.**" in text
+    assert saved["params"]["models"] == PRESETS["tiny"]["models"]
+
+
+def test_tiny_counts_and_rates_are_consistent(tiny):
+    _, saved = tiny
+    m = saved["measured"]
+    models = {row["model"]: row for row in m["models"]}
+    assert list(models) == PRESETS["tiny"]["models"]
+    for name, row in models.items():
+        rep = run_profile(name, (1, 3, 32, 32), timing=False)
+        assert row["params"] == rep.params
+        assert row["gmacs"] == pytest.approx(rep.macs_per_image / 1e9)
+    assert models["resnet34"]["params"] > models["resnet18"]["params"]
+    assert models["resnet34"]["gmacs"] > models["resnet18"]["gmacs"]
+    for b in map(str, m["batch_sizes"]):
+        rates = []
+        for row in models.values():
+            ms = row["ms_per_image"][b]
+            assert ms > 0
+            assert row["gmac_per_s"][b] == pytest.approx(row["gmacs"] / (ms / 1000))
+            ratio = row["rate_vs_median"][b]
+            assert row["outlier"][b] == (not 1 / OUTLIER_FACTOR <= ratio <= OUTLIER_FACTOR)
+            rates.append(ratio)
+        assert sorted(rates)[1] == pytest.approx(1.0)  # three models: the middle is the median
+        fit = m["fits"][b]
+        again = linear_fit([r["gmacs"] for r in models.values()],
+                           [r["ms_per_image"][b] for r in models.values()])
+        assert fit["r2"] == pytest.approx(again.r2) and 0 <= fit["r2"] <= 1
+        assert fit["slope_ms_per_gmac"] == pytest.approx(again.slope)
+        assert fit["n"] == 3 and fit["leave_one_out_min_r2"] is None  # needs 4 models
+
+
+def test_tiny_verdict_follows_the_documented_thresholds(tiny):
+    result, saved = tiny
+    fits = saved["measured"]["fits"]
+    expected = {f"operations predict time, batch {b}": r2_verdict(
+        f["r2"], math.nan if f["leave_one_out_min_r2"] is None else f["leave_one_out_min_r2"])
+        for b, f in fits.items()}
+    assert saved["claims"] == expected
+    assert saved["verdict"] == combined_verdict(list(expected.values()))
+    # Three models leave no leave-one-out check: the claim cannot be "supported".
+    assert "supported" not in expected.values()
+    assert f"r² >= {R2_SUPPORTED}" in result.finding.summary
+
+
+def test_tiny_published_points_are_counted_at_the_published_crop(tiny):
+    _, saved = tiny
+    published = {q["model"]: q for q in saved["measured"]["published"]}
+    assert set(published) == {"resnet18", "resnet34", "efficientnet_b0"}
+    for name, q in published.items():
+        pub = published_top1(name)
+        assert q["top1_percent"] == pub.top1_percent and q["eval_size"] == 224
+        # Timing ran at 32x32; the published panel must use the 224 count (torchvision's).
+        assert q["gmacs"] == pytest.approx(pub.gmacs, rel=0.02)
+        assert q["top1_per_mparams"] == pytest.approx(pub.top1_percent / (q["params"] / 1e6))
+
+
+def test_tiny_user_points_trained_here_and_read_from_runs(tiny, user_run):
+    _, saved = tiny
+    points = saved["measured"]["accuracy_points"]
+    here = [p for p in points if p["origin"] == "this experiment"]
+    runs = [p for p in points if p["origin"] != "this experiment"]
+    assert [p["model"] for p in here] == PRESETS["tiny"]["train_models"]
+    for p in here:
+        assert 0 <= p["accuracy"] <= 1 and p["data"] == DATA and p["image_size"] == [1, 28, 28]
+        model = build_small_model(p["model"], num_classes=10, in_chans=1)
+        assert p["params"] == sum(t.numel() for t in model.parameters())
+    (run,) = runs
+    assert run["model"] == "compact_resnet8(widen_factor=1)"
+    assert run["accuracy"] == pytest.approx(user_run[1].best_val_acc)
+    assert run["source"] == "best val top-1, your run" and run["epochs"] == 1
+    # The run and the variant trained here are the same network at the same size.
+    k1 = next(p for p in here if p["model"] == "compact_resnet8_k1")
+    assert (run["params"], run["macs"]) == (k1["params"], k1["macs"])
+
+
+def test_results_json_is_read_back_as_runs(tiny):
+    result, saved = tiny
+    points, notes = read_accuracy_points(str(result.out / "results.json"))
+    assert notes == []
+    assert [(p.model, p.accuracy, p.macs) for p in points] == [
+        (p["model"], p["accuracy"], p["macs"]) for p in saved["measured"]["accuracy_points"]]
+
+
+def test_runs_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="runs: no run directory, checkpoint or results.json "
+                                         "matches"):
+        read_accuracy_points(str(tmp_path / "nothing*"))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="no accuracy found .*no best.pt or last.pt"):
+        read_accuracy_points(str(tmp_path / "r"))
+    (tmp_path / "results.json").write_text(json.dumps({"measured": {}}))
+    with pytest.raises(ValueError, match="has no measured.accuracy_points"):
+        read_accuracy_points(str(tmp_path / "results.json"))
+
+
+def test_unknown_small_model_fails_before_timing(tmp_path):
+    with pytest.raises(ValueError, match="train_models: .*resnet2000.*compact_resnet8_k1"):
+        run_experiment("efficiency", "tiny", data=DATA, out=tmp_path, quiet=True,
+                       train_models=["resnet2000"])
+
+
+@pytest.mark.parametrize(("r2", "loo", "verdict"), [
+    (0.95, 0.9, "supported"),
+    (R2_SUPPORTED, R2_LEAVE_ONE_OUT, "supported"),
+    (0.95, 0.2, "inconclusive"),  # one model makes the line
+    (0.95, math.nan, "inconclusive"),  # too few models to tell
+    (0.7, 0.7, "inconclusive"),
+    (R2_REJECTED - 1e-9, 0.9, "not supported"),
+    (math.nan, 0.9, "inconclusive"),
+])
+def test_r2_verdict(r2, loo, verdict):
+    assert r2_verdict(r2, loo) == verdict
+
+
+def test_combined_verdict():
+    assert combined_verdict(["supported", "supported"]) == "supported"
+    assert combined_verdict(["not supported"]) == "not supported"
+    assert combined_verdict(["supported", "inconclusive"]) == "mixed"
+    assert combined_verdict([]) == "inconclusive"
+
+
+def test_leave_one_out_finds_the_point_that_makes_the_line():
+    x = [1.0, 1.1, 1.2, 1.3, 10.0]
+    y = [5.0, 3.0, 6.0, 4.0, 50.0]  # noise near the origin, one far point on a line
+    assert linear_fit(x, y).r2 > 0.95
+    loo = leave_one_out_r2(x, y)
+    assert loo[4] < 0.2 and min(loo[:4]) > 0.95
+    assert all(math.isnan(v) for v in leave_one_out_r2(x[:3], y[:3]))
+
+
+def test_throughput_deviation_flags_models_beyond_the_factor():
+    gmacs = [1.0, 2.0, 4.0, 1.0, 0.5]
+    ms = [20.0, 40.0, 80.0, 60.0, 2.0]  # 50 GMAC/s, except 16.7 and 250
+    rates, median, outliers = throughput_deviation(gmacs, ms)
+    assert rates == pytest.approx([50, 50, 50, 1000 / 60, 250])
+    assert median == pytest.approx(50)
+    assert outliers == [False, False, False, True, True]
