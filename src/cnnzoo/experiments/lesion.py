@@ -233,9 +233,10 @@ def _plots(ctx: Context, s: dict[str, Any], names: list[str], downsampling: list
     fig, ax = plt.subplots(figsize=(7.5, 4))
     for kind in ("resnet", "plain"):
         c = s[kind]
-        pts = [(i, 100 * a, 100 * e) for i, a, e in zip(x, c["single_mean"], c["single_std"],
-                                                        strict=True) if a is not None]
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts], fmt="o-",
+        # NaN where a block cannot be deleted: the line breaks there.
+        ys = [math.nan if a is None else 100 * a for a in c["single_mean"]]
+        es = [math.nan if e is None else 100 * e for e in c["single_std"]]
+        ax.errorbar(x, ys, es, fmt="o-",
                     color=colors[kind], label=f"{labels[kind]}, one block deleted", ms=5)
         ax.axhline(100 * c["baseline_mean"], color=colors[kind], ls="--", lw=1,
                    label=f"{labels[kind]} intact")
@@ -249,7 +250,7 @@ def _plots(ctx: Context, s: dict[str, Any], names: list[str], downsampling: list
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Deleting one block at test time (cf. Veit et al. Fig. 3)")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
     ctx.save_plot(fig, "single_deletion.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
