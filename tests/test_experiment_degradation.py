@@ -1,0 +1,79 @@
+"""The degradation experiment: the tiny preset end to end, and its verdict rules."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments.common import margin
+from cnnzoo.experiments.degradation import check_depths, claim_verdicts
+
+DATA = "synthetic:1x28x28:10:400"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("degradation")
+    return run_experiment("degradation", "tiny", data=DATA, out=out, quiet=True), out
+
+
+def test_tiny_run_writes_its_files(tiny):
+    result, out = tiny
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["verdict"] == result.finding.verdict
+    assert saved["plots"] == ["error_curves.png", "final_errors.png"]
+    for plot in saved["plots"]:
+        data = (out / plot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+    text = (out / "finding.md").read_text()
+    assert "![error_curves.png](error_curves.png)" in text and "8.75%" in text
+
+
+def test_curves_and_finals_are_consistent(tiny):
+    result, _ = tiny
+    m = result.finding.measured
+    params = result.results["params"]
+    assert m["nets"] == ["plain-8", "plain-14", "resnet-8", "resnet-14"]
+    for name in m["nets"]:
+        run = m["runs"][name]
+        assert len(run["train_err"]) == params["seeds"]
+        assert all(len(curve) == params["epochs"] for curve in run["train_err"] + run["val_err"])
+        values = [v for c in run["train_err"] + run["val_err"] for v in c]
+        values += run["final_train_err"] + run["test_err"]
+        assert all(0.0 <= v <= 1.0 for v in values)
+        # The validation error of the last epoch is the final one reported.
+        assert run["final_val_err"] == [c[-1] for c in run["val_err"]]
+    # Plain and residual twins have the same parameters; the deeper nets have more.
+    assert m["params"]["plain-8"] == m["params"]["resnet-8"] < m["params"]["plain-14"]
+    assert m["params"]["plain-14"] == m["params"]["resnet-14"]
+
+
+def test_verdict_follows_from_the_measured_errors(tiny):
+    result, _ = tiny
+    m = result.finding.measured
+    runs = m["runs"]
+    plain = margin(runs["plain-14"]["final_train_err"], runs["plain-8"]["final_train_err"])
+    resnet = margin(runs["resnet-14"]["final_train_err"], runs["resnet-8"]["final_train_err"])
+    assert plain == pytest.approx(m["plain_margin"])
+    assert resnet == pytest.approx(m["resnet_margin"])
+    first, second, overall = claim_verdicts(plain, resnet)
+    assert list(result.finding.claims.values()) == [first, second]
+    assert result.finding.verdict == overall
+
+
+def test_claim_rules():
+    assert claim_verdicts(3.0, 0.0) == ("supported", "supported", "supported")
+    assert claim_verdicts(3.0, -5.0) == ("supported", "supported", "supported")
+    assert claim_verdicts(-3.0, 2.5) == ("not supported", "not supported", "not supported")
+    assert claim_verdicts(3.0, 2.5) == ("supported", "not supported", "mixed")
+    assert claim_verdicts(1.9, 1.0) == ("inconclusive", "supported", "inconclusive")
+    assert claim_verdicts(2.0, 2.0) == ("inconclusive", "supported", "inconclusive")
+
+
+@pytest.mark.parametrize("depths", [[56, 20], [20, 21], [20], [20, 56, 110], "20,56", [20, 20]])
+def test_bad_depths_are_rejected_in_one_line(depths):
+    with pytest.raises(ValueError, match=r"parameter depths: expected \[shallow, deep\]"):
+        check_depths(depths)
+    assert check_depths([20, 56]) == (20, 56)

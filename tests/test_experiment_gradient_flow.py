@@ -1,0 +1,142 @@
+"""The gradient-flow experiment: the tiny preset end to end, and its measuring functions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments.gradient_flow import (
+    HE_TOLERANCE,
+    HEALTHY,
+    SETTINGS,
+    THEORY,
+    activation_stds,
+    attenuation,
+    build_net,
+    combine,
+    depth_trend,
+    gradient_profile,
+    log_linear_fit,
+    valid_tap_fraction,
+    vanish_verdict,
+)
+
+DATA = "synthetic:1x28x28:10:400"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gradient_flow")
+    return run_experiment("gradient-flow", "tiny", data=DATA, out=out, quiet=True), out
+
+
+def test_tiny_run_writes_its_files(tiny):
+    result, out = tiny
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["verdict"] == result.finding.verdict
+    assert saved["plots"] == ["backprop_gradient.png", "weight_gradient.png",
+                              "attenuation_vs_depth.png", "activation_std.png"]
+    for plot in saved["plots"]:
+        data = (out / plot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+
+
+def test_one_gradient_per_conv_in_every_net(tiny):
+    result, _ = tiny
+    m = result.finding.measured
+    for setting in SETTINGS:
+        for family in ("plain", "residual"):
+            for depth in m["depths"]:
+                (profile,) = m["gradients"][setting][family][str(depth)]  # one seed
+                # 6n + 2 weighted layers = the stem conv, 6n block convs and the FC.
+                assert len(profile["weight_grad"]) == len(profile["output_grad"]) == depth - 1
+                assert all(math.isfinite(v) and v > 0
+                           for v in profile["weight_grad"] + profile["output_grad"])
+
+
+def test_verdicts_follow_from_the_measured_numbers(tiny):
+    result, _ = tiny
+    m = result.finding.measured
+    claims = list(result.finding.claims.items())
+    summary = m["gradient_summary"]
+    for (name, verdict), setting in zip(claims[:len(SETTINGS)], SETTINGS, strict=True):
+        assert SETTINGS[setting][0] in name
+        att = {int(d): a for d, a in summary[setting]["plain"]["output_grad_attenuation"].items()}
+        assert depth_trend(att) == pytest.approx(summary[setting]["plain"]["output_grad_trend"])
+        assert verdict == vanish_verdict(depth_trend(att))
+    residual = [summary[s]["residual"]["output_grad_trend"] for s in SETTINGS]
+    assert (claims[len(SETTINGS)][1] == "supported") == all(t >= HEALTHY for t in residual)
+    act = m["activation_summary"]
+    he_off = max(abs(act[i]["per_layer_factor"] - 1) for i in ("he-fan-in", "he-fan-out"))
+    assert (claims[len(SETTINGS) + 1][1] == "supported") == (he_off <= HE_TOLERANCE[0])
+    assert result.finding.verdict == combine([v for _, v in claims])
+    # The per-layer factor is the ratio's (L-1)-th root, and both He modes see the same
+    # draws up to a scale on the first layer, so their ratios agree.
+    depth = result.results["params"]["act_depth"]
+    for a in act.values():
+        assert a["per_layer_factor"] == pytest.approx(a["ratio_last_first"] ** (1 / (depth - 1)))
+    assert act["he-fan-in"]["ratio_last_first"] == pytest.approx(
+        act["he-fan-out"]["ratio_last_first"], rel=1e-9)
+
+
+def test_gradient_profile_matches_a_plain_backward_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = build_net(8, True, True, "he", 4, 1, 10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(6, 1, 12, 12), torch.arange(6)
+    profile = gradient_profile(model, x, y)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+
+    ref = build_net(8, True, True, "he", 4, 1, 10)
+    ref.load_state_dict(before)
+    ref = ref.double().train()
+    F.cross_entropy(ref(x.double()), y).backward()
+    convs = [m for m in ref.modules() if isinstance(m, nn.Conv2d)]
+    assert profile["weight_grad"] == pytest.approx([c.weight.grad.norm().item() for c in convs])
+
+
+def test_no_bn_default_init_nets():
+    torch.manual_seed(0)
+    net = build_net(8, False, False, "pytorch-default", 4, 1, 10)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    conv = net.layer1[0].conv1  # kaiming uniform with a = sqrt(5): bound 1 / sqrt(fan_in)
+    assert conv.weight.abs().max() <= 1 / math.sqrt(4 * 9)
+    assert conv.weight.abs().max() > 0.8 / math.sqrt(4 * 9)
+
+
+def test_valid_tap_fraction_counts_the_taps_inside():
+    for h, w in ((28, 28), (5, 9), (1, 1)):
+        counted = F.conv2d(torch.ones(1, 1, h, w), torch.ones(1, 1, 3, 3), padding=1)
+        assert valid_tap_fraction(h, w) == pytest.approx(counted.mean().item() / 9)
+    assert valid_tap_fraction(7, 7, kernel=1) == 1.0
+
+
+def test_activation_scale_follows_the_theory_in_a_wide_stack():
+    torch.manual_seed(0)
+    x = torch.randn(4, 8, 20, 20)
+    pad = math.sqrt(valid_tap_fraction(20, 20))
+    for init in ("he-fan-in", "xavier", "pytorch-default"):
+        stds = activation_stds(x, 6, 48, init)
+        factor = (stds[-1] / stds[0]) ** (1 / 5)
+        assert factor == pytest.approx(THEORY[init] * pad, rel=0.08), init
+
+
+def test_small_pure_functions():
+    assert attenuation([4.0, 1.0, 2.0]) == 2.0
+    assert attenuation([1.0, 0.0]) == math.inf
+    assert depth_trend({110: 0.5, 20: 5.0, 56: 1.0}) == pytest.approx(0.1)
+    assert [vanish_verdict(t) for t in (0.001, 0.05, 0.1, 30)] == [
+        "supported", "inconclusive", "not supported", "not supported"]
+    factor, r2 = log_linear_fit([3 * 0.7**i for i in range(10)])
+    assert factor == pytest.approx(0.7) and r2 == pytest.approx(1.0)
+    assert log_linear_fit([1.0, 2.0, 1.0, 2.0])[1] < 0.5
+    assert combine(["supported", "supported"]) == "supported"
+    assert combine(["supported", "not supported", "inconclusive"]) == "mixed"
+    assert combine(["supported", "inconclusive"]) == "inconclusive"
