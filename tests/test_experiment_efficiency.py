@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 
 from cnnzoo.experiments import run_experiment
 from cnnzoo.experiments.efficiency import (
+    OTHER_LOAD_MAX,
     OUTLIER_FACTOR,
     PRESETS,
     R2_LEAVE_ONE_OUT,
     R2_REJECTED,
     R2_SUPPORTED,
+    OtherLoad,
     build_small_model,
     combined_verdict,
     leave_one_out_r2,
@@ -92,9 +95,11 @@ def test_tiny_counts_and_rates_are_consistent(tiny):
 def test_tiny_verdict_follows_the_documented_thresholds(tiny):
     result, saved = tiny
     fits = saved["measured"]["fits"]
+    load = saved["measured"]["other_load_while_timing"]
+    assert load is None or 0 <= load <= 1
     expected = {f"operations predict time, batch {b}": r2_verdict(
-        f["r2"], math.nan if f["leave_one_out_min_r2"] is None else f["leave_one_out_min_r2"])
-        for b, f in fits.items()}
+        f["r2"], math.nan if f["leave_one_out_min_r2"] is None else f["leave_one_out_min_r2"],
+        load) for b, f in fits.items()}
     assert saved["claims"] == expected
     assert saved["verdict"] == combined_verdict(list(expected.values()))
     # Three models leave no leave-one-out check: the claim cannot be "supported".
@@ -160,17 +165,33 @@ def test_unknown_small_model_fails_before_timing(tmp_path):
                        train_models=["resnet2000"])
 
 
-@pytest.mark.parametrize(("r2", "loo", "verdict"), [
-    (0.95, 0.9, "supported"),
-    (R2_SUPPORTED, R2_LEAVE_ONE_OUT, "supported"),
-    (0.95, 0.2, "inconclusive"),  # one model makes the line
-    (0.95, math.nan, "inconclusive"),  # too few models to tell
-    (0.7, 0.7, "inconclusive"),
-    (R2_REJECTED - 1e-9, 0.9, "not supported"),
-    (math.nan, 0.9, "inconclusive"),
+@pytest.mark.parametrize(("r2", "loo", "load", "verdict"), [
+    (0.95, 0.9, None, "supported"),
+    (R2_SUPPORTED, R2_LEAVE_ONE_OUT, OTHER_LOAD_MAX, "supported"),
+    (0.95, 0.9, OTHER_LOAD_MAX + 0.01, "inconclusive"),  # a busy machine's timings
+    (0.2, 0.2, 0.5, "inconclusive"),
+    (0.95, 0.2, 0.0, "inconclusive"),  # one model makes the line
+    (0.95, math.nan, 0.0, "inconclusive"),  # too few models to tell
+    (0.7, 0.7, 0.0, "inconclusive"),
+    (R2_REJECTED - 1e-9, 0.9, 0.0, "not supported"),
+    (math.nan, 0.9, 0.0, "inconclusive"),
 ])
-def test_r2_verdict(r2, loo, verdict):
-    assert r2_verdict(r2, loo) == verdict
+def test_r2_verdict(r2, loo, load, verdict):
+    assert r2_verdict(r2, loo, load) == verdict
+
+
+def test_other_load_sees_a_busy_process():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    busy = "import time\nt = time.perf_counter()\nwhile time.perf_counter() - t < 1.0: pass"
+    with OtherLoad() as load:
+        subprocess.run([sys.executable, "-c", busy], check=True)
+    if not Path("/proc/stat").exists():  # not Linux: unknown, never a guess
+        assert load.fraction is None
+    else:  # one busy core of the machine's, while this process only waited
+        assert load.fraction > 0.5 / (os.cpu_count() or 1)
 
 
 def test_combined_verdict():

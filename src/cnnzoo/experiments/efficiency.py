@@ -82,6 +82,9 @@ R2_SUPPORTED = 0.8  # r² at or above: operations predict time
 R2_REJECTED = 0.5  # r² below: they do not
 R2_LEAVE_ONE_OUT = 0.5  # a supported line must keep this r² without any single model
 OUTLIER_FACTOR = 2.0  # achieved GMAC/s beyond median x/÷ this: an outlier
+# Timings taken while other processes used more than this fraction of the machine's CPU time
+# are not evidence either way (2 busy threads on 2 cores slowed ResNet-50 from 63 to 850 ms).
+OTHER_LOAD_MAX = 0.10
 
 # Small models for the user-data panel: any registry name, or one of these narrower variants
 # (called with num_classes=, in_chans=).
@@ -150,9 +153,16 @@ class AccuracyPoint:
     epochs: int
 
 
-def r2_verdict(r2: float, leave_one_out_min: float) -> str:
-    """The verdict of one batch size's fit under the module's thresholds."""
-    if not math.isfinite(r2):
+def r2_verdict(r2: float, leave_one_out_min: float, other_load: float | None = None) -> str:
+    """The verdict of one batch size's fit under the module's thresholds.
+
+    Args:
+        r2: r² of the line of time per image on operations.
+        leave_one_out_min: the smallest r² with one model left out (NaN: too few models).
+        other_load: fraction of the machine's CPU time other processes used while timing
+            (None: unknown); above OTHER_LOAD_MAX the timings are not trusted.
+    """
+    if not math.isfinite(r2) or (other_load is not None and other_load > OTHER_LOAD_MAX):
         return "inconclusive"
     if r2 < R2_REJECTED:
         return "not supported"
@@ -185,6 +195,38 @@ def throughput_deviation(gmacs: Sequence[float], ms_per_image: Sequence[float]
     median = statistics.median(rates)
     return rates, median, [not 1 / OUTLIER_FACTOR <= r / median <= OUTLIER_FACTOR
                            for r in rates]
+
+
+class OtherLoad:
+    """Measures the fraction of the machine's CPU time that other processes used while the
+    `with` block ran, from Linux's /proc/stat (all CPUs) and /proc/self/stat (this process,
+    all its threads); `fraction` stays None where /proc is missing.
+    """
+
+    fraction: float | None = None
+
+    def __enter__(self) -> OtherLoad:
+        self._start = _cpu_ticks()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_ticks()
+        if self._start is not None and end is not None:
+            busy, total, ours = (e - s for e, s in zip(end, self._start, strict=True))
+            self.fraction = max(0.0, busy - ours) / total if total > 0 else None
+
+
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """(busy ticks of all CPUs, all ticks of all CPUs, this process's ticks), or None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+        # /proc/self/stat: the command name may hold spaces; fields after it start at state.
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq + steal  # steal: a hypervisor took the CPU
+    return busy, busy + idle + iowait, int(own[11]) + int(own[12])  # utime + stime
 
 
 def build_small_model(name: str, *, num_classes: int, in_chans: int) -> nn.Module:
@@ -313,10 +355,13 @@ def efficiency(ctx: Context) -> Finding:
     options = TimingOptions(warmup=1, repeats=p["repeats"], max_repeats=max(10, p["repeats"]),
                             min_time_s=p["min_time_s"], train=False, time_train=False)
     ctx.log(f"timing {len(p['models'])} models at 3x{side}x{side}, batches {p['batch_sizes']}")
-    comparison = compare(p["models"], image_size=(3, side, side), batch_sizes=p["batch_sizes"],
-                         options=options,
-                         progress=lambda done, total, label: ctx.log(f"[{done}/{total}] {label}"))
-    timing = _timing_analysis(comparison)
+    with OtherLoad() as load:
+        comparison = compare(p["models"], image_size=(3, side, side), batch_sizes=p["batch_sizes"],
+                             options=options, progress=lambda done, total, label:
+                             ctx.log(f"[{done}/{total}] {label}"))
+    if load.fraction is not None:
+        ctx.log(f"other processes used {load.fraction:.0%} of the CPU time while timing")
+    timing = _timing_analysis(comparison, load.fraction)
     published = _published_points(comparison, side)
     user = _train_small_models(ctx) if p["train_models"] else []
     run_notes: list[str] = []
@@ -332,7 +377,7 @@ def efficiency(ctx: Context) -> Finding:
     return _finding(ctx, comparison, timing, published, user, run_notes)
 
 
-def _timing_analysis(comparison: Comparison) -> dict[str, Any]:
+def _timing_analysis(comparison: Comparison, other_load: float | None) -> dict[str, Any]:
     """Per model and batch size: GMACs, ms/image, GMAC/s, deviation; per batch size: the fit."""
     models = [{"model": r.model, "params": r.params, "gmacs": r.macs_per_image / 1e9,
                "ms_per_image": {}, "gmac_per_s": {}, "rate_vs_median": {}, "outlier": {},
@@ -358,8 +403,8 @@ def _timing_analysis(comparison: Comparison) -> dict[str, Any]:
                    "n": lf.n, "leave_one_out_min_r2": loo_min,
                    "leave_one_out_min_model": None if worst is None else models[worst]["model"],
                    "median_gmac_per_s": median,
-                   "verdict": r2_verdict(lf.r2, loo_min)}
-    return {"models": models, "fits": fits, "env": comparison.env,
+                   "verdict": r2_verdict(lf.r2, loo_min, other_load)}
+    return {"models": models, "fits": fits, "env": comparison.env, "other_load": other_load,
             "wall_time_s": comparison.wall_time_s}
 
 
@@ -429,13 +474,21 @@ def _finding(ctx: Context, comparison: Comparison, timing: dict[str, Any],
         outliers.append(f"batch {b} (median {f['median_gmac_per_s']:.1f} GMAC/s): "
                         + (", ".join(names) if names else "none"))
     side = ctx.params["image_size"]
+    load = timing["other_load"]
+    load_text = ("other processes' share of the CPU while timing was not measured (no /proc)"
+                 if load is None else
+                 f"other processes used {load:.0%} of the CPU time while timing"
+                 + (f", above the {OTHER_LOAD_MAX:.0%} limit: the timings are not evidence "
+                    f"either way, rerun on an idle machine" if load > OTHER_LOAD_MAX else ""))
     summary = (
         f"{len(comparison.reports)} zoo models timed at 3x{side}x{side} on {env['device_name']} "
-        f"({env['threads']} threads, fp32): {fit_text}. Rule: r² >= {R2_SUPPORTED} with every "
-        f"leave-one-out r² >= {R2_LEAVE_ONE_OUT} supports the claim, r² < {R2_REJECTED} "
-        f"rejects it, anything between is inconclusive; batch sizes that disagree give "
-        f"'mixed'. Models whose achieved GMAC/s is beyond {OUTLIER_FACTOR:g}x (either way) of "
-        f"the median, where operations alone misjudge time by more than {OUTLIER_FACTOR:g}x: "
+        f"({env['threads']} threads, fp32; {load_text}): {fit_text}. Rule: r² >= "
+        f"{R2_SUPPORTED} with every leave-one-out r² >= {R2_LEAVE_ONE_OUT} supports the claim, "
+        f"r² < {R2_REJECTED} rejects it, anything between is inconclusive, and so is any fit "
+        f"timed while other processes used over {OTHER_LOAD_MAX:.0%} of the CPU; batch sizes "
+        f"that disagree give 'mixed'. Models whose achieved GMAC/s is beyond "
+        f"{OUTLIER_FACTOR:g}x (either way) of the median, where operations alone misjudge "
+        f"time by more than {OUTLIER_FACTOR:g}x: "
         + "; ".join(outliers) + ".")
     details = [
         f"{m['model']}: {m['params'] / 1e6:.2f} M params, {m['gmacs']:.3f} GMACs, "
@@ -470,8 +523,10 @@ def _finding(ctx: Context, comparison: Comparison, timing: dict[str, Any],
             "device", "device_name", "threads", "dtype", "torch_version", "warmup",
             "min_repeats", "max_repeats", "min_time_s", "statistic")},
         "timing_wall_s": timing["wall_time_s"],
+        "other_load_while_timing": load,
         "thresholds": {"r2_supported": R2_SUPPORTED, "r2_rejected": R2_REJECTED,
-                       "r2_leave_one_out": R2_LEAVE_ONE_OUT, "outlier_factor": OUTLIER_FACTOR},
+                       "r2_leave_one_out": R2_LEAVE_ONE_OUT, "outlier_factor": OUTLIER_FACTOR,
+                       "other_load_max": OTHER_LOAD_MAX},
         # JSON has no NaN: a missing leave-one-out r² is null.
         "fits": {str(b): {k: None if isinstance(v, float) and math.isnan(v) else v
                           for k, v in f.items()} for b, f in fits.items()},
