@@ -1,0 +1,568 @@
+"""Experiment `deformable`: do a deformable ResNet's offsets adapt to the object?
+
+Dai et al. 2017, "Deformable Convolutional Networks", arXiv:1703.06211
+(https://arxiv.org/abs/1703.06211). Claim (§4, Fig. 5 and 6, Table 2): the learned offsets
+adapt the sampling grid to the object's shape and scale ("the receptive field sizes of
+deformable filters are correlated with object sizes"), which makes the network better at
+objects under geometric variation.
+
+Protocol. A CIFAR-style ResNet (`CifarResNet`, depth 6n + 2, `base_width` w) and its
+deformable twin: the last `deform_layers` 3x3 convs (default 3, all in the last stage: Dai et
+al. deform the three 3x3 convs of conv5 and found "3 as a good trade-off", Table 1) become
+`DeformConv2d`s holding the same weights and zero-initialised offsets, so both nets start as
+the same function from the same weights,
+see the same batches, and differ only by the offsets they learn. A deformation draws per image
+a rotation in [-rotate_degrees, rotate_degrees], a zoom in `scale` and an elastic distortion
+(Simard et al. 2003, ICDAR, "Best Practices for Convolutional Neural Networks Applied to
+Visual Document Analysis": a uniform [-1, 1] displacement field smoothed by a Gaussian of
+`elastic_sigma` pixels and scaled by `elastic_alpha` pixels), all in one bilinear resampling.
+Each pair of nets is trained twice:
+
+- clean: on the clean training images (no augmentation);
+- deformed: on the same images, each deformed once by a random draw (a fixed augmented copy:
+  the trainer's batch pipeline has no elastic transform), validation deformed too.
+
+Every net is tested once on the clean test images and once on the same images deformed by
+one fixed draw (the same for every net, so differences are paired).
+
+Offsets, measured on the net trained on deformed images (and reported for the clean one):
+the effective dilation of Dai et al.'s Table 2, the mean distance between adjacent sampling
+points of a 3x3 filter, in units of the layer's input grid (1 for a regular convolution),
+averaged over the deformable layers, at each output unit. A unit is "object" when at least
+3/4 of its cell of input pixels is foreground (pixel > 10% of full scale), "background"
+when none is.
+- scale elasticity: `probe_images` test images are rendered at each of `probe_scales`
+  (zoom only); per image, the slope of log(mean object-unit dilation) on log(scale). 1 means
+  the sampling grid grows with the object, 0 that it ignores the object's size (a regular
+  convolution). Mean and standard error over images.
+- object vs background: mean dilation on object units minus on background units of the same
+  deformed test image (paired over `probe_images` images).
+- the picture (Fig. 5 of the paper): for a unit on the object and one on the background, the
+  9 x 9 sampling points of the last two stacked deformable layers, in image pixels.
+
+Verdict (explicit thresholds):
+- accuracy, per training protocol: `margin` (Welch t over seeds, differences divided by at
+  least 0.5 points with one seed) of deformable over plain on the deformed test set:
+  >= 2 supported, <= -2 not supported, in between inconclusive (within noise).
+- offsets adapt to the object's scale: mean elasticity >= 0.1 with mean - 3 SE > 0
+  supported; mean + 3 SE < 0.1 not supported; otherwise inconclusive.
+- overall: supported when every claim is, not supported when every claim is not,
+  inconclusive when every claim is, mixed otherwise.
+
+Deviations from the paper: Fashion-MNIST 28 x 28 with synthetic geometric variation instead
+of VOC/COCO detection and segmentation; a CIFAR ResNet-20 of width 8 instead of ResNet-101;
+deformable layers at stride 4 without the paper's dilated conv5; a fixed augmented copy
+instead of augmentation drawn per epoch; a few epochs; offsets trained at the base learning
+rate (the paper's beta = 1).
+
+Run time (measured estimates, 2 CPU cores): tiny a few seconds; quick about 3.5 minutes
+(4 nets of 8,000 images x 3 epochs); full about 45 minutes (3 seeds x 4 nets of 50,000
+images x 10 epochs at width 16, 10,000 test images).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnzoo.data import ImageDataset
+from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.common import accuracy, fit, load_splits, margin, mean_std, pct
+from cnnzoo.layers import DeformConv2d
+from cnnzoo.models.resnet_cifar import CifarResNet
+
+FOREGROUND = 0.1  # a pixel above 10% of full scale is part of the object
+MARGIN = 2.0  # accuracy: deformable - plain, in standard errors (see common.margin)
+ELASTICITY = 0.1  # offsets adapt when the sampling spread grows >= 0.1 x log object scale
+
+PRESETS = {
+    "tiny": dict(depth=8, width=4, train_size=200, val_size=50, test_size=100, epochs=1,
+                 batch_size=50, lr=0.05, seeds=1, deform_layers=2, rotate_degrees=30.0,
+                 scale=[0.6, 1.1], elastic_alpha=34.0, elastic_sigma=4.0, probe_images=8,
+                 probe_scales=[0.5, 0.75, 1.0]),
+    "quick": dict(depth=20, width=8, train_size=8000, val_size=1000, test_size=5000, epochs=3,
+                  batch_size=128, lr=0.1, seeds=1, deform_layers=3, rotate_degrees=30.0,
+                  scale=[0.6, 1.1], elastic_alpha=34.0, elastic_sigma=4.0, probe_images=200,
+                  probe_scales=[0.5, 0.625, 0.75, 0.875, 1.0]),
+    "full": dict(depth=20, width=16, train_size=50000, val_size=5000, test_size=10000,
+                 epochs=10, batch_size=128, lr=0.1, seeds=3, deform_layers=3,
+                 rotate_degrees=30.0, scale=[0.6, 1.1], elastic_alpha=34.0, elastic_sigma=4.0,
+                 probe_images=500, probe_scales=[0.5, 0.625, 0.75, 0.875, 1.0]),
+}
+
+
+# ---- the deformable twin ------------------------------------------------------------------
+
+
+def make_deformable(model: CifarResNet, count: int) -> list[str]:
+    """Turn the last `count` 3x3 convs of the residual stages into `DeformConv2d`s with the
+    same weights and zero offsets, in place, so the model still computes the same function.
+
+    Returns:
+        the paths of the deformable convs, in forward order.
+    """
+    convs = [(block, name, f"{stage}.{i}.{name}")
+             for stage in ("layer1", "layer2", "layer3")
+             for i, block in enumerate(getattr(model, stage)) for name in ("conv1", "conv2")]
+    if not 1 <= count <= len(convs):
+        raise ValueError(f"deform_layers: expected 1..{len(convs)} (the 3x3 convs of the "
+                         f"residual stages), got {count}")
+    for block, name, _ in convs[-count:]:
+        conv: nn.Conv2d = getattr(block, name)
+        dcn = DeformConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                           conv.padding, conv.dilation, bias=conv.bias is not None)
+        with torch.no_grad():
+            dcn.weight.copy_(conv.weight)
+        setattr(block, name, dcn)
+    return [path for _, _, path in convs[-count:]]
+
+
+def build_pair(depth: int, width: int, deform_layers: int, in_chans: int, num_classes: int,
+               seed: int) -> tuple[CifarResNet, CifarResNet, list[str]]:
+    """The plain-conv ResNet and its deformable twin, from the same initial weights."""
+    torch.manual_seed(seed)
+    plain = CifarResNet(depth, base_width=width, in_chans=in_chans, num_classes=num_classes)
+    twin = CifarResNet(depth, base_width=width, in_chans=in_chans, num_classes=num_classes)
+    twin.load_state_dict(plain.state_dict())
+    return plain, twin, make_deformable(twin, deform_layers)
+
+
+# ---- geometric deformation ----------------------------------------------------------------
+
+
+def elastic_displacement(n: int, size: tuple[int, int], alpha: float, sigma: float,
+                         generator: torch.Generator) -> torch.Tensor:
+    """Simard et al.'s elastic field: uniform [-1, 1] per pixel, Gaussian-smoothed
+    (normalised kernel of `sigma` px, reflected borders), times `alpha`; (n, H, W, 2) in
+    pixels, (dx, dy)."""
+    h, w = size
+    field = torch.rand(n * 2, 1, h, w, generator=generator) * 2 - 1
+    if sigma > 0:
+        radius = min(int(math.ceil(3 * sigma)), h - 1, w - 1)
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-t**2 / (2 * sigma**2))
+        k = k / k.sum()
+        field = F.pad(field, (radius, radius, radius, radius), mode="reflect")
+        field = F.conv2d(field, k.view(1, 1, -1, 1))
+        field = F.conv2d(field, k.view(1, 1, 1, -1))
+    return (alpha * field).view(n, 2, h, w).permute(0, 2, 3, 1)
+
+
+def deform_images(images: torch.Tensor, *, degrees: torch.Tensor, scale: torch.Tensor,
+                  displacement: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate, zoom and elastically distort uint8 images (N, C, H, W) in one bilinear
+    resampling (black outside); returns uint8.
+
+    The output pixel p reads the input at A p + d(p): A the rotation/zoom of `rotate_scale`,
+    d the elastic `displacement` (N, H, W, 2) in pixels, or none.
+    """
+    n, _, h, w = images.shape
+    a = degrees * (math.pi / 180)
+    cos, sin = torch.cos(a) / scale, torch.sin(a) / scale
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    if displacement is not None:
+        # pixels -> normalised units (align_corners=False: 2 / size per pixel)
+        grid = grid + displacement * torch.tensor([2 / w, 2 / h])
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def deformed_copy(ds: ImageDataset, params: dict[str, Any], seed: int) -> ImageDataset:
+    """`ds` with every image deformed by its own random draw (seeded); labels and statistics
+    unchanged."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(ds)
+    degrees = (2 * torch.rand(n, generator=g) - 1) * params["rotate_degrees"]
+    lo, hi = params["scale"]
+    scale = lo + (hi - lo) * torch.rand(n, generator=g)
+    disp = elastic_displacement(n, ds.image_size, params["elastic_alpha"],
+                                params["elastic_sigma"], g)
+    images = deform_images(ds.images, degrees=degrees, scale=scale, displacement=disp)
+    return ImageDataset(images, ds.labels.clone(), ds.classes, ds.mean, ds.std,
+                        f"{ds.name} (deformed)")
+
+
+def zoomed(images: torch.Tensor, factor: float) -> torch.Tensor:
+    """Zoom only (no rotation, no distortion), uint8 in and out."""
+    n = images.shape[0]
+    return deform_images(images, degrees=torch.zeros(n), scale=torch.full((n,), factor))
+
+
+# ---- reading the offsets ------------------------------------------------------------------
+
+
+@torch.no_grad()
+def offsets_of(model: nn.Module, paths: list[str], x: torch.Tensor) -> list[torch.Tensor]:
+    """The offsets (N, 2 * 9, H, W) each deformable conv at `paths` predicts for input x."""
+    found: dict[str, torch.Tensor] = {}
+    handles = [model.get_submodule(p).conv_offset.register_forward_hook(
+        lambda _m, _i, out, p=p: found.__setitem__(p, out.detach())) for p in paths]
+    try:
+        model.eval()(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return [found[p] for p in paths]
+
+
+def effective_dilation(offset: torch.Tensor, kernel: int = 3) -> torch.Tensor:
+    """Mean distance between horizontally and vertically adjacent sampling points of each
+    output unit's k x k filter (Dai et al. Table 2), in input-grid units: (N, H, W).
+
+    A regular (zero-offset, dilation-1) convolution gives exactly 1.
+    """
+    n, _, h, w = offset.shape
+    off = offset.view(n, kernel, kernel, 2, h, w)  # taps row-major, (dy, dx)
+    grid = torch.stack(torch.meshgrid(torch.arange(kernel), torch.arange(kernel),
+                                      indexing="ij"), -1).to(offset)  # (k, k, 2)
+    pts = grid.view(1, kernel, kernel, 2, 1, 1) + off
+    horiz = (pts[:, :, 1:] - pts[:, :, :-1]).norm(dim=3)  # (N, k, k-1, H, W)
+    vert = (pts[:, 1:] - pts[:, :-1]).norm(dim=3)
+    total = horiz.sum((1, 2)) + vert.sum((1, 2))
+    return total / (horiz[0, :, :, 0, 0].numel() + vert[0, :, :, 0, 0].numel())
+
+
+def sampling_points(offsets: list[torch.Tensor], unit: tuple[int, int],
+                    strides: list[int] | None = None) -> torch.Tensor:
+    """The 9^L sampling points of output `unit` through L stacked 3x3 deformable layers
+    (padding 1, dilation 1), in the first layer's input-grid coordinates (row, col).
+
+    Args:
+        offsets: each layer's offsets for one image, (18, H, W), first layer first.
+        unit: (row, col) in the last layer's output.
+        strides: each layer's stride (default all 1).
+    """
+    strides = strides or [1] * len(offsets)
+    pts = torch.tensor([unit], dtype=torch.float32)  # (P, 2) in the last layer's output
+    taps = torch.stack(torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="ij"),
+                       -1).view(9, 2)
+    for off, stride in zip(reversed(offsets), reversed(strides), strict=True):
+        _, h, w = off.shape
+        # the layer's offsets at (possibly fractional) output points: bilinear, border-clamped
+        norm = torch.stack([pts[:, 1] / max(w - 1, 1), pts[:, 0] / max(h - 1, 1)], -1) * 2 - 1
+        at = F.grid_sample(off[None], norm.view(1, 1, -1, 2), mode="bilinear",
+                           padding_mode="border", align_corners=True)[0, :, 0]  # (18, P)
+        delta = at.T.reshape(-1, 9, 2)  # (P, 9, (dy, dx))
+        # eq. 2 of the paper: p0 + p_k + delta_k, p0 = output position * stride - padding
+        pts = (pts[:, None] * stride - 1 + taps[None] + delta).reshape(-1, 2)
+    return pts
+
+
+def unit_masks(images: torch.Tensor, map_size: tuple[int, int]) -> tuple[torch.Tensor,
+                                                                          torch.Tensor]:
+    """(object, background) bool masks (N, h, w) of a feature map over uint8 images: the
+    fraction of foreground pixels in each unit's cell >= 3/4, or 0."""
+    fg = (images.float().mean(1, keepdim=True) > FOREGROUND * 255).float()
+    frac = F.adaptive_avg_pool2d(fg, map_size)[:, 0]
+    return frac >= 0.75, frac == 0
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image mean of values over mask (N, h, w) -> (N,), NaN where the mask is empty."""
+    count = mask.sum((1, 2))
+    total = (values * mask).sum((1, 2))
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
+
+
+def dilation_map(model: nn.Module, paths: list[str], ds: ImageDataset,
+                 images: torch.Tensor) -> torch.Tensor:
+    """Effective dilation averaged over the deformable layers, (N, h, w), for uint8 images."""
+    x = (images.float() / 255 - torch.tensor(ds.mean).view(1, -1, 1, 1)) \
+        / torch.tensor(ds.std).view(1, -1, 1, 1)
+    maps = [effective_dilation(o) for o in offsets_of(model, paths, x)]
+    size = maps[-1].shape[-2:]
+    return torch.stack([F.adaptive_avg_pool2d(m[:, None], size)[:, 0] for m in maps]).mean(0)
+
+
+def scale_elasticity(model: nn.Module, paths: list[str], ds: ImageDataset,
+                     images: torch.Tensor, scales: list[float]) -> dict[str, Any]:
+    """Per image, slope of log(mean object-unit dilation) on log(zoom); mean and SE."""
+    per_scale = []
+    for s in scales:
+        zoom = zoomed(images, s)
+        dil = dilation_map(model, paths, ds, zoom)
+        obj, _ = unit_masks(zoom, dil.shape[-2:])
+        per_scale.append(masked_mean(dil, obj))
+    d = torch.stack(per_scale, 1)  # (N, S)
+    ok = torch.isfinite(d).all(1) & (d > 0).all(1)
+    logs = torch.tensor(scales).log()
+    lx = logs - logs.mean()
+    slopes = ((d[ok].log() - d[ok].log().mean(1, keepdim=True)) * lx).sum(1) / (lx**2).sum()
+    m, sd = mean_std(slopes.tolist())
+    return {"scales": scales, "images": int(ok.sum()), "elasticity": m,
+            "elasticity_se": sd / math.sqrt(max(int(ok.sum()), 1)),
+            "dilation_by_scale": [_num(v) for v in d[ok].mean(0).tolist()],
+            "dilation_by_scale_se": [_num(v) for v in
+                                     (d[ok].std(0) / math.sqrt(max(int(ok.sum()), 1))).tolist()]}
+
+
+def object_vs_background(model: nn.Module, paths: list[str], ds: ImageDataset,
+                         images: torch.Tensor) -> dict[str, Any]:
+    """Mean dilation on object and background units of the same images, paired."""
+    dil = dilation_map(model, paths, ds, images)
+    obj, bg = unit_masks(images, dil.shape[-2:])
+    a, b = masked_mean(dil, obj), masked_mean(dil, bg)
+    ok = torch.isfinite(a) & torch.isfinite(b)
+    diff_m, diff_sd = mean_std((a[ok] - b[ok]).tolist())
+    return {"images": int(ok.sum()), "object": _num(mean_std(a[ok].tolist())[0]),
+            "background": _num(mean_std(b[ok].tolist())[0]), "difference": _num(diff_m),
+            "difference_se": _num(diff_sd / math.sqrt(max(int(ok.sum()), 1)))}
+
+
+def _num(v: float) -> float | None:
+    return None if not math.isfinite(v) else round(float(v), 5)
+
+
+# ---- verdicts -----------------------------------------------------------------------------
+
+
+def accuracy_verdict(deform: list[float], plain: list[float]) -> tuple[str, float]:
+    """Deformable vs plain on the deformed test set, by `margin` against MARGIN."""
+    t = margin(deform, plain)
+    return ("supported" if t >= MARGIN else "not supported" if t <= -MARGIN
+            else "inconclusive"), t
+
+
+def elasticity_verdict(mean: float, se: float) -> str:
+    if not math.isfinite(mean):
+        return "inconclusive"
+    if mean >= ELASTICITY and mean - 3 * se > 0:
+        return "supported"
+    if mean + 3 * se < ELASTICITY:
+        return "not supported"
+    return "inconclusive"
+
+
+def combine(verdicts: list[str]) -> str:
+    """Every claim alike gives that verdict; anything else is mixed."""
+    return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+
+
+# ---- the experiment -----------------------------------------------------------------------
+
+
+@experiment(
+    "deformable",
+    title="Deformable convolution: offsets that adapt to the object",
+    paper="Dai et al. 2017, Deformable Convolutional Networks, arXiv:1703.06211",
+    claim="The learned offsets adapt the sampling grid to the object's shape and scale, "
+          "helping on objects under geometric variation.",
+    presets=PRESETS,
+)
+def run(ctx: Context) -> Finding:
+    p = ctx.params
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                         test_size=p["test_size"])
+    test_deformed = deformed_copy(splits.test, p, ctx.seed + 10_000)
+    nets = ("plain", "deformable")
+    protocols = ("clean", "deformed")
+    acc: dict[str, dict[str, dict[str, list[float]]]] = {
+        pr: {net: {"clean": [], "deformed": []} for net in nets} for pr in protocols}
+    curves: dict[str, list[float]] = {}
+    kept: dict[str, tuple[nn.Module, list[str]]] = {}
+    n_params: dict[str, int] = {}
+    for i in range(p["seeds"]):
+        seed = ctx.seed + i
+        for protocol in protocols:
+            train, val = splits.train, splits.val
+            if protocol == "deformed":
+                train = deformed_copy(splits.train, p, seed + 20_000)
+                val = deformed_copy(splits.val, p, seed + 30_000)
+            data = type(splits)(train, val, splits.test)
+            plain, twin, paths = build_pair(p["depth"], p["width"], p["deform_layers"],
+                                            splits.in_chans, splits.num_classes, seed)
+            for net, model in zip(nets, (plain, twin), strict=True):
+                n_params[net] = sum(t.numel() for t in model.parameters())
+                model, rows = fit(ctx, model, data, epochs=p["epochs"], seed=seed,
+                                  batch_size=p["batch_size"], lr=p["lr"])
+                a_clean = accuracy(model, splits.test)
+                a_def = accuracy(model, test_deformed)
+                acc[protocol][net]["clean"].append(a_clean)
+                acc[protocol][net]["deformed"].append(a_def)
+                if i == 0:
+                    curves[f"{protocol}/{net}"] = [r["val_acc"] for r in rows]
+                    if net == "deformable":
+                        kept[protocol] = (model, paths)
+                ctx.log(f"seed {seed} trained on {protocol}, {net}: test clean {pct(a_clean)}, "
+                        f"deformed {pct(a_def)} ({sum(r['epoch_time_s'] for r in rows):.0f} s)")
+
+    # Offsets of the first seed's deformable nets.
+    probe = splits.test.images[:p["probe_images"]]
+    probe_deformed = test_deformed.images[:p["probe_images"]]
+    offsets: dict[str, dict[str, Any]] = {}
+    for protocol, (model, paths) in kept.items():
+        offsets[protocol] = {
+            "scale": scale_elasticity(model, paths, splits.test, probe, p["probe_scales"]),
+            "object_vs_background": object_vs_background(model, paths, splits.test,
+                                                          probe_deformed)}
+
+    claims: dict[str, str] = {}
+    margins: dict[str, float] = {}
+    for protocol in protocols:
+        v, t = accuracy_verdict(acc[protocol]["deformable"]["deformed"],
+                                acc[protocol]["plain"]["deformed"])
+        claims[f"deformable beats plain on deformed test images (trained {protocol})"] = v
+        margins[protocol] = round(t, 2)
+    el = offsets["deformed"]["scale"]
+    claims["offsets adapt to the object's scale (trained deformed)"] = elasticity_verdict(
+        el["elasticity"], el["elasticity_se"])
+    verdict = combine(list(claims.values()))
+
+    _plot_accuracy(ctx, acc)
+    _plot_offsets(ctx, offsets)
+    _plot_sampling(ctx, *kept["deformed"], splits.test, probe)
+
+    def acc_text(protocol: str, net: str) -> str:
+        m, s = mean_std(acc[protocol][net]["deformed"])
+        return pct(m) + (f" ± {100 * s:.2f}" if p["seeds"] > 1 else "")
+
+    ob = offsets["deformed"]["object_vs_background"]
+    summary = (
+        f"On deformed test images (rotation ±{p['rotate_degrees']:g}°, zoom {p['scale']}, "
+        f"elastic α={p['elastic_alpha']:g} σ={p['elastic_sigma']:g}), trained on clean images: "
+        f"plain {acc_text('clean', 'plain')}, deformable {acc_text('clean', 'deformable')} "
+        f"(margin {margins['clean']:+.1f}); trained on deformed images: plain "
+        f"{acc_text('deformed', 'plain')}, deformable {acc_text('deformed', 'deformable')} "
+        f"(margin {margins['deformed']:+.1f}); {p['seeds']} seed(s). Accuracy thresholds: "
+        f"margin >= {MARGIN:g} supported, <= -{MARGIN:g} not supported, else within noise "
+        f"(one seed: a difference below {MARGIN * 0.5:g} points is noise). Offsets of the net "
+        f"trained on deformed images: the effective dilation on the object grows with the "
+        f"object's zoom with elasticity {el['elasticity']:.3f} ± {el['elasticity_se']:.3f} "
+        f"(SE over {el['images']} images; threshold >= {ELASTICITY:g} with mean - 3 SE > 0; a "
+        f"regular convolution gives 0, a grid that scales with the object 1); dilation on "
+        f"object units {ob['object']} vs background {ob['background']} (difference "
+        f"{ob['difference']} ± {ob['difference_se']})."
+    )
+    measured = {
+        "accuracy": acc, "margins": margins, "val_acc_curves": curves, "offsets": offsets,
+        "deformable_convs": kept["deformed"][1], "params": n_params,
+    }
+    return Finding(
+        verdict, summary, measured, claims=claims,
+        paper=("Dai et al. (Table 2) report effective dilations of res5 deformable layers that "
+               "grow with object size (small < medium < large, background between medium and "
+               "large) and +3 to +5 mAP on VOC/COCO; here the elasticity "
+               f"{el['elasticity']:.3f} is the size dependence and the accuracy gap on deformed "
+               f"images is the robustness gain."),
+        details=[f"deformable convs: {', '.join(kept['deformed'][1])}",
+                 "offsets from the first seed's nets; test deformation drawn once (seed "
+                 f"{ctx.seed + 10_000}) for every net"])
+
+
+# ---- plots --------------------------------------------------------------------------------
+
+
+def _plot_accuracy(ctx: Context, acc: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    groups = [(pr, t) for pr in acc for t in ("clean", "deformed")]
+    for k, (net, color) in enumerate((("plain", "tab:gray"), ("deformable", "tab:red"))):
+        stats = [mean_std(acc[pr][net][t]) for pr, t in groups]
+        xs = [g + (k - 0.5) * 0.36 for g in range(len(groups))]
+        ax.bar(xs, [100 * m for m, _ in stats], 0.36, yerr=[100 * s for _, s in stats],
+               color=color, label=net)
+        for x, (m, _) in zip(xs, stats, strict=True):
+            ax.text(x, 100 * m + 0.5, f"{100 * m:.1f}", ha="center", fontsize=7)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([f"trained {pr}\ntested {t}" for pr, t in groups], fontsize=8)
+    low = min(min(acc[pr][n][t]) for pr, t in groups for n in acc[pr])
+    ax.set_ylim(max(0, 100 * low - 10), 100)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Plain vs deformable ResNet, clean and deformed test images")
+    ax.legend(loc="lower left", fontsize=8)
+    ctx.save_plot(fig, "accuracy.png")
+
+
+def _plot_offsets(ctx: Context, offsets: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    for (protocol, o), color in zip(offsets.items(), ("tab:blue", "tab:red"), strict=False):
+        s = o["scale"]
+        a.errorbar(s["scales"], s["dilation_by_scale"], yerr=s["dilation_by_scale_se"],
+                   marker="o", color=color,
+                   label=f"trained {protocol} (elasticity {s['elasticity']:.2f})")
+    a.axhline(1.0, color="gray", ls="--", lw=1, label="regular conv")
+    a.ticklabel_format(axis="y", useOffset=False)
+    a.set_xlabel("zoom of the test image")
+    a.set_ylabel("effective dilation on object units")
+    a.set_title("Sampling spread vs object size")
+    a.legend(fontsize=7)
+    names = list(offsets)
+    for k, (where, color) in enumerate((("object", "tab:orange"), ("background", "tab:green"))):
+        vals = [offsets[n]["object_vs_background"][where] for n in names]
+        b.plot([i + (k - 0.5) * 0.2 for i in range(len(names))],
+               [math.nan if v is None else v for v in vals], "o", ms=8, color=color,
+               label=f"{where} units")
+    b.axhline(1.0, color="gray", ls="--", lw=1, label="regular conv")
+    b.ticklabel_format(axis="y", useOffset=False)
+    b.set_xlim(-0.6, len(names) - 0.4)
+    b.set_xticks(range(len(names)))
+    b.set_xticklabels([f"trained {n}" for n in names])
+    b.set_ylabel("effective dilation (deformed test images)")
+    b.set_title("Object vs background")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    ctx.save_plot(fig, "dilation.png")
+
+
+def _plot_sampling(ctx: Context, model: nn.Module, paths: list[str], ds: ImageDataset,
+                   probe: torch.Tensor) -> None:
+    """Paper Fig. 5: the 9 x 9 sampling points of the last two deformable layers for a unit
+    on the object (red) and one on the background (blue), at two zooms of two images."""
+    import matplotlib.pyplot as plt
+
+    from cnnzoo.profile.receptive_field import receptive_field
+
+    last = paths[-2:]
+    strides = [model.get_submodule(q).stride[0] for q in last]
+    h, w = probe.shape[2:]
+    row = receptive_field(model, tuple(probe.shape[1:])).by_path()[last[0]]
+    # The first layer's input grid: its output's start (padding = (k - 1) / 2 keeps the
+    # centre) and its output's jump divided by its stride.
+    jump = [j / strides[0] for j in row.jump]
+    start = row.start
+    panels = [(i, z) for i in range(min(len(probe), 2)) for z in (1.0, 0.6)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2), squeeze=False)
+    for ax, (i, z) in zip(axes[0], panels, strict=True):
+        img = zoomed(probe[i:i + 1], z)
+        x = (img.float() / 255 - torch.tensor(ds.mean).view(1, -1, 1, 1)) \
+            / torch.tensor(ds.std).view(1, -1, 1, 1)
+        offs = [o[0] for o in offsets_of(model, last, x)]
+        obj, bg = unit_masks(img, offs[-1].shape[-2:])
+        ax.imshow(img[0].float().mean(0).numpy(), cmap="gray", vmin=0, vmax=255)
+        for mask, color, label in ((obj[0], "red", "object unit"),
+                                   (bg[0], "deepskyblue", "background unit")):
+            units = mask.nonzero().float()
+            if not len(units):
+                continue
+            # the object unit nearest the object's centre, the background unit nearest a corner
+            target = units.mean(0) if color == "red" else torch.zeros(2)
+            u = units[(units - target).norm(dim=1).argmin()].long().tolist()
+            pts = sampling_points(offs, tuple(u), strides)
+            regular = sampling_points([torch.zeros_like(o) for o in offs], tuple(u), strides)
+            for q, c, size, alpha in ((regular, "white", 4, 0.35), (pts, color, 5, 1.0)):
+                q = q.numpy()
+                ax.scatter(start[1] + jump[1] * q[:, 1], start[0] + jump[0] * q[:, 0], s=size,
+                           c=c, alpha=alpha, label=label if c == color else None)
+            centre = [start[a] + row.jump[a] * u[a] for a in (0, 1)]
+            ax.scatter([centre[1]], [centre[0]], s=40, marker="x", c="lime")
+        # a margin shows the points that fall outside the image (they read zeros)
+        ax.set_xlim(-0.5 - w / 4, w - 0.5 + w / 4)
+        ax.set_ylim(h - 0.5 + h / 4, -0.5 - h / 4)
+        ax.add_patch(plt.Rectangle((-0.5, -0.5), w, h, fill=False, ec="gray", lw=0.8))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"test image {i}, zoom {z:g}", fontsize=8)
+    axes[0, 0].legend(fontsize=6, loc="lower left")
+    fig.suptitle("Sampling points of the last two deformable layers (81 per unit; white: the "
+                 "regular grid; x: the unit)", fontsize=9)
+    ctx.save_plot(fig, "sampling.png")

@@ -1,0 +1,554 @@
+"""Experiment `receptive-field`: effective vs theoretical receptive fields.
+
+Luo, Li, Urtasun, Zemel 2016, "Understanding the Effective Receptive Field in Deep
+Convolutional Neural Networks", NIPS 2016, arXiv:1701.04128 (https://arxiv.org/abs/1701.04128).
+Claims: depth enlarges the receptive field; the effective receptive field (ERF: the input
+pixels that actually move a unit) is Gaussian-like and much smaller than the theoretical one,
+growing like sqrt(depth) while the theoretical field grows linearly, so it occupies a
+shrinking fraction of it; training (and, here, deformable offsets) changes its size and shape.
+
+What is measured. Three families of CIFAR ResNets (`CifarResNet`, depth 6n + 2, width
+`width`): plain (no shortcuts), residual, and deformable (the residual net with its last
+`deform_layers` 3x3 convs deformable, zero-initialised offsets, built by
+`cnnzoo.experiments.deformable.make_deformable`). For each, the ERF heatmap is Luo et al.'s:
+the gradient of the centre unit of the final feature map (summed over its channels) with
+respect to the input, |grad| summed over input channels and averaged over `erf_images`
+inputs. The inputs are mosaics of Fashion-MNIST test images (28 x 28 tiles at a random phase
+filling an `erf_size` square), so they are larger than the theoretical field of every net yet
+look like the training data at its scale; Luo et al. use random noise at init. Batch norm
+runs in eval mode; at init its statistics are first estimated on those inputs (one pass,
+no weight change). Every depth in `depths` is measured at init; `train_depths` also after
+`epochs` epochs of training on 28 x 28 images. The theoretical field is
+`cnnzoo.receptive_field(model, input_shape).features`.
+
+Numbers per heatmap (normalised to unit mass, around the unit's centre pixel):
+- r95: radius of the disc holding 95% of the gradient mass (its standard error by
+  bootstrap over images); ERF size 2 r95, and its ratio to the theoretical side;
+- a least-squares 2-D Gaussian (axis-aligned, centred on the unit: sigma_y, sigma_x, R^2)
+  beside the best centred uniform square (R^2): "Gaussian-like" is R^2_gauss >= 0.9 and
+  above R^2_square;
+- per-image spread: the coefficient of variation over images of each image's own
+  second-moment radius (an input-dependent field varies more).
+
+Verdict (explicit thresholds):
+- depth enlarges the RF: the theoretical field grows with depth, and r95 at init grows at
+  every depth step with r95(deepest) >= 1.2 r95(shallowest); per family (plain, residual).
+- the ERF is much smaller than the theoretical field: 2 r95 / theoretical side < 0.5 at the
+  deepest depth and smaller than at the shallowest, per family.
+- ERF ~ sqrt(depth): the exponent of a power fit r95 ~ RF^a against the theoretical field
+  size at init lies in [0.3, 0.7], per family. Luo et al.'s statement is ERF ~ sqrt(n) for n
+  layers where the RF ~ n; here the RF is exactly linear in the blocks per stage n (28 n - 3
+  px for depth 6 n + 2), so the exponent against the RF is the one to compare with 1/2 (the
+  exponent against depth, which the stem's constant distorts, is reported beside it, and the
+  plot fits a sqrt(depth) + b).
+- Gaussian-like: at least 3/4 of all heatmaps meet the Gaussian test above.
+- training changes the ERF, and deformable offsets change it (trained deformable vs trained
+  residual): |relative change of r95| >= 10% and |difference| >= 3 standard errors (the
+  spread over `seeds` seeds and the bootstrap over images); per family / per train depth.
+- per claim: every family/depth alike gives that verdict, otherwise mixed; a single seed
+  gives no training noise, so its changes can only be inconclusive or not supported.
+- overall: supported if every claim is, not supported if none is, otherwise mixed.
+
+Deviations from the paper: ResNets with batch norm and strides instead of Luo et al.'s
+uniform/random stacks of stride-1 convs; mosaic images instead of noise; CIFAR-style nets of
+width 8 trained for a few epochs on Fashion-MNIST instead of CIFAR-10/CamVid to convergence;
+ERF size by mass radius (Luo et al. use a 2-sigma region of a Gaussian fit).
+
+Run time (estimates, 2 CPU cores): tiny a few seconds; quick about 3 minutes (init ERFs of
+depths 8-32, 3 families x 2 seeds trained at depth 20 on 5,000 images x 3 epochs); full
+about 40 minutes (depths 8-56 at 252 x 252, width 16, 3 seeds trained at depths 8, 20, 32 on
+20,000 images x 8 epochs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnzoo.data import normalize
+from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.common import fit, load_splits, mean_std, pct
+from cnnzoo.experiments.deformable import make_deformable
+from cnnzoo.models.resnet_cifar import CifarResNet
+
+FAMILIES = ("plain", "residual", "deformable")
+MASS = 0.95
+GAUSS_R2 = 0.9
+RATIO = 0.5  # 2 r95 / theoretical side below this is "much smaller"
+GROWTH = 1.2  # r95 at the deepest depth / at the shallowest
+EXPONENT = (0.3, 0.7)  # sqrt(depth) growth: the power-fit exponent lies here
+CHANGE = 0.10  # relative change of r95 that counts as a change...
+Z = 3.0  # ...when it is also this many standard errors
+
+PRESETS = {
+    "tiny": dict(depths=[8, 14], train_depths=[8], width=4, deform_layers=2, seeds=2,
+                 train_size=200, val_size=50, epochs=1, batch_size=50, lr=0.05,
+                 erf_images=4, erf_size=56, bootstrap=20),
+    "quick": dict(depths=[8, 14, 20, 32], train_depths=[20], width=8, deform_layers=3, seeds=2,
+                  train_size=5000, val_size=1000, epochs=3, batch_size=128, lr=0.1,
+                  erf_images=32, erf_size=140, bootstrap=200),
+    "full": dict(depths=[8, 14, 20, 32, 44, 56], train_depths=[8, 20, 32], width=16,
+                 deform_layers=3, seeds=3, train_size=20000, val_size=2000, epochs=8,
+                 batch_size=128, lr=0.1, erf_images=128, erf_size=252, bootstrap=200),
+}
+
+
+# ---- inputs and heatmaps ------------------------------------------------------------------
+
+
+def mosaic(images: torch.Tensor, count: int, side: int, generator: torch.Generator
+           ) -> torch.Tensor:
+    """`count` uint8 canvases (count, C, side, side) tiled with random `images` (N, C, t, t)
+    at a random phase, so no position of the canvas is special."""
+    n, c, t, _ = images.shape
+    k = math.ceil(side / t) + 1
+    idx = torch.randint(n, (count, k * k), generator=generator)
+    tiles = images[idx].view(count, k, k, c, t, t).permute(0, 3, 1, 4, 2, 5)
+    big = tiles.reshape(count, c, k * t, k * t)
+    dy, dx = torch.randint(t, (2,), generator=generator).tolist()
+    return big[:, :, dy:dy + side, dx:dx + side].contiguous()
+
+
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, x: torch.Tensor, batch: int = 16) -> None:
+    """Batch-norm running statistics re-estimated on x (cumulative average), eval mode after."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for start in range(0, len(x), batch):
+        model(x[start:start + batch])
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
+
+
+def erf_heatmaps(model: nn.Module, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """|d (centre unit of forward_features, summed over channels) / d input|, summed over
+    input channels: (N, H, W), one map per image (eval mode: images do not interact)."""
+    model.eval()
+    maps = []
+    for start in range(0, len(x), batch):
+        xb = x[start:start + batch].clone().requires_grad_(True)
+        feats = model.forward_features(xb)
+        h, w = feats.shape[-2:]
+        feats[:, :, h // 2, w // 2].sum().backward()
+        maps.append(xb.grad.abs().sum(1))
+    model.zero_grad(set_to_none=True)
+    return torch.cat(maps)
+
+
+# ---- heatmap statistics (numpy) -----------------------------------------------------------
+
+
+def distances(shape: tuple[int, int], centre: tuple[float, float]) -> np.ndarray:
+    ys, xs = np.mgrid[:shape[0], :shape[1]]
+    return np.hypot(ys - centre[0], xs - centre[1])
+
+
+def mass_radius(heat: np.ndarray, centre: tuple[float, float], q: float = MASS) -> float:
+    """Smallest radius (px, linear between pixel distances) around `centre` whose disc holds
+    fraction q of the heatmap's mass."""
+    d = distances(heat.shape, centre).ravel()
+    order = np.argsort(d, kind="stable")
+    cum = np.cumsum(heat.ravel()[order])
+    cum = cum / cum[-1]
+    i = int(np.searchsorted(cum, q))
+    if i == 0:
+        return float(d[order[0]])
+    d0, d1, c0, c1 = d[order[i - 1]], d[order[i]], cum[i - 1], cum[i]
+    return float(d0 + (d1 - d0) * (q - c0) / max(c1 - c0, 1e-12))
+
+
+def second_moment_radius(heat: np.ndarray, centre: tuple[float, float]) -> float:
+    """sqrt(E|p - centre|^2) under the heatmap as a distribution (sqrt(2) sigma for a
+    Gaussian)."""
+    d = distances(heat.shape, centre)
+    return float(np.sqrt((heat * d**2).sum() / heat.sum()))
+
+
+def fit_gaussian(heat: np.ndarray, centre: tuple[float, float]) -> dict[str, float]:
+    """Least-squares A exp(-dy^2 / 2 sy^2 - dx^2 / 2 sx^2) centred at `centre`: sigmas by
+    grid search (A in closed form for each), and R^2 against the heatmap."""
+    h, w = heat.shape
+    sig = np.geomspace(0.5, max(h, w), 120)
+    gy = np.exp(-((np.arange(h) - centre[0])[None] ** 2) / (2 * sig[:, None] ** 2))  # (S, H)
+    gx = np.exp(-((np.arange(w) - centre[1])[None] ** 2) / (2 * sig[:, None] ** 2))
+    num = gy @ heat @ gx.T  # <heat, gy_i (x) gx_j>
+    den = np.outer((gy**2).sum(1), (gx**2).sum(1))
+    gain = num**2 / den  # reduction of the squared error
+    i, j = np.unravel_index(np.argmax(gain), gain.shape)
+    sst = ((heat - heat.mean()) ** 2).sum()
+    sse = (heat**2).sum() - gain[i, j]
+    return {"sigma_y": float(sig[i]), "sigma_x": float(sig[j]), "r2": float(1 - sse / sst)}
+
+
+def fit_square(heat: np.ndarray, centre: tuple[float, float]) -> dict[str, float]:
+    """Least-squares uniform square (value A inside, 0 outside) centred at `centre`: the
+    side (odd, px) and R^2; what a theoretical-field-shaped ERF would look like."""
+    d = np.maximum(*np.abs(np.mgrid[:heat.shape[0], :heat.shape[1]]
+                           - np.array(centre).reshape(2, 1, 1)))
+    order = np.argsort(d.ravel(), kind="stable")
+    dd = d.ravel()[order]
+    cum = np.cumsum(heat.ravel()[order])
+    ends = np.searchsorted(dd, np.unique(dd), side="right")  # pixels within each half-side
+    gain = cum[ends - 1] ** 2 / ends  # best A = mean inside; SSE drops by sum^2 / count
+    k = int(np.argmax(gain))
+    sst = ((heat - heat.mean()) ** 2).sum()
+    sse = (heat**2).sum() - gain[k]
+    return {"side": float(2 * np.unique(dd)[k] + 1), "r2": float(1 - sse / sst)}
+
+
+def sqrt_fit(x: list[float], y: list[float]) -> dict[str, float]:
+    """y = a sqrt(x) + b by least squares: a, b and R^2."""
+    sx, yy = np.sqrt(np.asarray(x, float)), np.asarray(y, float)
+    a, b = np.polyfit(sx, yy, 1)
+    sst = ((yy - yy.mean()) ** 2).sum()
+    sse = ((yy - (a * sx + b)) ** 2).sum()
+    return {"a": float(a), "b": float(b), "r2": float(1 - sse / sst) if sst > 0 else 1.0}
+
+
+def power_fit(x: list[float], y: list[float]) -> dict[str, float]:
+    """y = c x^a by least squares in log-log: exponent a and R^2 (of the logs)."""
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    a, b = np.polyfit(lx, ly, 1)
+    resid = ly - (a * lx + b)
+    sst = ((ly - ly.mean()) ** 2).sum()
+    return {"exponent": float(a), "coef": float(np.exp(b)),
+            "r2": float(1 - (resid**2).sum() / sst) if sst > 0 else 1.0}
+
+
+def heatmap_stats(maps: torch.Tensor, centre: tuple[float, float], rf_side: float,
+                  bootstrap: int, seed: int) -> dict[str, Any]:
+    """Every number of one net's ERF, from its per-image heatmaps (N, H, W)."""
+    per_image = maps.double().numpy()
+    heat = per_image.mean(0)
+    heat = heat / heat.sum()
+    rng = np.random.default_rng(seed)
+    boots = [mass_radius(per_image[rng.integers(0, len(per_image), len(per_image))].mean(0),
+                         centre) for _ in range(bootstrap)]
+    r95 = mass_radius(heat, centre)
+    radii = [second_moment_radius(m, centre) for m in per_image if m.sum() > 0]
+    m, s = mean_std(radii)
+    return {
+        "r95": r95, "r95_se": float(np.std(boots, ddof=1)) if bootstrap > 1 else 0.0,
+        "r50": mass_radius(heat, centre, 0.5), "ratio": 2 * r95 / rf_side,
+        "gauss": fit_gaussian(heat, centre), "square": fit_square(heat, centre),
+        "per_image_radius_cv": s / m if m > 0 else math.nan, "heat": heat,
+    }
+
+
+def gaussian_like(stats: dict[str, Any]) -> bool:
+    return stats["gauss"]["r2"] >= GAUSS_R2 and stats["gauss"]["r2"] > stats["square"]["r2"]
+
+
+# ---- verdict helpers ----------------------------------------------------------------------
+
+
+def change_verdict(a: list[dict], b: list[dict]) -> tuple[str, float, float]:
+    """Is r95 of b (one stats dict per seed) different from a's? -> (verdict, relative change,
+    z). SE: the spread over seeds plus the bootstrap SE; one seed cannot be supported."""
+    ra, rb = [s["r95"] for s in a], [s["r95"] for s in b]
+    ma, sa = mean_std(ra)
+    mb, sb = mean_std(rb)
+    boot = sum(s["r95_se"] ** 2 for s in a) / len(a) ** 2 + sum(
+        s["r95_se"] ** 2 for s in b) / len(b) ** 2
+    se = math.sqrt(sa**2 / len(ra) + sb**2 / len(rb) + boot)
+    rel = (mb - ma) / ma
+    z = abs(mb - ma) / se if se > 0 else math.inf
+    if abs(rel) < CHANGE:
+        return "not supported", rel, z
+    if z >= Z and min(len(ra), len(rb)) > 1:
+        return "supported", rel, z
+    return "inconclusive", rel, z
+
+
+def combine(verdicts: list[str]) -> str:
+    return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+
+
+# ---- the experiment -----------------------------------------------------------------------
+
+
+def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int,
+          num_classes: int, seed: int) -> CifarResNet:
+    torch.manual_seed(seed)
+    model = CifarResNet(depth, base_width=width, in_chans=in_chans, num_classes=num_classes,
+                        shortcut=family != "plain")
+    if family == "deformable":
+        make_deformable(model, deform_layers)
+    return model
+
+
+@experiment(
+    "receptive-field",
+    title="Effective receptive fields: Gaussian, smaller than the theoretical field",
+    paper="Luo et al. 2016, Understanding the Effective Receptive Field in Deep Convolutional "
+          "Neural Networks, arXiv:1701.04128",
+    claim="Depth enlarges the receptive field; the effective field is Gaussian-like, much "
+          "smaller than the theoretical one and grows like sqrt(depth); training and deformable "
+          "offsets change it.",
+    presets=PRESETS,
+)
+def run(ctx: Context) -> Finding:
+    from cnnzoo import receptive_field
+
+    p = ctx.params
+    if any(d not in p["depths"] for d in p["train_depths"]):
+        raise ValueError(f"train_depths {p['train_depths']}: each must be one of depths "
+                         f"{p['depths']}")
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"])
+    side = p["erf_size"]
+    c = splits.in_chans
+    g = torch.Generator().manual_seed(ctx.seed + 7)
+    canvases = mosaic(splits.test.images, p["erf_images"], side, g)
+    x = normalize(canvases.float(), splits.train.mean, splits.train.std)
+
+    theory: dict[int, dict[str, Any]] = {}
+    for depth in p["depths"]:
+        f = receptive_field(build("residual", depth, p["width"], p["deform_layers"], c, 10,
+                                  0), (c, side, side)).features
+        unit = (f.output_shape[2] // 2, f.output_shape[3] // 2)
+        theory[depth] = {"rf": f.rf[0], "jump": f.jump[0], "input_dependent": f.input_dependent,
+                         "centre": tuple(f.start[a] + f.jump[a] * unit[a] for a in (0, 1)),
+                         "clipped": f.rf[0] > side}
+        if f.rf[0] > side:
+            ctx.log(f"depth {depth}: theoretical field {f.rf[0]} px exceeds the {side} px input")
+
+    # stats[state][family][depth] -> one dict per seed
+    stats: dict[str, dict[str, dict[int, list[dict]]]] = {
+        s: {f: {} for f in FAMILIES} for s in ("init", "trained")}
+    accs: dict[str, dict[int, list[float]]] = {f: {} for f in FAMILIES}
+    for i in range(p["seeds"]):
+        seed = ctx.seed + i
+        for family in FAMILIES:
+            # The deformable net at init is the residual net (zero offsets): measured only
+            # where it is also trained.
+            for depth in p["train_depths"] if family == "deformable" else p["depths"]:
+                t = theory[depth]
+                model = build(family, depth, p["width"], p["deform_layers"], c,
+                              splits.num_classes, seed)
+                calibrate_bn(model, x)
+                st = heatmap_stats(erf_heatmaps(model, x), t["centre"], t["rf"], p["bootstrap"],
+                                   seed)
+                stats["init"][family].setdefault(depth, []).append(st)
+                if depth not in p["train_depths"]:
+                    continue
+                model = build(family, depth, p["width"], p["deform_layers"], c,
+                              splits.num_classes, seed)
+                model, rows = fit(ctx, model, splits, epochs=p["epochs"], seed=seed,
+                                  batch_size=p["batch_size"], lr=p["lr"])
+                accs[family].setdefault(depth, []).append(rows[-1]["val_acc"])
+                st_t = heatmap_stats(erf_heatmaps(model, x), t["centre"], t["rf"],
+                                     p["bootstrap"], seed)
+                stats["trained"][family].setdefault(depth, []).append(st_t)
+                ctx.log(f"seed {seed} {family}-{depth}: r95 init {st['r95']:.1f} px, trained "
+                        f"{st_t['r95']:.1f} px (theoretical {t['rf']} px), val "
+                        f"{pct(rows[-1]['val_acc'])}")
+            ctx.log(f"seed {seed} {family}: init r95 " + ", ".join(
+                f"{d}: {runs[-1]['r95']:.1f}" for d, runs in stats["init"][family].items()))
+
+    finding = judge(ctx, p, theory, stats, accs)
+    _plot_heatmaps(ctx, p, theory, stats)
+    _plot_depth_row(ctx, p, theory, stats)
+    _plot_radius(ctx, p, theory, stats)
+    return finding
+
+
+def mean_of(runs: list[dict], key: str) -> float:
+    return mean_std([r[key] for r in runs])[0]
+
+
+def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict) -> Finding:
+    depths = p["depths"]
+    lo, hi = depths[0], depths[-1]
+    init = stats["init"]
+    claims: dict[str, str] = {}
+    per: dict[str, dict[str, Any]] = {}
+    rfs = [theory[d]["rf"] for d in depths]
+    for family in ("plain", "residual"):
+        r = [mean_of(init[family][d], "r95") for d in depths]
+        ratio = [mean_of(init[family][d], "ratio") for d in depths]
+        per[family] = {
+            "grows": all(b > a for a, b in zip(r, r[1:], strict=False)) and r[-1] >= GROWTH * r[0],
+            "smaller": ratio[-1] < RATIO and ratio[-1] < ratio[0],
+            # Luo et al.: ERF ~ sqrt(n) where the theoretical RF ~ n. Here the RF is linear in
+            # the blocks per stage (28 n - 3 px for 6 n + 2 layers), so the exponent against
+            # the RF is the one to compare with 1/2; the one against depth is reported too.
+            "vs_rf": power_fit(rfs, r) if len(depths) > 2 else None,
+            "vs_depth": power_fit(depths, r) if len(depths) > 2 else None,
+            "sqrt": sqrt_fit(depths, r) if len(depths) > 2 else None,
+        }
+    theory_grows = all(theory[b]["rf"] > theory[a]["rf"] for a, b in zip(depths, depths[1:],
+                                                                         strict=False))
+    yes = lambda ok: "supported" if ok else "not supported"  # noqa: E731
+    claims["depth enlarges the RF (theoretical and effective)"] = combine(
+        [yes(theory_grows and per[f]["grows"]) for f in per])
+    claims["the ERF is much smaller than the theoretical RF"] = combine(
+        [yes(per[f]["smaller"]) for f in per])
+    claims["the ERF grows like sqrt(depth)"] = combine(
+        [yes(per[f]["vs_rf"] is not None and EXPONENT[0] <= per[f]["vs_rf"]["exponent"]
+             <= EXPONENT[1]) for f in per])
+    every = [s for state in stats.values() for fam in state.values() for runs in fam.values()
+             for s in runs]
+    gauss_share = sum(gaussian_like(s) for s in every) / len(every)
+    claims["the ERF is Gaussian-like"] = yes(gauss_share >= 0.75)
+    training = {f"{f}-{d}": change_verdict(init[f][d], stats["trained"][f][d])
+                for f in FAMILIES for d in p["train_depths"]}
+    claims["training changes the ERF"] = combine([v for v, _, _ in training.values()])
+    deform = {f"{d}": change_verdict(stats["trained"]["residual"][d],
+                                     stats["trained"]["deformable"][d])
+              for d in p["train_depths"]}
+    claims["deformable offsets change the ERF (trained)"] = combine(
+        [v for v, _, _ in deform.values()])
+    values = list(claims.values())
+    verdict = ("supported" if all(v == "supported" for v in values) else "not supported"
+               if all(v == "not supported" for v in values) else "mixed")
+
+    def cell(runs: list[dict]) -> dict[str, Any]:
+        out = {k: mean_std([r[k] for r in runs]) for k in ("r95", "r50", "ratio",
+                                                          "per_image_radius_cv")}
+        out = {k: [round(m, 4), round(s, 4)] for k, (m, s) in out.items()}
+        out["r95_bootstrap_se"] = round(mean_of(runs, "r95_se"), 4)
+        for fit_name in ("gauss", "square"):
+            out[fit_name] = {k: round(mean_std([r[fit_name][k] for r in runs])[0], 4)
+                             for k in runs[0][fit_name]}
+        out["gaussian_like"] = sum(gaussian_like(r) for r in runs) / len(runs)
+        return out
+
+    measured = {
+        "theoretical": {str(d): {"rf_px": t["rf"], "jump_px": t["jump"],
+                                 "centre_px": list(t["centre"]), "clipped": t["clipped"]}
+                        for d, t in theory.items()},
+        "erf": {state: {f: {str(d): cell(runs) for d, runs in fam.items()}
+                        for f, fam in st.items()} for state, st in stats.items()},
+        "fits": {f: {k: per[f][k] for k in ("vs_rf", "vs_depth", "sqrt")} for f in per},
+        "theoretical_vs_depth": power_fit(depths, rfs) if len(depths) > 2 else None,
+        "gaussian_share": gauss_share,
+        "training_change": {k: {"verdict": v, "relative": round(r, 4), "z": round(z, 2)}
+                            for k, (v, r, z) in training.items()},
+        "deformable_vs_residual": {k: {"verdict": v, "relative": round(r, 4), "z": round(z, 2)}
+                                   for k, (v, r, z) in deform.items()},
+        "val_acc": {f: {str(d): v for d, v in a.items()} for f, a in accs.items()},
+    }
+
+    def r95(state: str, f: str, d: int) -> str:
+        m, s = mean_std([r["r95"] for r in stats[state][f][d]])
+        return f"{m:.1f}" + (f" ± {s:.1f}" if len(stats[state][f][d]) > 1 else "")
+
+    fit_txt = ", ".join(f"{f} {per[f]['vs_rf']['exponent']:.2f} (vs depth "
+                        f"{per[f]['vs_depth']['exponent']:.2f})" for f in per if per[f]["vs_rf"])
+    train_txt = "; ".join(
+        f"{f}-{d} {r95('init', f, d)} -> {r95('trained', f, d)} px "
+        f"({100 * training[f'{f}-{d}'][1]:+.0f}%, z {training[f'{f}-{d}'][2]:.1f})"
+        for f in FAMILIES for d in p["train_depths"])
+    summary = (
+        f"ERF radius r95 (95% of the |gradient| mass) at init, depth {lo} -> {hi}: plain "
+        f"{r95('init', 'plain', lo)} -> {r95('init', 'plain', hi)} px, residual "
+        f"{r95('init', 'residual', lo)} -> {r95('init', 'residual', hi)} px, while the "
+        f"theoretical field grows {theory[lo]['rf']} -> {theory[hi]['rf']} px; ERF size 2 r95 / "
+        f"theoretical side at depth {hi}: plain {mean_of(init['plain'][hi], 'ratio'):.2f}, "
+        f"residual {mean_of(init['residual'][hi], 'ratio'):.2f} (threshold < {RATIO}); power "
+        f"fit exponent of r95 vs the theoretical RF size: {fit_txt} (sqrt growth: within "
+        f"{list(EXPONENT)}). "
+        f"{100 * gauss_share:.0f}% of heatmaps are Gaussian-like (Gaussian R^2 >= {GAUSS_R2} "
+        f"and above a uniform square's; threshold 75%). Training ({p['epochs']} epochs, "
+        f"{p['seeds']} seed(s)): {train_txt}; trained deformable vs residual: " + "; ".join(
+            f"depth {d} {100 * r:+.0f}% (z {z:.1f})" for d, (_, r, z) in deform.items())
+        + f". A change counts at >= {100 * CHANGE:.0f}% and >= {Z:g} standard errors "
+        f"(seed spread and bootstrap over {p['erf_images']} mosaic images).")
+    return Finding(
+        verdict, summary, measured, claims=claims,
+        paper=("Luo et al. show the ERF is Gaussian, grows as O(sqrt(n)) with n layers while "
+               "the theoretical RF grows as O(n), so the ERF occupies a fraction shrinking as "
+               "O(1/sqrt(n)); and that it grows during training (Fig. 3, CIFAR-10 and CamVid). "
+               f"Here the exponents are {fit_txt} and the ratio at depth {hi} is given above."),
+        details=[f"inputs: {p['erf_images']} mosaics of {p['erf_size']}x{p['erf_size']} px from "
+                 "Fashion-MNIST test images; the unit: centre of the final feature map",
+                 "the deformable net at init computes exactly the residual net (zero offsets); "
+                 "its theoretical field is the nominal grid, flagged input-dependent"])
+
+
+# ---- plots --------------------------------------------------------------------------------
+
+
+def _draw(ax, heat: np.ndarray, t: dict[str, Any], r95: float, title: str) -> None:
+    import matplotlib.patches as patches
+
+    ax.imshow(heat / heat.max(), cmap="inferno", vmin=0, vmax=1)
+    cy, cx = t["centre"]
+    half = (t["rf"] - 1) / 2
+    ax.add_patch(patches.Rectangle((cx - half - 0.5, cy - half - 0.5), t["rf"], t["rf"],
+                                   fill=False, ec="cyan", lw=1, ls="--"))
+    ax.add_patch(patches.Circle((cx, cy), r95, fill=False, ec="lime", lw=1))
+    ax.set_xlim(-0.5, heat.shape[1] - 0.5)
+    ax.set_ylim(heat.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)
+
+
+def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = [(f, d) for d in p["train_depths"] for f in FAMILIES]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(5, 2.5 * len(rows)), squeeze=False)
+    for k, (f, d) in enumerate(rows):
+        for j, state in enumerate(("init", "trained")):
+            run0 = stats[state][f][d][0]
+            _draw(axes[k, j], run0["heat"], theory[d], run0["r95"],
+                  f"{f}-{d} {state}: r95 {run0['r95']:.1f} px")
+    fig.suptitle("ERF (|d centre unit / d input|, mean over images; dashed: theoretical RF, "
+                 "circle: 95% mass)", fontsize=8)
+    fig.tight_layout()
+    ctx.save_plot(fig, "erf_heatmaps.png", dpi=90)
+
+
+def _plot_depth_row(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fams = ("plain", "residual")
+    fig, axes = plt.subplots(len(fams), len(p["depths"]), squeeze=False,
+                             figsize=(2.2 * len(p["depths"]), 2.4 * len(fams)))
+    for i, f in enumerate(fams):
+        for j, d in enumerate(p["depths"]):
+            run0 = stats["init"][f][d][0]
+            _draw(axes[i, j], run0["heat"], theory[d], run0["r95"],
+                  f"{f}-{d} init: r95 {run0['r95']:.1f}, RF {theory[d]['rf']}")
+    fig.suptitle("ERF at initialisation by depth (dashed: theoretical RF; circle: 95% mass)",
+                 fontsize=9)
+    fig.tight_layout(h_pad=1.5)
+    ctx.save_plot(fig, "erf_by_depth.png", dpi=90)
+
+
+def _plot_radius(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    depths = p["depths"]
+    grid = np.linspace(min(depths), max(depths), 100)
+    for f, color in (("plain", "tab:blue"), ("residual", "tab:orange"),
+                     ("deformable", "tab:red")):
+        if f != "deformable":
+            r = [mean_std([s["r95"] for s in stats["init"][f][d]]) for d in depths]
+            ax.errorbar(depths, [m for m, _ in r], yerr=[s for _, s in r], marker="o",
+                        color=color, label=f"{f}, init")
+            if len(depths) > 2:
+                fit = sqrt_fit(depths, [m for m, _ in r])
+                ax.plot(grid, fit["a"] * np.sqrt(grid) + fit["b"], ":", color=color,
+                        label=f"{fit['a']:.1f} sqrt(depth) {fit['b']:+.1f} (R² {fit['r2']:.3f})")
+        tr = [(d, mean_of(stats["trained"][f][d], "r95")) for d in p["train_depths"]]
+        ax.plot(*zip(*tr, strict=True), "s", color=color, mfc="none", ms=9,
+                label=f"{f}, trained")
+    ax.plot(depths, [theory[d]["rf"] / 2 for d in depths], "k--",
+            label="theoretical RF / 2 (half-side)")
+    ax.set_xlabel("depth (weighted layers, 6n + 2)")
+    ax.set_ylabel("radius (px)")
+    ax.set_title("ERF radius r95 (95% of the gradient mass) vs depth")
+    ax.legend(fontsize=7)
+    ctx.save_plot(fig, "erf_radius.png")
