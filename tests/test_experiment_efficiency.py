@@ -114,6 +114,7 @@ def test_tiny_published_points_are_counted_at_the_published_crop(tiny):
     for name, q in published.items():
         pub = published_top1(name)
         assert q["top1_percent"] == pub.top1_percent and q["eval_size"] == 224
+        assert q["params"] == pub.params  # the published model's own count
         # Timing ran at 32x32; the published panel must use the 224 count (torchvision's).
         assert q["gmacs"] == pytest.approx(pub.gmacs, rel=0.02)
         assert q["top1_per_mparams"] == pytest.approx(pub.top1_percent / (q["params"] / 1e6))
@@ -159,10 +160,15 @@ def test_runs_errors_name_the_problem(tmp_path):
         read_accuracy_points(str(tmp_path / "results.json"))
 
 
-def test_unknown_small_model_fails_before_timing(tmp_path):
+def test_unusable_small_models_fail_before_timing(tmp_path):
     with pytest.raises(ValueError, match="train_models: .*resnet2000.*compact_resnet8_k1"):
         run_experiment("efficiency", "tiny", data=DATA, out=tmp_path, quiet=True,
                        train_models=["resnet2000"])
+    with pytest.raises(ValueError, match="train_models: alexnet needs images of at least 63 "
+                                         "pixels a side; .*28x28"):
+        run_experiment("efficiency", "tiny", data=DATA, out=tmp_path, quiet=True,
+                       train_models=["alexnet"])
+    assert not (tmp_path / "results.json").exists()
 
 
 @pytest.mark.parametrize(("r2", "loo", "load", "verdict"), [

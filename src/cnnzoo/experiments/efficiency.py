@@ -39,8 +39,10 @@ Deviations from the paper:
 - Models: the zoo's (no BN-NIN, ENet, Inception-v3/v4; DenseNet, SE-ResNet and EfficientNet
   postdate the paper). Operations are MACs from FlopCounterMode (convolutions, linear layers
   and matrix products; norms, activations, pooling count 0), not the paper's own count.
-  GoogLeNet is cnnzoo's default build (its parameter count includes the auxiliary heads,
-  which do not run at inference), beside torchvision's published top-1.
+  GoogLeNet is timed as cnnzoo's default build (paper-faithful 5x5 branches; its auxiliary
+  heads do not run at inference); its published point is torchvision's BatchNorm variant with
+  that model's own parameter count (6.6 M, no auxiliary heads). Published points use the
+  published parameter count where the source gives one, cnnzoo's count otherwise.
 - Accuracy is published, not measured, on ImageNet; the measured panel is the user's data
   (default Fashion-MNIST, 28x28 grey images) with small models trained for a few epochs
   on a subset (quick: 3,000 images, 3 epochs), far from converged: it shows the shape of the
@@ -69,7 +71,7 @@ import torch
 from torch import nn
 
 from cnnzoo.experiments.base import Context, Finding, experiment
-from cnnzoo.experiments.common import accuracy, fit, load_splits, mean_std, pct
+from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, mean_std, pct
 from cnnzoo.models import create_model
 from cnnzoo.models.registry import get_builder
 from cnnzoo.models.resnet_cifar import CifarResNet
@@ -236,13 +238,19 @@ def build_small_model(name: str, *, num_classes: int, in_chans: int) -> nn.Modul
     return create_model(name, num_classes=num_classes, in_chans=in_chans)
 
 
-def _check_small_model(name: str) -> None:
+def _check_small_model(name: str, splits: Splits, data: str) -> None:
+    """A known name whose model takes the data's images; else a one-line ValueError."""
     if name not in NARROW_VARIANTS:
         try:
             get_builder(name)
         except ValueError as err:
             raise ValueError(f"train_models: {err} (or one of the variants "
                              f"{', '.join(NARROW_VARIANTS)})") from None
+    model = build_small_model(name, num_classes=splits.num_classes, in_chans=splits.in_chans)
+    h, w = splits.image_size
+    if getattr(model, "min_input_size", 1) > min(h, w):
+        raise ValueError(f"train_models: {name} needs images of at least "
+                         f"{model.min_input_size} pixels a side; {data}'s are {h}x{w}")
 
 
 def _count(model: nn.Module, image_size: tuple[int, int, int]) -> tuple[int, int]:
@@ -347,10 +355,14 @@ def _points_from_results(path: Path) -> list[AccuracyPoint]:
 )
 def efficiency(ctx: Context) -> Finding:
     p = ctx.params
-    for name in p["train_models"]:  # fail fast, before minutes of timing
-        _check_small_model(name)
     if p["seeds"] < 1:
         raise ValueError(f"seeds: expected >= 1, got {p['seeds']}")
+    splits = None
+    if p["train_models"]:
+        splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                             test_size=p["test_size"])
+        for name in p["train_models"]:  # fail fast, before minutes of timing
+            _check_small_model(name, splits, ctx.data)
     side = p["image_size"]
     options = TimingOptions(warmup=1, repeats=p["repeats"], max_repeats=max(10, p["repeats"]),
                             min_time_s=p["min_time_s"], train=False, time_train=False)
@@ -363,7 +375,7 @@ def efficiency(ctx: Context) -> Finding:
         ctx.log(f"other processes used {load.fraction:.0%} of the CPU time while timing")
     timing = _timing_analysis(comparison, load.fraction)
     published = _published_points(comparison, side)
-    user = _train_small_models(ctx) if p["train_models"] else []
+    user = _train_small_models(ctx, splits) if splits is not None else []
     run_notes: list[str] = []
     if p["runs"]:
         from_runs, run_notes = read_accuracy_points(p["runs"])
@@ -409,7 +421,8 @@ def _timing_analysis(comparison: Comparison, other_load: float | None) -> dict[s
 
 
 def _published_points(comparison: Comparison, side: int) -> list[dict[str, Any]]:
-    """Published top-1 with params and MACs counted at the published evaluation crop."""
+    """Published top-1 with the published model's parameters (cnnzoo's count where the source
+    gives none) and MACs counted by cnnzoo at the published evaluation crop."""
     out = []
     for rep in comparison.reports:
         pub = published_top1(rep.model)
@@ -417,17 +430,18 @@ def _published_points(comparison: Comparison, side: int) -> list[dict[str, Any]]
             continue
         macs = rep.macs_per_image if pub.eval_size == side else run_profile(
             rep.model, (1, 3, pub.eval_size, pub.eval_size), timing=False).macs_per_image
-        out.append({"model": rep.model, "top1_percent": pub.top1_percent, "params": rep.params,
+        # The published model's own count: GoogLeNet's published 6.6 M exclude the auxiliary
+        # heads that cnnzoo's default build carries (and that never run at inference).
+        params = pub.params or rep.params
+        out.append({"model": rep.model, "top1_percent": pub.top1_percent, "params": params,
+                    "params_source": "published" if pub.params else "cnnzoo count",
                     "gmacs": macs / 1e9, "eval_size": pub.eval_size, "source": pub.source,
-                    "note": pub.note,
-                    "top1_per_mparams": pub.top1_percent / (rep.params / 1e6)})
+                    "note": pub.note, "top1_per_mparams": pub.top1_percent / (params / 1e6)})
     return out
 
 
-def _train_small_models(ctx: Context) -> list[AccuracyPoint]:
+def _train_small_models(ctx: Context, splits: Splits) -> list[AccuracyPoint]:
     p = ctx.params
-    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
-                         test_size=p["test_size"])
     c = splits.in_chans
     h, w = splits.image_size
     points = []
@@ -441,9 +455,7 @@ def _train_small_models(ctx: Context) -> list[AccuracyPoint]:
                               batch_size=p["batch_size"], lr=p["lr"])
             accs.append(accuracy(model, splits.test))
             epochs_s += sum(r["epoch_time_s"] for r in rows)
-        # The trainer enlarges images smaller than the model's minimum (TrainConfig.image_size).
-        side = max(h, w, getattr(model, "min_input_size", 1))
-        size = (c, side, side) if side > max(h, w) else (c, h, w)
+        size = (c, h, w)
         params, macs = _count(model, size)
         mean, std = mean_std(accs)
         ctx.log(f"{name}: test top-1 {pct(mean)} ({params / 1e3:.0f}k params, "
