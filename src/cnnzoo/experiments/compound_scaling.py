@@ -1,0 +1,493 @@
+"""`compound-scaling`: scaling one dimension saturates; scaling all three together pays more.
+
+Tan, Le 2019, "EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
+arXiv:1905.11946 (https://arxiv.org/abs/1905.11946). Claims: scaling up a baseline's width,
+depth or resolution alone improves accuracy, but the gain saturates as the network grows
+(Fig. 3: each single-dimension curve flattens near 80% top-1); balancing the three (compound
+scaling, depth alpha^phi, width beta^phi, resolution gamma^phi with alpha = 1.2, beta = 1.1,
+gamma = 1.15) gives better accuracy for the same FLOPS (Fig. 4 for width at several depth /
+resolution settings; Fig. 8: up to 2.5 points over single-dimension scaling of B0).
+
+What is measured. A tiny B0: `EfficientNet` with B0's stage table (Table 1), its stem, MBConv
+blocks with SE, at width `base_width`, depth `base_depth` and input side `base_resolution`.
+Compound variants take phi in `phis` (each step multiplies the FLOPS by about 2). At each
+compound variant's MACs (counted by `cnnzoo.profile`), the single-dimension variants are
+chosen to match: the width multiplier, the depth multiplier (both on a grid of steps of
+2^(1/8), ~9%) and the input side (integer pixels) whose MACs are closest to the compound's on
+a log scale. So every method has the baseline plus one point per budget. Each variant trains
+from scratch with the same recipe, data and batch order; test accuracy is measured at the
+variant's resolution.
+
+Resolution. Fashion-MNIST is 28x28; a larger resolution is the same image upsampled
+bilinearly (antialias off) to the side, batch by batch, in training (the `image_size` option
+of `cnnzoo.train`, which resizes after normalisation) and in testing (the same resize of the
+normalised test batch). Upsampling adds no detail: resolution scaling here buys larger feature
+maps for the same content, not finer content as on ImageNet.
+
+How the verdicts are computed (thresholds fixed here, before any run):
+- "each single dimension saturates": per dimension, the accuracy gain per doubling of MACs of
+  the first segment (baseline -> first budget) minus that of the last segment; its standard
+  error comes from the points' spreads over seeds, floored as `common.margin` floors a single
+  seed (0.5 points per point). A drop of >= 2 standard errors: that dimension saturates; a rise
+  of >= 2: it does not; otherwise inconclusive. The claim is supported when all three
+  saturate, not supported when none does and one does not, mixed when they disagree,
+  inconclusive otherwise.
+- "compound is best for the MACs": at the largest budget, `common.margin(compound, best
+  single)`, where the best single-dimension variant is the one with the highest validation
+  accuracy (picked on validation, compared on test): >= 2 supported, <= -2 not supported,
+  otherwise inconclusive (one seed: a 1-point gap is needed).
+The overall verdict is the claims' common verdict when they agree and "mixed" otherwise.
+
+Deviations from the paper: a network ~1/500 of B0's MACs (width 0.25, depth 0.3 at 28x28)
+trained for a few epochs on a Fashion-MNIST subset with SGD and cosine decay, no dropout or
+stochastic depth (the paper: ImageNet, RMSProp, 350 epochs, AutoAugment, dropout growing with
+the model), and the last norm of each residual block initialised at zero so that added blocks
+start as the identity (see `build`); budgets up to ~3.5x the baseline's MACs in the quick
+preset (paper Fig. 3: up to ~8x); the stem keeps B0's stride 2, so 28x28 ends at 1x1; channel
+counts round to multiples of 8 (B0's rule), so the smallest layers of the tiny baseline are
+wider than 0.25x and width steps are coarse; depth can only add whole blocks
+(ceil(repeats x d)) and the side changes the MACs in steps (every stride-2 conv rounds up), so
+the matched MACs are within ~10-30% of the compound's, not equal (each is plotted at its own
+count); one seed in the quick preset.
+
+Run time: tiny ~15 s; quick (9 networks, 4,000 images, 3 epochs, 5,000 test images, one
+seed) ~4 minutes on 2 cores (a 1-epoch trial on 6,000 images took 156 s, of which the
+30-block depth-only network took 41 s); full (three budgets, 13 networks, 30,000 images, 12
+epochs, 2 seeds) estimated at ~6 hours on 2 cores from the trial's cost per image (not run).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnzoo.data.augment import resize
+from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
+from cnnzoo.models.efficientnet import ALPHA, BETA, GAMMA, CompoundScaling, EfficientNet, MBConv
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"base_width": 0.25, "base_depth": 0.2, "base_resolution": 16, "phis": [1.0, 2.0],
+             "train_size": 80, "val_size": 40, "test_size": 80, "epochs": 1, "batch_size": 40,
+             "lr": 0.05, "seeds": 1},
+    "quick": {"base_width": 0.25, "base_depth": 0.3, "base_resolution": 28, "phis": [1.0, 2.0],
+              "train_size": 4000, "val_size": 1000, "test_size": 5000, "epochs": 3,
+              "batch_size": 64, "lr": 0.05, "seeds": 1},
+    "full": {"base_width": 0.25, "base_depth": 0.3, "base_resolution": 28,
+             "phis": [1.0, 2.0, 3.0], "train_size": 30000, "val_size": 5000,
+             "test_size": 10000, "epochs": 12, "batch_size": 64, "lr": 0.05, "seeds": 2},
+}
+
+METHODS = ("width", "depth", "resolution", "compound")
+GRID_STEP = 2 ** (1 / 8)  # width and depth multipliers are searched on this geometric grid
+MAX_FACTOR = 16.0  # the largest width or depth multiplier (or resolution ratio) searched
+MARGIN = 2.0  # standard errors, as common.margin
+FLOOR = 0.005  # the standard error floor of one accuracy (0.5 points), as common.margin
+PAPER_FIG8_GAIN = 2.5  # points: compound over single-dimension scaling of B0, at most
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One network of the study.
+
+    Attributes:
+        method: "baseline", or the scaled dimension ("width", "depth", "resolution",
+            "compound").
+        step: 0 for the baseline, i for the i-th budget (the compound variant at phis[i-1]).
+        scaling: its width / depth multipliers and input side.
+        factor: the scaled dimension relative to the baseline (phi for compound).
+    """
+
+    method: str
+    step: int
+    scaling: CompoundScaling
+    factor: float
+
+
+def build(scaling: CompoundScaling, *, in_chans: int, num_classes: int) -> EfficientNet:
+    """The B0-layout network at `scaling` (B0's stride-2 stem; no dropout, no drop path).
+
+    The last norm of every residual MBConv starts at zero (Goyal et al. 2017,
+    arXiv:1706.02677), so each block starts as the identity: with a few hundred SGD steps,
+    a deep variant would otherwise lose to its own harder start rather than to its shape.
+    """
+    model = EfficientNet(scaling, drop_rate=0.0, drop_path_rate=0.0, num_classes=num_classes,
+                         in_chans=in_chans)
+    for block in model.modules():
+        if isinstance(block, MBConv) and block.use_residual:
+            nn.init.zeros_(block.project[1].weight)  # project = conv, norm (no activation)
+    return model
+
+
+def compound(base: CompoundScaling, phi: float) -> CompoundScaling:
+    """`base` scaled by compound coefficient phi (Eq. 3): depth x alpha^phi, width x beta^phi,
+    side x gamma^phi (rounded)."""
+    return CompoundScaling(width_mult=base.width_mult * BETA**phi,
+                           depth_mult=base.depth_mult * ALPHA**phi,
+                           resolution=max(1, round(base.resolution * GAMMA**phi)))
+
+
+def single(base: CompoundScaling, method: str, factor: float) -> CompoundScaling:
+    """`base` with one dimension multiplied by `factor` (the side rounded to a pixel)."""
+    if method == "width":
+        return CompoundScaling(base.width_mult * factor, base.depth_mult, base.resolution)
+    if method == "depth":
+        return CompoundScaling(base.width_mult, base.depth_mult * factor, base.resolution)
+    if method == "resolution":
+        return CompoundScaling(base.width_mult, base.depth_mult,
+                               max(1, round(base.resolution * factor)))
+    raise ValueError(f"method: expected width, depth or resolution, got {method!r}")
+
+
+def candidates(base: CompoundScaling, method: str) -> list[float]:
+    """The factors searched for `method`, increasing: a 2^(1/8) grid for width and depth,
+    every integer side for resolution, up to MAX_FACTOR."""
+    if method == "resolution":
+        r0 = base.resolution
+        return [r / r0 for r in range(r0, int(r0 * MAX_FACTOR) + 1)]
+    count = round(math.log(MAX_FACTOR) / math.log(GRID_STEP)) + 1
+    return [GRID_STEP**k for k in range(count)]
+
+
+def match(base: CompoundScaling, method: str, target: float,
+          macs_of: Callable[[CompoundScaling], int]) -> float:
+    """The factor of `method` whose MACs lie closest to `target` on a log scale.
+
+    MACs never decrease along a dimension, so a binary search finds the first candidate at
+    or above the target and compares it with the one before.
+    """
+    grid = candidates(base, method)
+    lo, hi = 0, len(grid) - 1
+    if macs_of(single(base, method, grid[hi])) < target:
+        return grid[hi]  # the target is out of reach: the largest candidate
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if macs_of(single(base, method, grid[mid])) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    best = lo
+    if lo > 0:
+        above = abs(math.log(macs_of(single(base, method, grid[lo])) / target))
+        below = abs(math.log(macs_of(single(base, method, grid[lo - 1])) / target))
+        best = lo - 1 if below < above else lo
+    return grid[best]
+
+
+def plan(base: CompoundScaling, phis: Sequence[float],
+         macs_of: Callable[[CompoundScaling], int]) -> list[Variant]:
+    """The baseline, then per budget (one per phi) the compound variant and the width-,
+    depth- and resolution-only variants matched to its MACs."""
+    variants = [Variant("baseline", 0, base, 1.0)]
+    for step, phi in enumerate(phis, start=1):
+        scaled = compound(base, phi)
+        variants.append(Variant("compound", step, scaled, float(phi)))
+        target = macs_of(scaled)
+        for method in ("width", "depth", "resolution"):
+            factor = match(base, method, target, macs_of)
+            variants.append(Variant(method, step, single(base, method, factor), factor))
+    return variants
+
+
+def gain_drop(points: Sequence[tuple[float, list[float]]]) -> tuple[float, float, list[float]]:
+    """How much the accuracy gain per doubling of MACs falls from the first segment to the
+    last of a curve.
+
+    Args:
+        points: (MACs, accuracies over seeds) in increasing MACs, at least three.
+
+    Returns:
+        (drop, standard error, gains): drop = first gain - last gain in accuracy per doubling
+        (positive: the curve flattens); the standard error propagates each point's standard
+        error of the mean (floored at FLOOR, as `common.margin`); gains per segment.
+    """
+    if len(points) < 3:
+        raise ValueError(f"gain_drop: expected at least 3 points, got {len(points)}")
+    macs = [m for m, _ in points]
+    if any(b <= a for a, b in zip(macs, macs[1:], strict=False)):
+        raise ValueError(f"gain_drop: MACs must increase, got {macs}")
+    means = [mean_std(a)[0] for _, a in points]
+    ses = [max(mean_std(a)[1] / math.sqrt(len(a)), FLOOR) if len(a) > 1 else FLOOR
+           for _, a in points]
+    spans = [math.log2(b / a) for a, b in zip(macs, macs[1:], strict=False)]
+    gains = [(means[i + 1] - means[i]) / spans[i] for i in range(len(spans))]
+    first, last = spans[0], spans[-1]
+    n = len(points)
+    # drop = (a1 - a0)/first - (a_n-1 - a_n-2)/last: each accuracy's coefficient, then the
+    # variance of a linear combination of independent means.
+    coef = [0.0] * n
+    coef[0] -= 1 / first
+    coef[1] += 1 / first
+    coef[n - 1] -= 1 / last
+    coef[n - 2] += 1 / last
+    se = math.sqrt(sum((c * s) ** 2 for c, s in zip(coef, ses, strict=True)))
+    return gains[0] - gains[-1], se, gains
+
+
+def three_way(t: float) -> str:
+    return "supported" if t >= MARGIN else "not supported" if t <= -MARGIN else "inconclusive"
+
+
+@dataclass
+class Trained:
+    variant: Variant
+    params: int
+    macs: int
+    test_acc: list[float]
+    val_acc: list[float]
+    epoch_time_s: list[float]
+
+
+@experiment(
+    "compound-scaling",
+    title="Compound scaling: width, depth, resolution alone vs together",
+    paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural "
+          "Networks, arXiv:1905.11946 (Fig. 3, 4 and 8)",
+    claim="Scaling width, depth or resolution alone saturates; compound scaling gives the best "
+          "accuracy for the MACs.",
+    presets=PRESETS,
+)
+def compound_scaling_experiment(ctx: Context) -> Finding:
+    p = ctx.params
+    if not p["phis"] or any(b <= a for a, b in zip(p["phis"], p["phis"][1:], strict=False)) \
+            or p["phis"][0] <= 0:
+        raise ValueError(f"phis: expected increasing positive compound coefficients, e.g. "
+                         f"[1.0, 2.0], got {p['phis']}")
+    if p["seeds"] < 1:
+        raise ValueError(f"seeds: expected >= 1, got {p['seeds']}")
+    base = CompoundScaling(p["base_width"], p["base_depth"], p["base_resolution"])
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                         test_size=p["test_size"])
+    in_chans, classes = splits.in_chans, splits.num_classes
+
+    counts: dict[CompoundScaling, tuple[int, int]] = {}
+
+    def params_macs(s: CompoundScaling) -> tuple[int, int]:
+        if s not in counts:
+            from cnnzoo.profile import profile
+
+            report = profile(build(s, in_chans=in_chans, num_classes=classes),
+                             (1, in_chans, s.resolution, s.resolution))
+            counts[s] = report.params, report.macs
+        return counts[s]
+
+    variants = plan(base, p["phis"], lambda s: params_macs(s)[1])
+    ctx.log(f"{len(variants)} networks, {len(counts)} MAC counts searched")
+    results = []
+    for v in variants:
+        results.append(_train_variant(ctx, v, splits, *params_macs(v.scaling)))
+    return _finding(ctx, splits, results)
+
+
+def _train_variant(ctx: Context, v: Variant, splits: Splits, params: int,
+                   macs: int) -> Trained:
+    p = ctx.params
+    side = v.scaling.resolution
+    native = tuple(splits.image_size) == (side, side)
+    out = Trained(v, params, macs, [], [], [])
+    for i in range(p["seeds"]):
+        seed = ctx.seed + i
+        torch.manual_seed(seed)
+        model = build(v.scaling, in_chans=splits.in_chans, num_classes=splits.num_classes)
+        model, rows = fit(ctx, model, splits, epochs=p["epochs"], seed=seed,
+                          batch_size=p["batch_size"], lr=p["lr"], momentum=0.9,
+                          weight_decay=5e-4, schedule="cosine", precision="fp32",
+                          image_size=None if native else side)
+        out.test_acc.append(accuracy(model, splits.test,
+                                     transform=None if native else lambda x: resize(x, side)))
+        out.val_acc.append(float(rows[-1]["val_acc"]))
+        out.epoch_time_s.append(float(np.mean([r["epoch_time_s"] for r in rows])))
+    s = v.scaling
+    ctx.log(f"{v.method} step {v.step}: w {s.width_mult:.3f} d {s.depth_mult:.3f} r "
+            f"{s.resolution}, {macs / 1e6:.2f}M MACs, test {pct(float(np.mean(out.test_acc)))}")
+    return out
+
+
+def _finding(ctx: Context, splits: Splits, results: list[Trained]) -> Finding:
+    p = ctx.params
+    base = next(r for r in results if r.variant.method == "baseline")
+    steps = len(p["phis"])
+    curve = {m: [base] + sorted((r for r in results if r.variant.method == m),
+                                key=lambda r: r.variant.step) for m in METHODS}
+
+    # Claim 1: each single dimension saturates.
+    saturation = {}
+    for m in ("width", "depth", "resolution"):
+        pts = curve[m]
+        if steps < 2:
+            saturation[m] = {"verdict": "inconclusive", "reason": "fewer than 3 points"}
+            continue
+        if any(b.macs <= a.macs for a, b in zip(pts, pts[1:], strict=False)):
+            saturation[m] = {"verdict": "inconclusive",
+                             "reason": "MACs do not increase along the curve"}
+            continue
+        drop, se, gains = gain_drop([(r.macs, r.test_acc) for r in pts])
+        saturation[m] = {"verdict": three_way(drop / se), "drop": drop, "se": se,
+                         "t": drop / se, "gains_per_doubling": gains}
+    dims = [s["verdict"] for s in saturation.values()]
+    if all(d == "supported" for d in dims):
+        sat_claim = "supported"
+    elif "not supported" in dims:
+        sat_claim = "mixed" if "supported" in dims else "not supported"
+    else:
+        sat_claim = "inconclusive"
+
+    # Claim 2: compound is best at the largest budget (best single picked on validation).
+    per_budget = []
+    for step in range(1, steps + 1):
+        comp = curve["compound"][step]
+        singles = [curve[m][step] for m in ("width", "depth", "resolution")]
+        best = max(singles, key=lambda r: mean_std(r.val_acc)[0])
+        t = margin(comp.test_acc, best.test_acc)
+        per_budget.append({
+            "step": step, "phi": p["phis"][step - 1], "compound_macs": comp.macs,
+            "compound_test_acc": mean_std(comp.test_acc)[0], "best_single": best.variant.method,
+            "best_single_macs": best.macs, "best_single_test_acc": mean_std(best.test_acc)[0],
+            "best_single_by_test": max(singles, key=lambda r: mean_std(r.test_acc)[0]
+                                       ).variant.method,
+            "margin": t, "verdict": three_way(t)})
+    top = per_budget[-1]
+    best_claim = top["verdict"]
+    claims = {"each single dimension saturates": sat_claim,
+              "compound is best for the MACs": best_claim}
+    verdict = sat_claim if sat_claim == best_claim else "mixed"
+
+    seeds_note = (f"{p['seeds']} seeds, mean" if p["seeds"] > 1
+                  else "one seed, so differences under ~1 point are noise")
+    sat_text = "; ".join(
+        f"{m} " + (f"gain per doubling {100 * s['gains_per_doubling'][0]:+.2f} -> "
+                   f"{100 * s['gains_per_doubling'][-1]:+.2f} points ({s['verdict']}, "
+                   f"t {s['t']:+.1f})" if "t" in s else f"{s['verdict']} ({s['reason']})")
+        for m, s in saturation.items())
+    summary = (
+        f"A B0-layout network at width {p['base_width']}, depth {p['base_depth']}, "
+        f"{p['base_resolution']} px ({base.macs / 1e6:.2f}M MACs) scaled to {steps} MAC "
+        f"budget(s) (compound phi = {', '.join(str(x) for x in p['phis'])}; each "
+        f"single dimension matched to the compound's MACs), trained on {len(splits.train)} "
+        f"{ctx.data} images for {p['epochs']} epochs ({seeds_note}). Saturation (accuracy "
+        f"gain per doubling of MACs, first segment -> last; a drop of >= {MARGIN:.0f} "
+        f"standard errors counts): {sat_text}. At the largest budget "
+        f"({top['compound_macs'] / 1e6:.2f}M MACs) compound reaches "
+        f"{pct(top['compound_test_acc'])} vs {pct(top['best_single_test_acc'])} for "
+        f"{top['best_single']}-only, the best single dimension on validation "
+        f"({top['best_single_macs'] / 1e6:.2f}M MACs): margin {top['margin']:+.2f} standard "
+        f"errors (>= {MARGIN:.0f} counts as better, <= -{MARGIN:.0f} as worse)."
+    )
+    details = [
+        f"{m}: " + ", ".join(
+            f"{_label(r.variant)} {r.macs / 1e6:.2f}M MACs {pct(mean_std(r.test_acc)[0])}"
+            for r in curve[m]) for m in METHODS]
+    details += [
+        "Per budget, compound vs the best single dimension on validation: " + "; ".join(
+            f"phi {b['phi']}: {pct(b['compound_test_acc'])} vs {b['best_single']} "
+            f"{pct(b['best_single_test_acc'])} (margin {b['margin']:+.2f}, {b['verdict']})"
+            for b in per_budget) + ".",
+        "Training time per epoch (s, this CPU; MACs do not predict it: depthwise convs and "
+        "many small layers cost more per MAC than larger maps): " + ", ".join(
+            f"{r.variant.method}{r.variant.step} {np.mean(r.epoch_time_s):.1f}"
+            for r in results) + ".",
+    ]
+    paper = (
+        f"Paper Fig. 3: width, depth and resolution scaling of B0 each flatten near 80% "
+        f"top-1 (ImageNet); Fig. 8: compound scaling of B0 beats every single dimension by up "
+        f"to {PAPER_FIG8_GAIN} points at the same FLOPS. Ours at {top['compound_macs'] / 1e6:.2f}M"
+        f" MACs: compound {100 * (top['compound_test_acc'] - top['best_single_test_acc']):+.2f}"
+        f" points over the best single dimension ({top['best_single']})."
+    )
+    measured = {
+        "base": _scaling_dict(base.variant.scaling),
+        "networks": [{"method": r.variant.method, "step": r.variant.step,
+                      "factor": r.variant.factor, **_scaling_dict(r.variant.scaling),
+                      "params": r.params, "macs": r.macs,
+                      "macs_ratio": r.macs / base.macs, "test_acc": r.test_acc,
+                      "test_acc_mean": mean_std(r.test_acc)[0], "val_acc": r.val_acc,
+                      "epoch_time_s": r.epoch_time_s} for r in results],
+        "saturation": saturation,
+        "per_budget": per_budget,
+    }
+    _plot_curves(ctx, curve)
+    _plot_dimensions(ctx, curve, base)
+    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
+
+
+def _scaling_dict(s: CompoundScaling) -> dict[str, Any]:
+    return {"width_mult": s.width_mult, "depth_mult": s.depth_mult, "resolution": s.resolution}
+
+
+def _label(v: Variant) -> str:
+    s = v.scaling
+    if v.method == "baseline":
+        return "baseline"
+    if v.method == "compound":
+        return f"phi={v.factor:g}"
+    value = {"width": s.width_mult, "depth": s.depth_mult, "resolution": s.resolution}[v.method]
+    return f"{v.method[0]}={value:.3g}"
+
+
+COLORS = {"width": "tab:blue", "depth": "tab:green", "resolution": "tab:purple",
+          "compound": "tab:red"}
+
+
+def _plot_curves(ctx: Context, curve: dict[str, list[Trained]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for m in METHODS:
+        pts = curve[m]
+        x = [r.macs / 1e6 for r in pts]
+        y = [100 * mean_std(r.test_acc)[0] for r in pts]
+        err = [100 * mean_std(r.test_acc)[1] for r in pts]
+        ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", ms=5, capsize=3,
+                    color=COLORS[m], lw=2.2 if m == "compound" else 1.4,
+                    label=f"{m} scaling" if m != "compound" else "compound scaling")
+        for r, xi, yi in zip(pts[1:], x[1:], y[1:], strict=True):
+            ax.annotate(_label(r.variant), (xi, yi), fontsize=7, color=COLORS[m],
+                        xytext=(4, -9), textcoords="offset points")
+    base = curve["width"][0]
+    ax.plot([base.macs / 1e6], [100 * mean_std(base.test_acc)[0]], "k*", ms=12,
+            label="baseline", zorder=5)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("MACs per image (millions, log2 scale; cnnzoo.profile)")
+    ax.set_ylabel("test accuracy (%)")
+    n = ctx.params["seeds"]
+    ax.set_title(f"Accuracy vs MACs by scaling method ({n} seed{'s' if n > 1 else ''}; "
+                 f"cf. paper Fig. 8)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    ctx.save_plot(fig, "accuracy_vs_macs.png")
+
+
+def _plot_dimensions(ctx: Context, curve: dict[str, list[Trained]], base: Trained) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
+    for ax, m in zip(axes, ("width", "depth", "resolution"), strict=True):
+        pts = curve[m]
+        key = {"width": "width_mult", "depth": "depth_mult", "resolution": "resolution"}[m]
+        x = [getattr(r.variant.scaling, key) for r in pts]
+        y = [100 * mean_std(r.test_acc)[0] for r in pts]
+        ax.plot(x, y, "o-", color=COLORS[m])
+        for r, xi, yi in zip(pts, x, y, strict=True):
+            ax.annotate(f"{r.macs / base.macs:.1f}x MACs", (xi, yi), fontsize=7,
+                        xytext=(3, 4), textcoords="offset points")
+        ax.set_xlabel({"width": "width multiplier w", "depth": "depth multiplier d",
+                       "resolution": "input side r (px, upsampled)"}[m])
+        ax.set_title(f"{m} only", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    fig.suptitle("Scaling one dimension of the baseline (cf. paper Fig. 3)", fontsize=10)
+    fig.tight_layout()
+    ctx.save_plot(fig, "single_dimensions.png")

@@ -1,0 +1,122 @@
+"""compound-scaling: the tiny preset end to end, the MAC matching and the saturation test."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments.common import margin
+from cnnzoo.experiments.compound_scaling import (
+    ALPHA,
+    BETA,
+    GAMMA,
+    GRID_STEP,
+    MARGIN,
+    CompoundScaling,
+    compound,
+    gain_drop,
+    match,
+    plan,
+    three_way,
+)
+
+
+def test_tiny_preset_writes_consistent_results(tmp_path):
+    result = run_experiment("compound-scaling", "tiny", data="synthetic:1x16x16:4:200",
+                            out=tmp_path, quiet=True)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    m, params = saved["measured"], saved["params"]
+    for name in ("accuracy_vs_macs.png", "single_dimensions.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / name).stat().st_size < 200_000
+
+    nets = m["networks"]
+    assert len(nets) == 1 + 4 * len(params["phis"])
+    base = next(n for n in nets if n["method"] == "baseline")
+    assert (base["width_mult"], base["depth_mult"], base["resolution"]) == (
+        params["base_width"], params["base_depth"], params["base_resolution"])
+    assert all(n["macs"] > base["macs"] for n in nets if n is not base)
+    keys = {"width": "width_mult", "depth": "depth_mult", "resolution": "resolution"}
+    for n in nets:
+        for method, key in keys.items():  # a single-dimension variant keeps the other two
+            if n["method"] not in ("baseline", "compound", method):
+                assert n[key] == base[key]
+        if n["method"] == "compound":
+            phi = n["factor"]
+            assert n["width_mult"] == pytest.approx(base["width_mult"] * BETA**phi)
+            assert n["depth_mult"] == pytest.approx(base["depth_mult"] * ALPHA**phi)
+            assert n["resolution"] == round(base["resolution"] * GAMMA**phi)
+        assert len(n["test_acc"]) == params["seeds"] and 0 <= n["test_acc_mean"] <= 1
+
+    # Verdicts follow from the numbers under the stated thresholds.
+    for s in m["saturation"].values():
+        if "t" in s:
+            assert s["t"] == pytest.approx(s["drop"] / s["se"])
+            assert s["verdict"] == three_way(s["t"])
+    for b in m["per_budget"]:
+        comp = next(n for n in nets if n["method"] == "compound" and n["step"] == b["step"])
+        best = next(n for n in nets if n["method"] == b["best_single"] and n["step"] == b["step"])
+        assert b["margin"] == pytest.approx(margin(comp["test_acc"], best["test_acc"]))
+        assert b["verdict"] == three_way(b["margin"])
+    claims = saved["claims"]
+    assert claims["compound is best for the MACs"] == m["per_budget"][-1]["verdict"]
+    agree = len(set(claims.values())) == 1
+    assert saved["verdict"] == result.finding.verdict == (
+        next(iter(claims.values())) if agree else "mixed")
+
+
+def fake_macs(s: CompoundScaling) -> int:
+    """A smooth cost model: MACs grow with width^2, depth and side^2."""
+    return int(1e6 * s.width_mult**2 * s.depth_mult * s.resolution**2)
+
+
+def test_plan_matches_each_dimension_to_the_compound_macs():
+    base = CompoundScaling(0.5, 0.5, 20)
+    variants = plan(base, [1.0, 2.0], fake_macs)
+    assert [v.method for v in variants] == ["baseline"] + ["compound", "width", "depth",
+                                                          "resolution"] * 2
+    for step in (1, 2):
+        group = {v.method: v for v in variants if v.step == step}
+        target = fake_macs(group["compound"].scaling)
+        assert group["compound"].scaling == compound(base, [1.0, 2.0][step - 1])
+        # The grid (and a whole pixel) bounds how close a single dimension can get.
+        tolerance = {"width": math.log(GRID_STEP), "depth": math.log(GRID_STEP) / 2,
+                     "resolution": 2 * math.log(1 + 1 / 20)}
+        for method, tol in tolerance.items():
+            got = fake_macs(group[method].scaling)
+            assert abs(math.log(got / target)) <= tol, (method, got, target)
+
+
+def test_match_takes_the_largest_candidate_when_the_target_is_out_of_reach():
+    base = CompoundScaling(0.5, 0.5, 20)
+    assert match(base, "width", 1e30, fake_macs) == pytest.approx(16.0)
+    assert match(base, "depth", 1.0, fake_macs) == 1.0  # below the baseline: no scaling
+    with pytest.raises(ValueError, match="method: expected width, depth or resolution"):
+        match(base, "height", 1e6, fake_macs)
+
+
+def test_gain_drop_and_its_standard_error():
+    drop, se, gains = gain_drop([(1e6, [0.50]), (2e6, [0.60]), (4e6, [0.65])])
+    assert gains == pytest.approx([0.10, 0.05])
+    assert drop == pytest.approx(0.05)
+    # One seed: each accuracy counts with the 0.5-point floor; coefficients -1, 2, -1.
+    assert se == pytest.approx(0.005 * math.sqrt(6))
+    assert three_way(drop / se) == "supported" and drop / se >= MARGIN
+    # A curve that accelerates is the opposite; a straight line on log MACs is neither.
+    drop, se, _ = gain_drop([(1, [0.50]), (2, [0.51]), (4, [0.60])])
+    assert three_way(drop / se) == "not supported"
+    drop, se, _ = gain_drop([(1, [0.5, 0.52]), (4, [0.6, 0.62]), (16, [0.7, 0.72])])
+    assert drop == pytest.approx(0.0, abs=1e-12) and three_way(drop / se) == "inconclusive"
+    with pytest.raises(ValueError, match="at least 3 points"):
+        gain_drop([(1, [0.5]), (2, [0.6])])
+    with pytest.raises(ValueError, match="MACs must increase"):
+        gain_drop([(1, [0.5]), (1, [0.6]), (2, [0.7])])
+
+
+def test_bad_phis_are_named(tmp_path):
+    with pytest.raises(ValueError, match="phis: expected increasing positive"):
+        run_experiment("compound-scaling", "tiny", data="synthetic:1x8x8:4:100", out=tmp_path,
+                       quiet=True, phis=[2.0, 1.0])
