@@ -72,6 +72,9 @@ def test_tiny_counts_and_rates_are_consistent(tiny):
         rep = run_profile(name, (1, 3, 32, 32), timing=False)
         assert row["params"] == rep.params
         assert row["gmacs"] == pytest.approx(rep.macs_per_image / 1e9)
+    loads = [row["other_load"] for row in models.values()]
+    assert all(row["attempts"] >= 1 for row in models.values())
+    assert m["other_load_while_timing"] == (None if None in loads else max(loads))
     assert models["resnet34"]["params"] > models["resnet18"]["params"]
     assert models["resnet34"]["gmacs"] > models["resnet18"]["gmacs"]
     for b in map(str, m["batch_sizes"]):
@@ -223,3 +226,25 @@ def test_throughput_deviation_flags_models_beyond_the_factor():
     assert rates == pytest.approx([50, 50, 50, 1000 / 60, 250])
     assert median == pytest.approx(50)
     assert outliers == [False, False, False, True, True]
+
+
+def test_a_model_timed_while_the_machine_was_busy_is_timed_again(tmp_path, monkeypatch):
+    from cnnzoo.experiments import efficiency
+    from cnnzoo.experiments.base import Context
+
+    shares = iter([0.5, 0.0])  # busy on the first attempt, idle on the second
+
+    class FakeLoad:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fraction = next(shares)
+
+    monkeypatch.setattr(efficiency, "OtherLoad", FakeLoad)
+    params = {**PRESETS["tiny"], "models": ["resnet18"]}
+    ctx = Context("efficiency", "tiny", params, 0, DATA, None, tmp_path, quiet=True)
+    comparison, loads = efficiency._time_zoo(ctx)
+    assert loads == {"resnet18": {"other_load": 0.0, "attempts": 2}}
+    assert [r.model for r in comparison.reports] == ["resnet18"]
+    assert [t.batch_size for t in comparison.reports[0].timings] == params["batch_sizes"]
