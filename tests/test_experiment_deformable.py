@@ -129,12 +129,16 @@ def test_deformation_identity_and_elastic_field():
 
 def test_unit_masks_and_masked_mean():
     img = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
-    img[:, :, 8:20, 8:20] = 200
+    img[:, :, 6:22, 6:22] = 200
+    # stride 4: unit i is centred on pixel 4 i, its cell is pixels 4 i - 2 .. 4 i + 1
     obj, bg = unit_masks(img, (7, 7))
-    assert obj[0, 2:5, 2:5].all() and int(obj.sum()) == 9
-    assert bg[0, 0].all() and not bg[0, 3, 3] and not (obj & bg).any()
+    assert obj[0, 2:6, 2:6].all() and int(obj.sum()) == 16
+    assert int(bg.sum()) == 49 - 16 and not (obj & bg).any()
+    img[:, :, 6:22, 6:8] = 0  # now the cells of column 2 are half foreground: neither
+    obj, bg = unit_masks(img, (7, 7))
+    assert not obj[0, :, 2].any() and not bg[0, 2:6, 2].any() and obj[0, 2:6, 3:6].all()
     values = torch.arange(49.0).view(1, 7, 7)
-    assert float(masked_mean(values, obj)[0]) == pytest.approx(float(values[0, 2:5, 2:5].mean()))
+    assert float(masked_mean(values, obj)[0]) == pytest.approx(float(values[0, 2:6, 3:6].mean()))
     assert math.isnan(float(masked_mean(values, torch.zeros_like(obj))[0]))
 
 

@@ -145,3 +145,21 @@ def test_change_verdict_thresholds():
     assert change_verdict(runs([10.0, 14.0]), runs([13.0, 17.0]))[0] == "inconclusive"
     v, rel, _ = change_verdict(runs([10.0]), runs([15.0]))  # one seed: no training noise
     assert v == "inconclusive" and rel == pytest.approx(0.5)
+
+
+def test_gaussian_test_discounts_pixel_noise():
+    from cnnzoo.experiments.receptive_field import gaussian_like, heatmap_stats
+
+    g = torch.Generator().manual_seed(0)
+    noise = -torch.log(torch.rand(4, 61, 61, generator=g))  # multiplicative, mean 1, sd 1
+    clean = torch.tensor(gaussian((61, 61), (30, 30), 5.0, 7.0), dtype=torch.float32)
+    st = heatmap_stats(clean * noise, (30, 30), rf_side=61, bootstrap=10, seed=0)
+    raw = fit_gaussian(st["heat"], (30, 30))["r2"]  # no correction: 4 images' noise caps it
+    assert raw < 0.9 < st["gauss"]["r2"] and gaussian_like(st)
+    assert st["gauss"]["sigma_y"] == pytest.approx(5.0, rel=0.1)
+    assert st["gauss"]["sigma_x"] == pytest.approx(7.0, rel=0.1)
+    # a uniform square under the same noise is not Gaussian-like: the square fits it better
+    square = torch.zeros(61, 61)
+    square[20:41, 20:41] = 1.0
+    sq = heatmap_stats(square * noise, (30, 30), 61, 10, 0)
+    assert sq["square"]["r2"] > 0.95 and sq["square"]["side"] == 21 and not gaussian_like(sq)

@@ -26,7 +26,9 @@ Numbers per heatmap (normalised to unit mass, around the unit's centre pixel):
   bootstrap over images); ERF size 2 r95, and its ratio to the theoretical side;
 - a least-squares 2-D Gaussian (axis-aligned, centred on the unit: sigma_y, sigma_x, R^2)
   beside the best centred uniform square (R^2): "Gaussian-like" is R^2_gauss >= 0.9 and
-  above R^2_square;
+  above R^2_square. Both R^2 discount the pixel noise of averaging a finite number of images
+  (the per-pixel variance of the mean, estimated from the per-image maps), which would
+  otherwise cap them below 1 whatever the shape;
 - per-image spread: the coefficient of variation over images of each image's own
   second-moment radius (an input-dependent field varies more).
 
@@ -90,7 +92,7 @@ PRESETS = {
                  erf_images=4, erf_size=56, bootstrap=20),
     "quick": dict(depths=[8, 14, 20, 32], train_depths=[20], width=8, deform_layers=3, seeds=2,
                   train_size=5000, val_size=1000, epochs=3, batch_size=128, lr=0.1,
-                  erf_images=32, erf_size=140, bootstrap=200),
+                  erf_images=64, erf_size=140, bootstrap=200),
     "full": dict(depths=[8, 14, 20, 32, 44, 56], train_depths=[8, 20, 32], width=16,
                  deform_layers=3, seeds=3, train_size=20000, val_size=2000, epochs=8,
                  batch_size=128, lr=0.1, erf_images=128, erf_size=252, bootstrap=200),
@@ -172,9 +174,19 @@ def second_moment_radius(heat: np.ndarray, centre: tuple[float, float]) -> float
     return float(np.sqrt((heat * d**2).sum() / heat.sum()))
 
 
-def fit_gaussian(heat: np.ndarray, centre: tuple[float, float]) -> dict[str, float]:
+def r_squared(sse: float, sst: float, noise: float = 0.0) -> float:
+    """1 - SSE / SST, both less the squared error that pixel noise alone gives (`noise`, the
+    summed variance of the mean heatmap): a finite number of images caps the plain R^2 below
+    1 whatever the shape, and the question is the shape. NaN when noise explains everything."""
+    if sst - noise <= 0:
+        return math.nan
+    return float(1 - max(sse - noise, 0.0) / (sst - noise))
+
+
+def fit_gaussian(heat: np.ndarray, centre: tuple[float, float], noise: float = 0.0
+                 ) -> dict[str, float]:
     """Least-squares A exp(-dy^2 / 2 sy^2 - dx^2 / 2 sx^2) centred at `centre`: sigmas by
-    grid search (A in closed form for each), and R^2 against the heatmap."""
+    grid search (A in closed form for each), and R^2 against the heatmap (see `r_squared`)."""
     h, w = heat.shape
     sig = np.geomspace(0.5, max(h, w), 120)
     gy = np.exp(-((np.arange(h) - centre[0])[None] ** 2) / (2 * sig[:, None] ** 2))  # (S, H)
@@ -185,10 +197,11 @@ def fit_gaussian(heat: np.ndarray, centre: tuple[float, float]) -> dict[str, flo
     i, j = np.unravel_index(np.argmax(gain), gain.shape)
     sst = ((heat - heat.mean()) ** 2).sum()
     sse = (heat**2).sum() - gain[i, j]
-    return {"sigma_y": float(sig[i]), "sigma_x": float(sig[j]), "r2": float(1 - sse / sst)}
+    return {"sigma_y": float(sig[i]), "sigma_x": float(sig[j]), "r2": r_squared(sse, sst, noise)}
 
 
-def fit_square(heat: np.ndarray, centre: tuple[float, float]) -> dict[str, float]:
+def fit_square(heat: np.ndarray, centre: tuple[float, float], noise: float = 0.0
+               ) -> dict[str, float]:
     """Least-squares uniform square (value A inside, 0 outside) centred at `centre`: the
     side (odd, px) and R^2; what a theoretical-field-shaped ERF would look like."""
     d = np.maximum(*np.abs(np.mgrid[:heat.shape[0], :heat.shape[1]]
@@ -201,7 +214,7 @@ def fit_square(heat: np.ndarray, centre: tuple[float, float]) -> dict[str, float
     k = int(np.argmax(gain))
     sst = ((heat - heat.mean()) ** 2).sum()
     sse = (heat**2).sum() - gain[k]
-    return {"side": float(2 * np.unique(dd)[k] + 1), "r2": float(1 - sse / sst)}
+    return {"side": float(2 * np.unique(dd)[k] + 1), "r2": r_squared(sse, sst, noise)}
 
 
 def sqrt_fit(x: list[float], y: list[float]) -> dict[str, float]:
@@ -227,8 +240,11 @@ def heatmap_stats(maps: torch.Tensor, centre: tuple[float, float], rf_side: floa
                   bootstrap: int, seed: int) -> dict[str, Any]:
     """Every number of one net's ERF, from its per-image heatmaps (N, H, W)."""
     per_image = maps.double().numpy()
-    heat = per_image.mean(0)
-    heat = heat / heat.sum()
+    total = per_image.mean(0).sum()
+    heat = per_image.mean(0) / total
+    # summed variance of the mean heatmap's pixels (same normalisation): the pixel noise
+    noise = float(per_image.var(0, ddof=1).sum() / len(per_image) / total**2) \
+        if len(per_image) > 1 else 0.0
     rng = np.random.default_rng(seed)
     boots = [mass_radius(per_image[rng.integers(0, len(per_image), len(per_image))].mean(0),
                          centre) for _ in range(bootstrap)]
@@ -238,13 +254,14 @@ def heatmap_stats(maps: torch.Tensor, centre: tuple[float, float], rf_side: floa
     return {
         "r95": r95, "r95_se": float(np.std(boots, ddof=1)) if bootstrap > 1 else 0.0,
         "r50": mass_radius(heat, centre, 0.5), "ratio": 2 * r95 / rf_side,
-        "gauss": fit_gaussian(heat, centre), "square": fit_square(heat, centre),
+        "gauss": fit_gaussian(heat, centre, noise), "square": fit_square(heat, centre, noise),
         "per_image_radius_cv": s / m if m > 0 else math.nan, "heat": heat,
     }
 
 
 def gaussian_like(stats: dict[str, Any]) -> bool:
-    return stats["gauss"]["r2"] >= GAUSS_R2 and stats["gauss"]["r2"] > stats["square"]["r2"]
+    g, sq = stats["gauss"]["r2"], stats["square"]["r2"]
+    return math.isfinite(g) and g >= GAUSS_R2 and not g <= sq
 
 
 # ---- verdict helpers ----------------------------------------------------------------------
