@@ -51,8 +51,9 @@ few hundred steps rather than a full run; the no-BN nets are only measured at in
 (training them is not what the claim is about); the conv stack has no bias so that the
 init's gain alone sets the scale (PyTorch's default conv bias would add a floor).
 
-Expected run time on 2 CPU cores: tiny ~6 s; quick ~1.5 min (measured, see
-docs/experiments/gradient-flow/); full (width 16, 500 steps of 128, 3 seeds, 50-layer stack
+Run time on 2 CPU cores: tiny ~6 s; quick 152 s measured (docs/experiments/gradient-flow/,
+with other jobs on the machine; ~1.5 min expected idle, two thirds of it training the
+110-layer nets); full (width 16, 500 steps of 128, 3 seeds, 50-layer stack
 of width 128, 10 draws) about 3 h, dominated by training the six BN nets (64,000 images
 each, ~2.5x the width-8 cost per image).
 """
