@@ -23,6 +23,7 @@ from cnnzoo.experiments.lesion import (
     TRAINED_MIN_MARGIN,
     max_step_ratio,
     random_deletion_sets,
+    step_standard_errors,
 )
 from cnnzoo.models.resnet_cifar import CifarResNet
 
@@ -93,6 +94,12 @@ def test_max_step_ratio_tells_a_slope_from_a_cliff():
     assert max_step_ratio([0.5, 0.5, 0.6]) == 0.0
 
 
+def test_step_standard_errors_add_the_two_means_variances():
+    se = step_standard_errors([0.0, 0.3, 0.4], [1, 9, 4])
+    assert se == pytest.approx([0.1, (0.3**2 / 9 + 0.4**2 / 4) ** 0.5])
+    assert step_standard_errors([0.2, 0.2], [1, 1]) == [0.0]  # single draws: no spread known
+
+
 def test_tiny_preset_end_to_end(tmp_path):
     result = run_experiment("lesion", "tiny", data="synthetic:1x16x16:4:400", out=tmp_path,
                             quiet=True)
@@ -126,7 +133,16 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert (claims["one plain layer collapses the net"] == "supported") == (
         m["plain_median_drop_points"] > PLAIN_MIN_MEDIAN_DROP)
     r = m["resnet"]
-    assert (claims["more deletions degrade smoothly"] == "supported") == (
-        r["total_drop_points"] < 1.0 or r["max_step_ratio"] <= SMOOTH_MAX_STEP_RATIO)
+    steps = [100 * (a - b) for a, b in zip([r["baseline_mean"], *r["random_mean"]],
+                                           r["random_mean"], strict=False)]
+    assert r["max_step_points"] == pytest.approx(max(steps))
+    assert r["max_step_ratio"] == pytest.approx(max(steps) / (r["total_drop_points"] / 4))
+    smooth = claims["more deletions degrade smoothly"]
+    if r["total_drop_points"] < 1.0 or r["max_step_ratio"] <= SMOOTH_MAX_STEP_RATIO:
+        assert smooth == "supported"
+    else:
+        excess = max(steps) - SMOOTH_MAX_STEP_RATIO * r["total_drop_points"] / 4
+        assert smooth == ("not supported" if excess > 2 * r["max_step_se_points"]
+                          else "inconclusive")
     verdicts = set(claims.values())
     assert saved["verdict"] == (verdicts.pop() if len(verdicts) == 1 else "mixed")
