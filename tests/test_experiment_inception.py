@@ -1,0 +1,143 @@
+"""The inception experiment: module costs against closed forms, the GoogLeNet twins, the
+gradient bookkeeping, and the tiny preset end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnzoo
+from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments.inception import (
+    AUX_SHARE,
+    LOWER,
+    SEVERAL_FOLD,
+    WATCHED,
+    GradientRecorder,
+    NaiveInception,
+    SlimGoogLeNet,
+    gradient_split,
+    inception_module,
+    inception_stack,
+    inception_weights,
+    scaled,
+    without_aux,
+)
+from cnnzoo.models.googlenet import GOOGLENET_TABLE_1
+
+
+@pytest.mark.parametrize("naive", [True, False])
+def test_module_3a_cost_matches_closed_form(naive):
+    spec = GOOGLENET_TABLE_1["3a"]
+    module = inception_module(192, spec, naive=naive)
+    report = cnnzoo.profile(module, (1, 192, 28, 28))
+    weights = inception_weights(192, spec, naive=naive)
+    biases = sum(m.bias.numel() for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert report.params == weights + biases
+    assert report.macs == weights * 28 * 28
+    # The hand counts: Fig. 2a on 192 channels, and Table 1's 3a (128M ops in the paper).
+    assert weights == (192 * (64 + 9 * 128 + 25 * 32) if naive else 163_328)
+    assert module.out_channels == (192 + 64 + 128 + 32 if naive else 256)
+
+
+def test_naive_pool_branch_passes_the_input_through():
+    module = NaiveInception(6, scaled(GOOGLENET_TABLE_1["3a"], 16))
+    x = torch.randn(2, 6, 9, 9)
+    y = module(x)
+    assert y.shape == (2, module.out_channels, 9, 9) and module.out_channels == 6 + 4 + 8 + 2
+    assert torch.equal(y[:, -6:], F.max_pool2d(x, 3, 1, 1))
+
+
+def test_naive_stack_widens_every_module():
+    naive, reduced = inception_stack(naive=True), inception_stack(naive=False)
+    widths = [m.out_channels for m in naive if hasattr(m, "out_channels")]
+    assert widths == sorted(widths) and widths[-1] == 4944  # 192 + every conv branch's maps
+    assert reduced[-1].out_channels == 1024
+    # 3a + 3b only: the naive 3b sees 416 channels, the reduced one 256.
+    pair = inception_stack(naive=True, rows=("3a", "3b"))
+    assert pair[1].branch1[0].in_channels == 416
+
+
+def test_twins_share_the_body_and_heads_only_add_gradient_below_them():
+    torch.manual_seed(0)
+    model = SlimGoogLeNet(width_div=16, in_chans=1, num_classes=4)
+    twin = without_aux(model)
+    body = {k: v for k, v in model.state_dict().items() if not k.startswith("aux")}
+    assert body.keys() == twin.state_dict().keys()
+    assert all(torch.equal(v, twin.state_dict()[k]) for k, v in body.items())
+    x, y = torch.randn(3, 1, 28, 28), torch.tensor([0, 1, 3])
+    twin.train()
+    assert twin(x).shape == (3, 4)  # no heads: plain logits even in training
+    split = gradient_split(model, x, y)
+    assert split["inception5b"]["aux"] == 0.0  # above both heads
+    assert all(split[k]["aux"] > 0 and split[k]["main"] > 0 for k in LOWER)
+    with pytest.raises(ValueError, match="28 <= H, W <= 33"):
+        model(torch.randn(1, 1, 40, 40))
+    model.eval()
+    assert model(torch.randn(1, 1, 40, 40)).shape == (1, 4)  # heads do not run in eval
+
+
+def test_gradient_recorder_sees_every_step_and_the_weights_it_was_taken_at():
+    torch.manual_seed(0)
+    model = SlimGoogLeNet(width_div=16, in_chans=1, num_classes=3, aux_logits=False).train()
+    recorder = GradientRecorder(model, snapshot_steps=[2])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected, weights = [], []
+    for _ in range(3):
+        weights.append(model.conv1[0].weight.detach().clone())
+        optimizer.zero_grad()
+        F.cross_entropy(model(torch.randn(2, 1, 28, 28)), torch.tensor([0, 2])).backward()
+        grads = [p.grad for p in model.conv2.parameters()]
+        expected.append(float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads))))
+        optimizer.step()
+    norms = recorder.norms()
+    assert set(norms) == set(WATCHED) and all(len(v) == 3 for v in norms.values())
+    assert norms["conv2"] == pytest.approx(expected, rel=1e-9)
+    assert list(recorder.snapshots) == [2]  # before the second update, not after it
+    assert torch.equal(recorder.snapshots[2]["conv1.0.weight"], weights[1])
+    assert not torch.equal(weights[1], weights[0])
+
+
+def test_tiny_preset_end_to_end(tmp_path):
+    result = run_experiment("inception", "tiny", data="synthetic:1x28x28:10:400", out=tmp_path,
+                            quiet=True)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    for name in ("cost.png", "accuracy.png", "gradients.png", "finding.md"):
+        assert (tmp_path / name).stat().st_size > 0
+    m, p = saved["measured"], saved["params"]
+    for scope in m["costs"].values():
+        assert scope["naive"]["params"] > scope["reduced"]["params"]
+        assert scope["macs_ratio"] == pytest.approx(scope["naive"]["macs"]
+                                                    / scope["reduced"]["macs"])
+    nets, g = m["module_nets"], m["googlenet"]
+    assert nets["naive"]["params"] > nets["reduced"]["params"]
+    assert g["aux"]["params"] > g["no_aux"]["params"]
+    for run in (*nets["naive"]["runs"], *g["aux"]["runs"], *g["no_aux"]["runs"]):
+        assert len(run["val_acc"]) in (p["module_epochs"], p["googlenet_epochs"])
+        assert 0 <= run["test_acc"] <= 1
+    for run in (*g["aux"]["runs"], *g["no_aux"]["runs"]):
+        assert all(len(v) == g["early_step"] for v in run["grad_norms"].values())
+    steps_per_epoch = p["train_size"] // p["batch_size"]
+    assert g["last_step"] == p["googlenet_epochs"] * steps_per_epoch + 1
+    probes = [int(s) for s in g["aux"]["runs"][0]["split"]]
+    assert probes[0] == 1 and probes[-1] == g["last_step"] and g["early_step"] in probes
+    # The verdicts follow from the numbers under the documented thresholds.
+    claims = saved["claims"]
+    module_3a = m["costs"]["module 3a"]
+    assert (claims["1x1 reductions cut cost >= 3x (module 3a)"] == "supported") == (
+        min(module_3a["params_ratio"], module_3a["macs_ratio"]) >= SEVERAL_FOLD)
+    share = m["aux_share"]
+    above = [share["early"][k] >= AUX_SHARE and share["last"][k] >= AUX_SHARE for k in LOWER]
+    below = [share["early"][k] < AUX_SHARE and share["last"][k] < AUX_SHARE for k in LOWER]
+    assert claims["aux heads inject gradient into lower layers"] == (
+        "supported" if all(above) else "not supported" if all(below) else "mixed")
+    assert all(share[when]["inception5b"] == 0 for when in share)  # above both heads
+    t = m["aux_accuracy_margin"]
+    assert claims["aux heads improve final accuracy"] == (
+        "supported" if t >= 2 else "not supported" if t <= -2 else "inconclusive")
+    overall = set(claims.values())
+    assert saved["verdict"] == (overall.pop() if len(overall) == 1 else "mixed")
+    assert result.finding.verdict == saved["verdict"]
