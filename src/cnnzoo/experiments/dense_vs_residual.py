@@ -289,7 +289,8 @@ def _finding(ctx: Context, splits: Splits, nets: dict[str, Any],
         f"{p['batch_size']}, no augmentation; the same seed and data order for both nets.",
         "Heatmap: rows are targets (the n dense layers' 1x1 convs, then the transition 'T' or "
         "the classifier 'C'), columns sources (0 = block input); each row divided by its max. "
-        "The classifier row is read through norm5's BatchNorm scales, as the paper's is.",
+        "Like every row, the classifier's uses the weights alone, not the BatchNorm scales "
+        "(norm5, norm1) applied to its inputs before them.",
         *(f"Block {b + 1}: the transition/classifier gives the block input "
           f"{h['cells'][-1][0]:.2f} and the last layer's maps {h['cells'][-1][h['n']]:.2f}."
           for b, h in enumerate(heatmaps)),
