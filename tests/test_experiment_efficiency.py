@@ -242,9 +242,30 @@ def test_a_model_timed_while_the_machine_was_busy_is_timed_again(tmp_path, monke
             self.fraction = next(shares)
 
     monkeypatch.setattr(efficiency, "OtherLoad", FakeLoad)
+    waits = []
+    monkeypatch.setattr(efficiency, "wait_for_idle", lambda limit_s: waits.append(limit_s) or 0.0)
     params = {**PRESETS["tiny"], "models": ["resnet18"]}
     ctx = Context("efficiency", "tiny", params, 0, DATA, None, tmp_path, quiet=True)
     comparison, loads = efficiency._time_zoo(ctx)
     assert loads == {"resnet18": {"other_load": 0.0, "attempts": 2}}
+    assert waits == [efficiency.IDLE_WAIT_S]  # it waited for the neighbour once, in between
     assert [r.model for r in comparison.reports] == ["resnet18"]
     assert [t.batch_size for t in comparison.reports[0].timings] == params["batch_sizes"]
+
+
+def test_wait_for_idle_returns_once_the_machine_is_quiet(monkeypatch):
+    from cnnzoo.experiments import efficiency
+
+    shares = iter([0.9, 0.5, 0.05])
+
+    class FakeLoad:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fraction = next(shares)
+
+    monkeypatch.setattr(efficiency, "OtherLoad", FakeLoad)
+    waited = efficiency.wait_for_idle(10.0, sample_s=0.01)
+    assert 0.03 <= waited < 1.0
+    assert next(shares, "done") == "done"  # three samples: busy, busy, quiet

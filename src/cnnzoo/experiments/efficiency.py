@@ -13,7 +13,8 @@ What is measured:
    per image at each of `batch_sizes`, eval mode, fp32, one warm-up run, then at least
    `repeats` timed runs (more, up to 10, until `min_time_s` seconds are timed). One model at
    a time, while `OtherLoad` measures the CPU share other processes take: a model timed while
-   they took over 10% is timed again (up to 3 attempts), because on 2 cores one busy
+   they took over 10% is timed again (up to 3 attempts, each after waiting up to a minute
+   for them to go below 10%), because on 2 cores one busy
    neighbour slowed ResNet-50 from 63 to 850 ms per image in a trial here.
 2. Per batch size: the least-squares line of ms/image on GMACs/image and its r²
    (`Comparison.fits`); the same r² with each model left out in turn (its minimum says whether
@@ -67,6 +68,7 @@ import glob
 import json
 import math
 import statistics
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,6 +95,7 @@ OUTLIER_FACTOR = 2.0  # achieved GMAC/s beyond median x/÷ this: an outlier
 # are not evidence either way (2 busy threads on 2 cores slowed ResNet-50 from 63 to 850 ms).
 OTHER_LOAD_MAX = 0.10
 TIMING_ATTEMPTS = 3  # a model timed during such a burst is timed again, up to this many times
+IDLE_WAIT_S = 60.0  # before timing again, wait up to this long for the neighbour to finish
 
 # Small models for the user-data panel: any registry name, or one of these narrower variants
 # (called with num_classes=, in_chans=).
@@ -235,6 +238,18 @@ def _cpu_ticks() -> tuple[int, int, int] | None:
     user, nice, system, idle, iowait, irq, softirq, steal = fields
     busy = user + nice + system + irq + softirq + steal  # steal: a hypervisor took the CPU
     return busy, busy + idle + iowait, int(own[11]) + int(own[12])  # utime + stime
+
+
+def wait_for_idle(limit_s: float, *, sample_s: float = 2.0) -> float:
+    """Sleep in `sample_s` steps until other processes use at most OTHER_LOAD_MAX of the CPU
+    over one step, or `limit_s` has passed (or /proc is missing); returns the seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        with OtherLoad() as load:
+            time.sleep(sample_s)
+        if load.fraction is None or load.fraction <= OTHER_LOAD_MAX:
+            break
+    return time.perf_counter() - start
 
 
 def build_small_model(name: str, *, num_classes: int, in_chans: int) -> nn.Module:
@@ -412,6 +427,10 @@ def _time_zoo(ctx: Context) -> tuple[Comparison, dict[str, dict[str, Any]]]:
                     + ("; timing again" if busy and attempt < TIMING_ATTEMPTS else ""))
             if not busy:
                 break
+            if attempt < TIMING_ATTEMPTS:
+                waited = wait_for_idle(IDLE_WAIT_S)
+                ctx.log(f"waited {waited:.0f} s for other processes to go below "
+                        f"{OTHER_LOAD_MAX:.0%} of the CPU")
         reports.append(one.reports[0])
         loads[name] = {"other_load": load.fraction, "attempts": attempt}
         env = one.env
