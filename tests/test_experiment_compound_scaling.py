@@ -61,6 +61,15 @@ def test_tiny_preset_writes_consistent_results(tmp_path):
         best = next(n for n in nets if n["method"] == b["best_single"] and n["step"] == b["step"])
         assert b["margin"] == pytest.approx(margin(comp["test_acc"], best["test_acc"]))
         assert b["verdict"] == three_way(b["margin"])
+        for method, vs in b["vs"].items():
+            other = next(n for n in nets if n["method"] == method and n["step"] == b["step"])
+            assert vs["margin"] == pytest.approx(margin(comp["test_acc"], other["test_acc"]))
+            assert vs["macs_ratio"] == pytest.approx(other["macs"] / comp["macs"])
+            assert vs["points"] == pytest.approx(
+                100 * (comp["test_acc_mean"] - other["test_acc_mean"]))
+    for method in ("width", "depth", "resolution"):
+        best = max(n["test_acc_mean"] for n in nets if n["method"] == method)
+        assert (method in m["no_gain"]) == (best - base["test_acc_mean"] < 0.01)
     claims = saved["claims"]
     assert claims["compound is best for the MACs"] == m["per_budget"][-1]["verdict"]
     agree = len(set(claims.values())) == 1

@@ -351,8 +351,18 @@ def _finding(ctx: Context, splits: Splits, results: list[Trained]) -> Finding:
             "best_single_macs": best.macs, "best_single_test_acc": mean_std(best.test_acc)[0],
             "best_single_by_test": max(singles, key=lambda r: mean_std(r.test_acc)[0]
                                        ).variant.method,
-            "margin": t, "verdict": three_way(t)})
+            "margin": t, "verdict": three_way(t),
+            # compound against each single dimension at this budget (margin, MACs ratio)
+            "vs": {r.variant.method: {
+                "points": 100 * (mean_std(comp.test_acc)[0] - mean_std(r.test_acc)[0]),
+                "margin": margin(comp.test_acc, r.test_acc),
+                "macs_ratio": r.macs / comp.macs} for r in singles}})
     top = per_budget[-1]
+    # A dimension whose best point never beats the baseline by the noise floor (2 x 0.5
+    # points) shows no gain to saturate: the claim is about gains that shrink.
+    no_gain = [m for m in ("width", "depth", "resolution")
+               if max(mean_std(r.test_acc)[0] for r in curve[m][1:])
+               - mean_std(base.test_acc)[0] < MARGIN * FLOOR]
     best_claim = top["verdict"]
     claims = {"each single dimension saturates": sat_claim,
               "compound is best for the MACs": best_claim}
@@ -377,16 +387,26 @@ def _finding(ctx: Context, splits: Splits, results: list[Trained]) -> Finding:
         f"{pct(top['compound_test_acc'])} vs {pct(top['best_single_test_acc'])} for "
         f"{top['best_single']}-only, the best single dimension on validation "
         f"({top['best_single_macs'] / 1e6:.2f}M MACs): margin {top['margin']:+.2f} standard "
-        f"errors (>= {MARGIN:.0f} counts as better, <= -{MARGIN:.0f} as worse)."
+        f"errors (>= {MARGIN:.0f} counts as better, <= -{MARGIN:.0f} as worse); compound "
+        "minus each single dimension there: " + ", ".join(
+            f"{m} {v['points']:+.2f} points (margin {v['margin']:+.1f})"
+            for m, v in top["vs"].items()) + "."
+        + (f" No gain to saturate: {' and '.join(no_gain)} scaling never beat the baseline by "
+           f"{100 * MARGIN * FLOOR:.0f} point or more at this training budget." if no_gain
+           else "")
     )
     details = [
         f"{m}: " + ", ".join(
             f"{_label(r.variant)} {r.macs / 1e6:.2f}M MACs {pct(mean_std(r.test_acc)[0])}"
             for r in curve[m]) for m in METHODS]
     details += [
-        "Per budget, compound vs the best single dimension on validation: " + "; ".join(
+        "Per budget, compound vs the best single dimension on validation (and the margin "
+        "against each, with its MACs relative to the compound's): " + "; ".join(
             f"phi {b['phi']}: {pct(b['compound_test_acc'])} vs {b['best_single']} "
-            f"{pct(b['best_single_test_acc'])} (margin {b['margin']:+.2f}, {b['verdict']})"
+            f"{pct(b['best_single_test_acc'])} (margin {b['margin']:+.2f}, {b['verdict']}; "
+            "vs each: " + ", ".join(f"{m} {v['points']:+.2f} points, margin {v['margin']:+.1f}, "
+                                    f"MACs {v['macs_ratio']:.2f}x" for m, v in b["vs"].items())
+            + ")"
             for b in per_budget) + ".",
         "Training time per epoch (s, this CPU; MACs do not predict it: depthwise convs and "
         "many small layers cost more per MAC than larger maps): " + ", ".join(
@@ -410,6 +430,7 @@ def _finding(ctx: Context, splits: Splits, results: list[Trained]) -> Finding:
                       "epoch_time_s": r.epoch_time_s} for r in results],
         "saturation": saturation,
         "per_budget": per_budget,
+        "no_gain": no_gain,
     }
     _plot_curves(ctx, curve)
     _plot_dimensions(ctx, curve, base)

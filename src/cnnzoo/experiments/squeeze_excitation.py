@@ -460,10 +460,11 @@ def _plot_cost(ctx: Context, names: dict[bool, str], params: dict[bool, int],
     ax.bar(labels, means, yerr=stds, color=colors, capsize=4)
     for j, se in enumerate((False, True)):
         ax.plot([j] * len(acc[se]), [100 * a for a in acc[se]], "k.", ms=5)
-        ax.annotate(f"{means[j]:.2f}%", (j, means[j]), ha="center", va="bottom",
-                    xytext=(0, 4), textcoords="offset points", fontsize=8)
+        ax.annotate(f"{means[j]:.2f}%", (j, means[j] + stds[j]), ha="center", va="bottom",
+                    xytext=(0, 6), textcoords="offset points", fontsize=8)  # above the bar
     low = min(min(acc[False]), min(acc[True])) * 100
-    ax.set_ylim(max(0.0, low - 3), min(100.0, max(means) + 2))
+    top = max(m + sd for m, sd in zip(means, stds, strict=True))
+    ax.set_ylim(max(0.0, low - 3), min(100.0, top + 2))
     ax.set_ylabel("test accuracy (%)")
     n = len(acc[False])
     ax.set_title(f"Test accuracy ({n} seed{'s' if n > 1 else ''}, dots = seeds)")
