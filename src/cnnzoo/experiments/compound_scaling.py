@@ -51,9 +51,10 @@ the matched MACs are within ~10-30% of the compound's, not equal (each is plotte
 count); one seed in the quick preset.
 
 Run time: tiny ~15 s; quick (9 networks, 4,000 images, 3 epochs, 5,000 test images, one
-seed) ~4 minutes on 2 cores (a 1-epoch trial on 6,000 images took 156 s, of which the
-30-block depth-only network took 41 s); full (three budgets, 13 networks, 30,000 images, 12
-epochs, 2 seeds) estimated at ~6 hours on 2 cores from the trial's cost per image (not run).
+seed): 197 s in the documented run on 2 cores (a 1-epoch trial on 6,000 images took 156 s,
+of which the 30-block depth-only network took 41 s); full (three budgets, 13 networks, 30,000
+images, 12 epochs, 2 seeds) estimated at ~6 hours on 2 cores from the trial's cost per image
+(not run).
 """
 
 from __future__ import annotations

@@ -45,9 +45,10 @@ decay for a few epochs on a subset instead of 100 epochs on ImageNet; no augment
 seeds in the quick preset.
 
 Run time: tiny ~10 s; quick (ResNet-20 at width 8, 10,000 training images, 6 epochs, 2
-seeds) ~3.5 minutes on 2 cores (a 1-epoch trial on 8,000 images: 5.5 s per epoch for the
-ResNet, 6.3 s for the SE twin); full (width 16, 55,000 images, 30 epochs, 3 seeds) estimated at
-~4 hours on 2 cores (not run).
+seeds): 263 s in the documented run on 2 cores, whose epochs ran slower than the 1-epoch
+trial's (5.5 s per epoch on 8,000 images for the ResNet, 6.3 s for the SE twin, i.e. ~190 s
+for the preset) because other processes shared the CPU; full (width 16, 55,000 images, 30
+epochs, 3 seeds) estimated at ~4 hours on 2 cores (not run).
 """
 
 from __future__ import annotations
