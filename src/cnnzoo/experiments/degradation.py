@@ -36,7 +36,7 @@ Deviations from the paper:
   training error is measured on the very images the verdict's subset comes from.
 - The trainer applies weight decay to conv and FC weights only, not to BN parameters.
 
-Expected run time on 2 CPU cores: tiny ~5 s; quick ~3.5 min (see
+Run time on 2 CPU cores: tiny ~5 s; quick 137 s measured (see
 docs/experiments/degradation/ for the measured time); full (width 16, 55,000 images, 30
 epochs, 3 seeds: 5M training images per net) 20-30 h: the four nets cost ~10.8 ms per
 training image at width 8 on one thread, ~2.3x that at width 16 (measured here).
