@@ -163,3 +163,13 @@ def test_gaussian_test_discounts_pixel_noise():
     square[20:41, 20:41] = 1.0
     sq = heatmap_stats(square * noise, (30, 30), 61, 10, 0)
     assert sq["square"]["r2"] > 0.95 and sq["square"]["side"] == 21 and not gaussian_like(sq)
+
+
+def test_edge_mass_flags_a_field_cut_by_the_canvas():
+    from cnnzoo.experiments.receptive_field import EDGE, heatmap_stats
+
+    inside = torch.tensor(gaussian((41, 41), (20, 20), 3.0, 3.0), dtype=torch.float32)
+    assert heatmap_stats(inside[None], (20, 20), 41, 1, 0)["edge_mass"] < 1e-6
+    flat = torch.ones(1, 41, 41)
+    border = 41 * 41 - (41 - 2 * EDGE) ** 2
+    assert heatmap_stats(flat, (20, 20), 41, 1, 0)["edge_mass"] == pytest.approx(border / 41**2)
