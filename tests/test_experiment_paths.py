@@ -21,9 +21,11 @@ from cnnzoo.experiments.paths import (
     decay_factor,
     effective_range,
     forward_parts,
+    length_ratio,
     path_gradient,
     path_length_counts,
     sample_paths,
+    sampling_errors,
 )
 from cnnzoo.models.resnet_cifar import CifarResNet
 
@@ -109,6 +111,18 @@ def test_effective_range_and_decay_factor():
     assert decay_factor([2.0, 2.0, 2.0]) == pytest.approx(1.0)
 
 
+def test_length_ratio_and_its_sampling_error():
+    # no decay: the gradient's lengths are the paths' lengths
+    assert length_ratio([1.0] * 8) == pytest.approx(1.0)
+    # geometric decay r per branch: the weights C(n, k) r^k are Binomial(n, r / (1 + r))
+    assert length_ratio([0.5**k for k in range(11)]) == pytest.approx(2 * 0.5 / 1.5)
+    mags = [0.5**k for k in range(7)]
+    assert sampling_errors(mags, [0.0] * 7, [10] * 7) == (0.0, 0.0)
+    r_se, f_se = sampling_errors(mags, [0.3 * m for m in mags], [10] * 7, draws=200)
+    r_wide, f_wide = sampling_errors(mags, [0.3 * m for m in mags], [2] * 7, draws=200)
+    assert 0 < r_se < r_wide and 0 < f_se < f_wide  # more measurements, less noise
+
+
 def test_tiny_preset_end_to_end(tmp_path):
     result = run_experiment("paths", "tiny", data="synthetic:1x16x16:4:400", out=tmp_path,
                             quiet=True)
@@ -140,11 +154,13 @@ def test_tiny_preset_end_to_end(tmp_path):
         assert set(claims.values()) == {"inconclusive"} and saved["verdict"] == "inconclusive"
         return
     factor, ratio = m["decay_factor"], m["length_ratio"]
+    f_se, r_se = m["decay_factor_se"], m["length_ratio_se"]
+    assert f_se > 0 and r_se > 0 and m["se_from"] == "path sampling (one seed)"
     assert claims["gradient per path shrinks with its length"] == (
-        "supported" if factor < DECAY_SUPPORTED else
-        "not supported" if factor >= 1 else "inconclusive")
+        "supported" if factor + 2 * f_se < DECAY_SUPPORTED else
+        "not supported" if factor - 2 * f_se >= 1 else "inconclusive")
     assert claims["most gradient comes from short paths"] == (
-        "supported" if ratio <= SHORT_SUPPORTED else
-        "not supported" if ratio >= SHORT_REJECTED else "inconclusive")
+        "supported" if ratio + 2 * r_se <= SHORT_SUPPORTED else
+        "not supported" if ratio - 2 * r_se >= SHORT_REJECTED else "inconclusive")
     verdicts = set(claims.values())
     assert saved["verdict"] == (verdicts.pop() if len(verdicts) == 1 else "mixed")

@@ -25,13 +25,16 @@ What is measured:
   cumulative share reaches 5% to the one where it reaches 95%), and the gradient-weighted mean
   path length L = sum_k k * share(k).
 
-Verdict (claims, from the seed-mean numbers):
+Verdict (claims, from the seed-mean numbers and their standard error SE: over the seeds when
+there are several, else from the path sampling alone, by redrawing each length's mean magnitude
+from a normal with its standard error, 1,000 times; a single seed cannot show how much the
+training run moves the numbers, so treat a one-seed verdict near a threshold with care):
 - "gradient per path shrinks with its length": the per-block factor exp(b) of a least-squares
-  fit log(magnitude) = a + b k is below DECAY_SUPPORTED (0.9): supported; at or above 1: not
-  supported; between: inconclusive;
+  fit log(magnitude) = a + b k is below DECAY_SUPPORTED (0.9) by more than 2 SE: supported;
+  at or above 1 by more than 2 SE: not supported; otherwise inconclusive;
 - "most gradient comes from short paths": the ratio L / (n/2) (n/2 = the mean and median path
-  length) is at most SHORT_SUPPORTED (0.8): supported; at least SHORT_REJECTED (0.95): not
-  supported; between: inconclusive.
+  length) is below SHORT_SUPPORTED (0.8) by more than 2 SE: supported; above SHORT_REJECTED
+  (0.95) by more than 2 SE: not supported; otherwise inconclusive.
 The verdict is the claims' common verdict, "mixed" when they differ; both are "inconclusive"
 when the net ends less than TRAINED_MIN_MARGIN (20) points above chance on validation (it is
 then not the trained network the claim is about). The Binomial counts are
@@ -177,6 +180,29 @@ def decay_factor(magnitudes: Sequence[float]) -> float:
     return math.exp(sum((k - mk) * (v - ml) for k, v in zip(ks, logs, strict=True)) / var)
 
 
+def length_ratio(magnitudes: Sequence[float]) -> float:
+    """The gradient-weighted mean path length over the mean path length n/2, where each length
+    k weighs magnitude_k x C(n, k) (n = len(magnitudes) - 1)."""
+    n = len(magnitudes) - 1
+    total = [m * c for m, c in zip(magnitudes, path_length_counts(n), strict=True)]
+    return sum(k * t for k, t in enumerate(total)) / sum(total) / (n / 2)
+
+
+def sampling_errors(magnitudes: Sequence[float], stds: Sequence[float], counts: Sequence[int],
+                    *, draws: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Standard errors of `length_ratio` and `decay_factor` due to the path sampling alone: each
+    length's mean is redrawn from a normal with its standard error std / sqrt(count) (kept
+    positive), `draws` times (a parametric bootstrap)."""
+    rng = random.Random(seed)
+    ratios, factors = [], []
+    for _ in range(draws):
+        redrawn = [max(rng.gauss(m, sd / math.sqrt(c)) if c > 1 else m, 1e-3 * m)
+                   for m, sd, c in zip(magnitudes, stds, counts, strict=True)]
+        ratios.append(length_ratio(redrawn))
+        factors.append(decay_factor(redrawn))
+    return mean_std(ratios)[1], mean_std(factors)[1]
+
+
 def _measure(ctx: Context, model: CifarResNet, batches: list[tuple[torch.Tensor, torch.Tensor]],
              rng: random.Random) -> tuple[list[float], list[float], list[int]]:
     """Mean and std of the per-path gradient magnitude for each length k = 0..n."""
@@ -297,21 +323,31 @@ def paths(ctx: Context) -> Finding:
     s["shares"] = [v / sum(s["shares"]) for v in s["shares"]]
     s["effective_range"] = list(effective_range(s["shares"]))
     s["weighted_mean_length"] = sum(k * v for k, v in enumerate(s["shares"]))
-    ratios = [sum(k * v for k, v in enumerate(r["shares"])) / (n / 2) for r in runs]
+    ratios = [length_ratio(r["magnitude"]) for r in runs]
     factors = [decay_factor(r["magnitude"]) for r in runs]
     s["length_ratio"], s["length_ratio_std"] = mean_std(ratios)
     s["decay_factor"], s["decay_factor_std"] = mean_std(factors)
+    if len(runs) > 1:
+        s["length_ratio_se"] = s["length_ratio_std"] / math.sqrt(len(runs))
+        s["decay_factor_se"] = s["decay_factor_std"] / math.sqrt(len(runs))
+        s["se_from"] = "seeds"
+    else:
+        s["length_ratio_se"], s["decay_factor_se"] = sampling_errors(
+            runs[0]["magnitude"], runs[0]["magnitude_std"], runs[0]["measurements"],
+            seed=ctx.seed)
+        s["se_from"] = "path sampling (one seed)"
     s["short_share"] = sum(v for k, v in enumerate(s["shares"]) if k < n / 2)
     s["short_paths_fraction"] = sum(c for k, c in enumerate(counts) if k < n / 2) / 2**n
 
     ratio, factor = s["length_ratio"], s["decay_factor"]
+    ratio_se, factor_se = s["length_ratio_se"], s["decay_factor_se"]
     claims = {
         "gradient per path shrinks with its length": (
-            "supported" if factor < DECAY_SUPPORTED else
-            "not supported" if factor >= 1.0 else "inconclusive"),
+            "supported" if factor + 2 * factor_se < DECAY_SUPPORTED else
+            "not supported" if factor - 2 * factor_se >= 1.0 else "inconclusive"),
         "most gradient comes from short paths": (
-            "supported" if ratio <= SHORT_SUPPORTED else
-            "not supported" if ratio >= SHORT_REJECTED else "inconclusive"),
+            "supported" if ratio + 2 * ratio_se <= SHORT_SUPPORTED else
+            "not supported" if ratio - 2 * ratio_se >= SHORT_REJECTED else "inconclusive"),
     }
     val = [r["val_acc"][-1] for r in runs]
     chance = 1 / splits.num_classes
@@ -331,12 +367,14 @@ def paths(ctx: Context) -> Finding:
         f"{100 * mean_std(val)[0]:.2f}%), {p['seeds']} seed(s). Gradient of one path at the "
         f"first block's input, sampled as in the paper ({p['samples']} per length over "
         f"{p['batches']} batches of {p['grad_batch']} training images): it changes by a factor "
-        f"{factor:.3f} per residual branch on the path (claim needs < {DECAY_SUPPORTED:g}). "
+        f"{factor:.3f} +- {factor_se:.3f} per residual branch on the path (claim needs < "
+        f"{DECAY_SUPPORTED:g} by 2 SE; SE from the {s['se_from']}). "
         f"Weighting by the C({n}, k) paths of each length, the central {CENTRAL:.0%} of the "
         f"total gradient comes from paths of length {lo}-{hi}, the gradient-weighted mean "
         f"length is {s['weighted_mean_length']:.2f} against a mean path length of {n / 2:g} "
-        f"(ratio {ratio:.3f}: short paths dominate if <= {SHORT_SUPPORTED:g}, not if >= "
-        f"{SHORT_REJECTED:g}), and paths shorter than {n / 2:g} carry "
+        f"(ratio {ratio:.3f} +- {ratio_se:.3f}: short paths dominate if below "
+        f"{SHORT_SUPPORTED:g} by 2 SE, not if above {SHORT_REJECTED:g} by 2 SE), and paths "
+        f"shorter than {n / 2:g} carry "
         f"{100 * s['short_share']:.1f}% of the gradient while being "
         f"{100 * s['short_paths_fraction']:.1f}% of the paths. {untrained}Verdict {verdict}: "
         + "; ".join(f"{c}: {v}" for c, v in claims.items()) + "."
