@@ -47,12 +47,13 @@ Deviations from the paper:
   input: memory quadratic in the block's depth); the memory-efficient shared-buffer variant
   of Pleiss et al. is not implemented in cnnzoo.
 
-Presets: `tiny` is the plumbing test (synthetic data, seconds); `quick` (~3 min on 2 cores:
-4,000 training images, 5 epochs, one seed; a 1-epoch trial took 26 s per DenseNet epoch and
-5.5 s per ResNet epoch); `full` (55,000 training images, 40 epochs, batch 64, the paper's
-Table 2 pair DenseNet-BC-100 (k=12, 0.77M params) vs ResNet-110 (1.7M), 3 seeds): estimated
-~60 hours on 2 cores (the quick run's per-image times scaled by MACs: ~26 ms per
-DenseNet-BC-100 image, ~8 ms per ResNet-110 image, 2.2M images each per seed); not run here.
+Presets: `tiny` is the plumbing test (synthetic data, seconds); `quick` took 147 s on the 2
+cores here (docs/experiments/dense-vs-residual: 4,000 training images, 5 epochs, one seed; a
+1-epoch trial took 26 s per DenseNet epoch and 5.5 s per ResNet epoch); `full` (55,000
+training images, 40 epochs, batch 64, the paper's Table 2 pair DenseNet-BC-100 (k=12, 0.77M
+params) vs ResNet-110 (1.7M), 3 seeds): estimated ~60 hours on 2 cores (the quick run's
+per-image times scaled by MACs: ~26 ms per DenseNet-BC-100 image, ~8 ms per ResNet-110 image,
+2.2M images each per seed); not run here.
 """
 
 from __future__ import annotations

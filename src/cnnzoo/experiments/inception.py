@@ -62,12 +62,13 @@ Deviations from the paper:
 - Pooling branch of the naive module: 3x3 max-pool, stride 1, padding 1, no projection, so
   the module outputs in + #1x1 + #3x3 + #5x5 channels (416 for 3a).
 
-Presets: `tiny` checks the plumbing on synthetic data in seconds; `quick` (~4 min on 2 cores:
-4,000 training images, 3 epochs per net, width / 8 GoogLeNet, one seed; a 1-epoch trial took
-6.4 / 3.4 s per module-net epoch and 33 / 24 s per GoogLeNet epoch with / without heads);
-`full` (55,000 training images, 15 epochs, module nets at widths / 2, GoogLeNet at / 4,
-3 seeds): estimated ~40 hours on 2 cores (the trial's per-image times scaled by MACs: ~24 ms
-per GoogLeNet / 4 image, ~6 and ~3.5 ms per naive / reduced module-net image); not run here.
+Presets: `tiny` checks the plumbing on synthetic data in seconds; `quick` took 162 s on the
+2 cores here (docs/experiments/inception: 4,000 training images, 3 epochs per net, width / 8
+GoogLeNet, one seed; a 1-epoch trial on a busier machine took 6.4 / 3.4 s per module-net epoch
+and 33 / 24 s per GoogLeNet epoch with / without heads); `full` (55,000 training images,
+15 epochs, module nets at widths / 2, GoogLeNet at / 4, 3 seeds): estimated ~40 hours on 2
+cores (the trial's per-image times scaled by MACs: ~24 ms per GoogLeNet / 4 image, ~6 and
+~3.5 ms per naive / reduced module-net image); not run here.
 """
 
 from __future__ import annotations
