@@ -49,6 +49,8 @@ here it is at the first block's input, with BatchNorm in eval mode. The full pre
 paper's depth (ResNet-110, width 8, 20 epochs on 55,000 images, 200 samples per length over 4
 batches, 3 seeds); it is estimated, not run, at about 6 hours on the 2-core CPU here (per
 seed ~1.5 h of training and ~0.3 h for the ~300,000 routed backward passes through a block).
+The quick preset took 91 s here (2-core AMD EPYC, 2 torch threads): ~48 s training, ~42 s
+for the 664 sampled (path, batch) pairs (4,980 backward passes through a residual branch).
 """
 
 from __future__ import annotations
