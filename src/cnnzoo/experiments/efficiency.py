@@ -55,10 +55,11 @@ Deviations from the paper:
   trade-off at that budget, not the models' best accuracy.
 - Quick preset: 11 models at 224x224, at least 3 timed runs each (medians of few runs).
 
-Run time on the 2 CPU cores here: tiny a few seconds; quick about 3 minutes (measured, see
-docs/experiments/efficiency/finding.md); full about 1.5 hours (estimate, not run): 17 models
-at batches 1, 16, 64 with at least 5 timed runs (~20 min) and 4 small models x 3 seeds x 10
-epochs on 20,000 images (~70 min).
+Run time on the 2 CPU cores here: tiny a few seconds; quick 111 s measured (about 75 s of
+timing, 35 s of training; docs/experiments/efficiency/finding.md), more when other processes
+make it time a model again; full about 1 hour (estimate, not run): 17 models at batches 1, 16,
+64 with at least 5 timed runs (~15 min) and 4 small models x 3 seeds x 10 epochs on 20,000
+images (~45 min).
 """
 
 from __future__ import annotations
