@@ -99,3 +99,16 @@ def test_margin_needs_a_real_difference():
     assert margin([0.90, 0.91, 0.92], [0.80, 0.81, 0.79]) > 5
     assert abs(margin([0.90, 0.95, 0.85], [0.89, 0.94, 0.86])) < 1
     assert margin([0.901], [0.900]) < 1  # one seed: 0.1 point is within the 0.5-point floor
+
+
+def test_every_claim_of_the_issues_is_an_experiment_with_three_presets():
+    from cnnzoo.experiments import get_experiment, list_experiments
+
+    wanted = {"degradation", "gradient-flow", "lesion", "paths", "inception", "dense-vs-residual",
+              "squeeze-excitation", "compound-scaling", "deformable", "efficiency",
+              "receptive-field"}
+    assert wanted <= set(list_experiments())
+    for name in wanted:
+        exp = get_experiment(name)
+        assert {"tiny", "quick", "full"} <= set(exp.presets)
+        assert exp.paper and exp.claim and exp.title
