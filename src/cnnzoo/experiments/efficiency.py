@@ -683,12 +683,12 @@ def _plot_accuracy_vs_macs(ctx: Context, published: list[dict[str, Any]],
         ax.set_title(f"Your data: measured top-1 vs operations\nbubble area = parameters "
                      f"({ctx.params['epochs']} epochs on {ctx.params['train_size']} images)",
                      fontsize=10)
+        here = {u.origin == "this experiment" for u in user}
         handles = [Line2D([], [], marker=m, ls="", color="gray", label=text)
                    for m, text, keep in (
-                       ("o", "test top-1, trained here", any(u.origin == "this experiment"
-                                                             for u in user)),
-                       ("D", "best val top-1, your runs", any(u.origin != "this experiment"
-                                                              for u in user))) if keep]
+                       ("o", "test top-1, trained here", True in here),
+                       ("D", "read from runs (a run: its best val top-1)", False in here))
+                   if keep]
         handles += [Line2D([], [], marker="s", ls="", color=colors[d], label=d) for d in datasets]
         ax.legend(handles=handles, fontsize=8, loc="lower right")
     ctx.save_plot(fig, "accuracy_vs_macs.png")
