@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean experiments
 
 setup: $(STAMP)
 
@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml
 # (about 4 minutes on 2 CPU cores); tables, plots and report.html land in out/compare.
 demo: $(STAMP)
 	$(BIN)/cnnzoo compare --out out/compare
+
+# Every experiment's quick preset (about 30 minutes on 2 CPU cores), then docs/experiments.md.
+EXPERIMENTS := degradation gradient-flow lesion paths inception dense-vs-residual \
+	squeeze-excitation compound-scaling deformable efficiency receptive-field
+experiments: $(STAMP)
+	set -e; for e in $(EXPERIMENTS); do \
+		$(BIN)/cnnzoo experiment $$e --preset quick --out docs/experiments/$$e; done
+	$(BIN)/python scripts/experiments_doc.py
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from cnnzoo.experiments import get_experiment, list_experiments
 from cnnzoo.experiments.base import finding_markdown
 from cnnzoo.fileio import atomic_write_text
+
+# The issues' order: ResNet's claims first, then the later architectures, then the backbones.
+ORDER = ["degradation", "gradient-flow", "lesion", "paths", "inception", "dense-vs-residual",
+         "squeeze-excitation", "compound-scaling", "deformable", "efficiency", "receptive-field"]
 
 INTRO = """# Experiments: the course's claims, measured
 
@@ -38,6 +43,16 @@ then `.venv/bin/python scripts/experiments_doc.py`.
 """
 
 
+# /proc/cpuinfo names this VM's CPU only "AMD EPYC"; its family/model numbers say more.
+MACHINE = "family 25, model 17: Zen 4 with AVX-512; 2 vCPUs, 24 GiB RAM, no GPU"
+
+
+def _short(paper: str) -> str:
+    """'He et al. 2015, Deep Residual ...' -> 'He et al. 2015' (authors and year)."""
+    match = re.match(r"^(.*?\b(19|20)\d\d)\b", paper)
+    return match.group(1) if match else paper.split(",")[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="docs/experiments", help="run directories")
@@ -45,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root, out = Path(args.root), Path(args.out)
     rows, sections, missing = [], [], []
-    for name in list_experiments():
+    names = list_experiments()
+    for name in [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]:
         path = root / name / "results.json"
         if not path.exists():
             missing.append(name)
@@ -53,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(path.read_text())
         exp = get_experiment(name)
         env = r["environment"]
-        rows.append(f"| [`{name}`](#{name}) | {exp.paper.split(',')[0]} | **{r['verdict']}** | "
+        rows.append(f"| [`{name}`](#{name}) | {_short(exp.paper)} | **{r['verdict']}** | "
                     f"{r['wall_s']:.0f} s | {r['preset']} |")
         body = finding_markdown(r, heading="##")
         # Plots live beside results.json; the page sits one level up.
@@ -63,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu = env["cpu"] if rows else "-"
     table = ["| experiment | paper | verdict (quick) | wall time | preset |",
              "|---|---|---|---:|---|", *rows]
-    text = "\n".join([INTRO, f"All runs: {cpu}, torch {env['torch'] if rows else '-'}, fp32.", "",
+    machine = (f"All runs: {cpu} ({MACHINE}), torch {env['torch'] if rows else '-'}, fp32, "
+               "one process with 2 torch threads; the runs held a lock so that no two experiments "
+               "overlapped, but lighter jobs (tests, editing) sometimes shared the CPU, so a few "
+               "wall times are pessimistic.")
+    text = "\n".join([INTRO, machine, "",
                       *table, ""])
     if missing:
         text += "\nNot yet run here: " + ", ".join(f"`{m}`" for m in missing) + ".\n"

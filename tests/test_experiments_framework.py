@@ -112,3 +112,25 @@ def test_every_claim_of_the_issues_is_an_experiment_with_three_presets():
         exp = get_experiment(name)
         assert {"tiny", "quick", "full"} <= set(exp.presets)
         assert exp.paper and exp.claim and exp.title
+
+
+def test_data_without_a_test_split_holds_one_out_of_training(tmp_path):
+    """An ImageFolder of training images only (like the CIFAR-10 JPEG tarball): the test images
+    are held out of it, disjoint from train and val."""
+    from PIL import Image
+
+    from cnnzoo.experiments.base import Context
+
+    for c, cls in enumerate(["cat", "dog"]):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(15):
+            pixels = torch.full((6, 6, 3), 10 * i + 100 * c, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "imgs" / cls / f"{i}.png")
+    ctx = Context("x", "tiny", {}, 0, str(tmp_path / "imgs"), None, tmp_path, quiet=True)
+    splits = load_splits(ctx, train_size=10, val_size=6, test_size=8)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (10, 6, 8)
+    assert splits.test.class_counts().tolist() == [4, 4]
+    seen = [{(tuple(img.flatten().tolist()), int(y))
+             for img, y in zip(s.images, s.labels, strict=True)}
+            for s in (splits.train, splits.val, splits.test)]
+    assert not (seen[0] & seen[2]) and not (seen[1] & seen[2]) and not (seen[0] & seen[1])

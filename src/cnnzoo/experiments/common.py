@@ -48,7 +48,17 @@ def load_splits(ctx: Context, *, train_size: int, val_size: int, test_size: int 
     None). Deterministic in `ctx.seed`.
     """
     full = load_dataset(ctx.data, "train", data_dir=ctx.data_dir, image_size=image_size)
-    test = load_dataset(ctx.data, "test", data_dir=ctx.data_dir, image_size=image_size)
+    try:
+        test = load_dataset(ctx.data, "test", data_dir=ctx.data_dir, image_size=image_size)
+        test_source = "test split"
+    except (ValueError, FileNotFoundError) as err:
+        if "test" not in str(err):
+            raise
+        # A folder or tarball of training images only (e.g. the CIFAR-10 JPEG training split):
+        # the test images are held out of it too, stratified, before anything else is drawn.
+        n_test = test_size or max(len(full) // 10, 1)
+        full, test = train_val_split(full, n_test, seed=ctx.seed + 2)
+        test_source = f"{n_test} images held out of the training split (no test split)"
     if train_size + val_size > len(full):
         raise ValueError(f"{ctx.data}: train_size + val_size = {train_size + val_size} exceeds "
                          f"the {len(full)} training images")
@@ -65,7 +75,7 @@ def load_splits(ctx: Context, *, train_size: int, val_size: int, test_size: int 
     test = ImageDataset(test.images, test.labels, test.classes, train.mean, train.std, test.name)
     ctx.log(f"data {ctx.data}: {len(train)} train, {len(val)} val, {len(test)} test, "
             f"{train.in_chans}x{train.image_size[0]}x{train.image_size[1]}, "
-            f"{train.num_classes} classes")
+            f"{train.num_classes} classes; test: {test_source}")
     return Splits(train, val, test)
 
 
