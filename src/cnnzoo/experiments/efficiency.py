@@ -633,7 +633,7 @@ def _plot_accuracy_vs_macs(ctx: Context, published: list[dict[str, Any]],
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
 
-    from cnnzoo.profile.plots import _label_points, _plain_log_ticks
+    from cnnzoo.profile.plots import label_points, plain_log_ticks
 
     panels = (1 if published else 0) + (1 if user else 0)
     if not panels:
@@ -652,8 +652,8 @@ def _plot_accuracy_vs_macs(ctx: Context, published: list[dict[str, Any]],
                            f"{q['model']} ({q['params'] / 1e6:.1f} M)", size))
         ax.set_xscale("log")
         ax.margins(x=0.25, y=0.15)
-        _plain_log_ticks(ax.xaxis)
-        _label_points(ax, labels, dx_px=3, fontsize=7)
+        plain_log_ticks(ax.xaxis)
+        label_points(ax, labels, dx_px=3, fontsize=7)
         ax.set_xlabel("GMACs per image at the published crop (log scale)")
         ax.set_ylabel("published ImageNet top-1 (%)")
         ax.set_title("ImageNet top-1 (published) vs operations\nbubble area = parameters",
@@ -676,8 +676,8 @@ def _plot_accuracy_vs_macs(ctx: Context, published: list[dict[str, Any]],
                            size))
         ax.set_xscale("log")
         ax.margins(x=0.3, y=0.2)
-        _plain_log_ticks(ax.xaxis)
-        _label_points(ax, labels, dx_px=3, fontsize=7)
+        plain_log_ticks(ax.xaxis)
+        label_points(ax, labels, dx_px=3, fontsize=7)
         ax.set_xlabel("MMACs per image at the trained size (log scale)")
         ax.set_ylabel("measured top-1 (%)")
         ax.set_title(f"Your data: measured top-1 vs operations\nbubble area = parameters "
@@ -695,7 +695,7 @@ def _plot_accuracy_vs_macs(ctx: Context, published: list[dict[str, Any]],
 
 
 def _plot_latency_vs_macs(ctx: Context, timing: dict[str, Any]) -> None:
-    from cnnzoo.profile.plots import _label_points
+    from cnnzoo.profile.plots import label_points
 
     fits = timing["fits"]
     if not fits:
@@ -716,7 +716,7 @@ def _plot_latency_vs_macs(ctx: Context, timing: dict[str, Any]) -> None:
                 label=f"{f['slope_ms_per_gmac']:.1f} ms/GMAC + {f['intercept_ms']:.1f} ms, "
                       f"r² = {f['r2']:.3f}\nlowest leave-one-out r² = "
                       f"{f['leave_one_out_min_r2']:.3f}")
-        _label_points(ax, [(q[0], q[1], q[2]) for q in pts], fontsize=7)
+        label_points(ax, [(q[0], q[1], q[2]) for q in pts], fontsize=7)
         ax.set_xlabel("GMACs per image")
         ax.set_ylabel(f"inference time per image at batch {b} (ms, median)")
         ax.set_title(f"Batch {b}: {f['verdict']}", fontsize=10)

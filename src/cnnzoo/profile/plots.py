@@ -52,7 +52,7 @@ def _save(fig, out_dir: Path, file: str, title: str, caption: str) -> Plot:
     return Plot(file, title, caption)
 
 
-def _plain_log_ticks(axis) -> None:
+def plain_log_ticks(axis) -> None:
     """Log-scale ticks at 1, 2, 5 x 10^k, labelled as plain numbers (200, not 2 x 10^2)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -61,7 +61,7 @@ def _plain_log_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _label_points(ax, points: list[tuple], *, dx_px: float = 6, fontsize: int = 8) -> None:
+def label_points(ax, points: list[tuple], *, dx_px: float = 6, fontsize: int = 8) -> None:
     """Write each label right of its point (x, y, text[, marker area in points²]), moved
     down until it overlaps no earlier one.
 
@@ -129,8 +129,8 @@ def _accuracy_vs_macs(comparison: Comparison, out_dir: Path) -> Plot | None:
                        edgecolors=colors[rep.model], linewidths=1.5)
     ax.set_xscale("log")
     ax.margins(x=0.25, y=0.2)  # room for the biggest bubbles
-    _plain_log_ticks(ax.xaxis)
-    _label_points(ax, labels, dx_px=3)
+    plain_log_ticks(ax.xaxis)
+    label_points(ax, labels, dx_px=3)
     ax.set_xlabel("GMACs per image (FlopCounterMode, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_title("Top-1 accuracy vs operations; bubble area = parameters")
@@ -187,7 +187,7 @@ def _latency_vs_batch(comparison: Comparison, out_dir: Path) -> Plot:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(list(comparison.batch_sizes), [str(b) for b in comparison.batch_sizes])
-    _plain_log_ticks(ax.yaxis)
+    plain_log_ticks(ax.yaxis)
     ax.set_xlabel("batch size")
     ax.set_ylabel("inference time per image (ms, median, log scale)")
     ax.set_title(f"Inference time per image vs batch size\n{_hardware(comparison)}", fontsize=10)
@@ -216,7 +216,7 @@ def _memory_vs_batch(comparison: Comparison, out_dir: Path) -> Plot:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(list(comparison.batch_sizes), [str(b) for b in comparison.batch_sizes])
-        _plain_log_ticks(ax.yaxis)
+        plain_log_ticks(ax.yaxis)
         ax.set_xlabel("batch size")
         ax.set_ylabel("measured peak memory (MiB, log scale)")
         ax.set_title(f"Peak memory, {what}\n(dashed: the weights alone)", fontsize=10)
@@ -247,7 +247,7 @@ def _macs_vs_latency(comparison: Comparison, out_dir: Path) -> Plot | None:
                       f"r² = {fit.r2:.3f}")
         if i == 0:
             first = pts
-    _label_points(ax, first, fontsize=7)
+    label_points(ax, first, fontsize=7)
     ax.set_xlabel("GMACs per image")
     ax.set_ylabel("inference time per image (ms, median)")
     ax.set_title(f"Operations predict time? Linear fit per batch size\n{_hardware(comparison)}",
@@ -273,8 +273,8 @@ def _accuracy_vs_latency(comparison: Comparison, out_dir: Path) -> Plot | None:
         labels.append((t.latency_per_image_ms, pub.top1_percent, rep.model, 60))
     ax.set_xscale("log")
     ax.margins(x=0.2, y=0.1)
-    _plain_log_ticks(ax.xaxis)
-    _label_points(ax, labels)
+    plain_log_ticks(ax.xaxis)
+    label_points(ax, labels)
     ax.set_xlabel(f"inference time per image at batch {batch} (ms, median, log scale)")
     ax.set_ylabel("published top-1 accuracy (%)")
     ax.set_title(f"Accuracy vs inference time\n{_hardware(comparison)}", fontsize=10)
