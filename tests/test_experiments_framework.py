@@ -71,6 +71,9 @@ def test_bad_names_and_parameters(toy, tmp_path):
     with pytest.raises(ValueError, match="parameter epochs: expected a value like 1"):
         run_experiment(toy, "tiny", out=tmp_path, epochs="three")
     assert not (tmp_path / "results.json").exists()
+    with pytest.raises(FileNotFoundError, match="no such path"):
+        run_experiment(toy, "tiny", data=str(tmp_path / "missing"), out=tmp_path / "new")
+    assert not (tmp_path / "new").exists()  # a failed run leaves no empty folder behind
 
 
 def test_presets_must_agree_and_verdicts_are_checked():

@@ -119,7 +119,7 @@ class Context:
         seed: seed of every run in the experiment (vary it per run as seed + i if needed).
         data: data set name or path (default fashion-mnist).
         data_dir: where to look for a named data set.
-        out: the output directory (exists).
+        out: the output directory (created at the first file written).
         quiet: no progress lines.
         plots: file names saved so far (for results.json and finding.md).
     """
@@ -152,6 +152,7 @@ class Context:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
         plt.close(fig)
+        self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / filename
         atomic_write(path, lambda f: f.write(buf.getvalue()))
         if filename not in self.plots:
@@ -265,7 +266,6 @@ def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
     out_dir = Path(out) if out is not None else Path("experiments") / f"{name}-{preset}"
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
     ctx = Context(name, preset, params, seed, data or DEFAULT_DATA, data_dir, out_dir, quiet)
     seed_everything(seed)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -282,6 +282,7 @@ def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
         "details": finding.details, "plots": ctx.plots,
         "environment": environment(), "started_at": started_at, "wall_s": round(wall_s, 1),
     }
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, default=_json) + "\n")
     atomic_write_text(out_dir / "finding.md", finding_markdown(results))
     ctx.log(f"verdict: {finding.verdict} ({wall_s:.0f} s) -> {out_dir}")
