@@ -101,6 +101,7 @@ from cnnzoo.models.googlenet import (
     GoogLeNetOutputs,
     Inception,
     InceptionSpec,
+    init_googlenet,
 )
 
 ConvBlock = partial(ConvNormAct, norm_layer=None)  # the paper's conv: bias + ReLU, no norm
@@ -266,13 +267,7 @@ class SlimGoogLeNet(nn.Module):
         self.aux2 = SlimAux(self.inception4d.out_channels, num_classes, d) if aux_logits else None
         self.dropout = nn.Dropout(p=0.4)
         self.fc = nn.Linear(chs, num_classes)
-        for m in self.modules():  # as GoogLeNet's paper form
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_googlenet(self)  # the paper form's initialisation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
         with_aux = self.training and self.aux1 is not None

@@ -268,21 +268,7 @@ class GoogLeNet(ZooModel):
         if self.aux1 is not None and not torchvision_compat:
             fits = [s for s in range(1, 1024) if _pool_side(self._sides(s)[0], 5, 3, False) == 4]
             self._aux_sides = (fits[0], fits[-1])
-        self._init_weights(torchvision_compat)
-
-    def _init_weights(self, torchvision_compat: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and torchvision_compat:
-                nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
-            elif isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_googlenet(self, torchvision_compat=torchvision_compat)
 
     def _sides(self, side: int) -> tuple[int, int]:
         """Sides of the maps entering 4a and 5a for an input of side `side` (convs keep the
@@ -385,6 +371,23 @@ class GoogLeNet(ZooModel):
             aux = criterion(outputs.aux_logits1, target) + criterion(outputs.aux_logits2, target)
             return criterion(outputs.logits, target) + self.aux_weight * aux
         return criterion(outputs, target)
+
+
+def init_googlenet(model: nn.Module, *, torchvision_compat: bool = False) -> None:
+    """GoogLeNet's initialisation: He-normal convs and N(0, 0.01) linears in the paper form,
+    torchvision's truncated N(0, 0.01) everywhere in its form; BatchNorm to identity."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and torchvision_compat:
+            nn.init.trunc_normal_(m.weight, mean=0.0, std=0.01, a=-2, b=2)
+        elif isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 @register_model
