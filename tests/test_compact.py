@@ -1,4 +1,4 @@
-"""compact_resnet8: the speedrun's ResNet-8 (widened, pooled stem) for 28x28 images."""
+"""compact_resnet8/10: the speedrun's ResNet-8 (widened, pooled stem) for 28x28 images."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import cnnzoo
 from cnnzoo.models.compact import CompactResNet
 
 
-def expected_counts(k: int, classes: int, side: int = 28) -> tuple[int, int]:
+def expected_counts(k: int, classes: int, side: int = 28,
+                    extra_last: int = 0) -> tuple[int, int]:
     """(parameters, MACs) of compact_resnet8 from its layer list, by hand: 3x3 convs without
-    bias, BN (2 parameters per channel), 1x1 projections where the shape changes, FC."""
+    bias, BN (2 parameters per channel), 1x1 projections where the shape changes, FC.
+    `extra_last` more identity blocks in the last stage (compact_resnet10: 1)."""
     w1, w2, w3 = 16 * k, 32 * k, 64 * k
     s1 = side // 2  # after the 2x2 max-pool
     s2 = (s1 + 1) // 2  # 3x3/2 pad 1: ceil
@@ -23,8 +25,8 @@ def expected_counts(k: int, classes: int, side: int = 28) -> tuple[int, int]:
         (w1, w1, 3, s1), (w1, w1, 3, s1),
         (w1, w2, 3, s2), (w2, w2, 3, s2), (w1, w2, 1, s2),
         (w2, w3, 3, s3), (w3, w3, 3, s3), (w2, w3, 1, s3),
-    ]
-    norms = [w1, w1, w1, w2, w2, w2, w3, w3, w3]
+    ] + [(w3, w3, 3, s3)] * (2 * extra_last)
+    norms = [w1, w1, w1, w2, w2, w2, w3, w3, w3] + [w3] * (2 * extra_last)
     params = sum(i * o * kk * kk for i, o, kk, _ in convs) + 2 * sum(norms)
     params += w3 * classes + classes
     macs = sum(i * o * kk * kk * s * s for i, o, kk, s in convs) + w3 * classes
@@ -42,8 +44,57 @@ def test_parameters_and_macs_match_the_layer_list(k):
 
 
 def test_k2_is_the_documented_size():
-    # The figures the docstring and docs/speedrun.md quote.
+    # The figures the docstrings and docs/speedrun.md quote.
     assert expected_counts(2, 10) == (308_074, 10_319_616)
+    assert expected_counts(2, 10, extra_last=1) == (603_498, 15_038_208)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_resnet10_adds_one_last_stage_block(k):
+    model = cnnzoo.create_model("compact_resnet10", num_classes=10, in_chans=1, widen_factor=k)
+    params, macs = expected_counts(k, 10, extra_last=1)
+    assert sum(p.numel() for p in model.parameters()) == params
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, 28, 28))
+    assert counter.get_total_flops() == 2 * macs
+    assert len(model.layer3) == 2 and model.layer3[1].downsample is None
+
+
+def _randomize_norms(model: torch.nn.Module, *, positive_scale: bool) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(generator=gen)
+            m.running_var.uniform_(0.5, 2.0, generator=gen)
+            m.bias.data.normal_(generator=gen)
+            scale = torch.rand(m.weight.shape, generator=gen) + 0.5
+            m.weight.data = scale if positive_scale else -scale
+
+
+@pytest.mark.parametrize("name", ["compact_resnet8", "compact_resnet10"])
+def test_pool_first_equals_pool_last_while_norm_scales_are_positive(name):
+    # BN with a positive scale and ReLU are increasing maps, so they commute with max-pool:
+    # the reordered stem computes the same function; with negative scales it must not.
+    last = cnnzoo.create_model(name, num_classes=10, in_chans=1).eval()
+    first = cnnzoo.create_model(name, num_classes=10, in_chans=1, pool_first=True).eval()
+    assert [type(m).__name__ for m in first.stem] == ["Conv2d", "MaxPool2d", "BatchNorm2d",
+                                                      "ReLU"]
+    assert isinstance(first.pool, torch.nn.Identity)
+    x = torch.randn(4, 1, 28, 28)
+    for positive in (True, False):
+        _randomize_norms(last, positive_scale=positive)
+        state = last.state_dict()
+        # same weights; only the stem's BN moved from stem.1 to stem.2
+        state = {k.replace("stem.1.", "stem.2."): v for k, v in state.items()}
+        first.load_state_dict(state)
+        with torch.no_grad():
+            same = torch.allclose(first(x), last(x), atol=1e-5)
+        assert same == positive
+
+
+def test_pool_first_needs_the_pool():
+    with pytest.raises(ValueError, match="pool_first=True needs stem_pool=True"):
+        cnnzoo.create_model("compact_resnet8", stem_pool=False, pool_first=True)
 
 
 @pytest.mark.parametrize(("stem_pool", "stem_side", "side"), [(True, 14, 4), (False, 28, 7)])

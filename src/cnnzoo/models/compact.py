@@ -29,6 +29,17 @@ Deviations from both papers:
   `resnet.py`), not the CIFAR net's zero-padding option A, because with one block per stage
   most blocks change shape and option A would throw away half of their shortcut.
 - Optional `zero_init_residual` (Goyal et al. 2017, arXiv:1706.02677), as `resnet.py`.
+- Optional `pool_first`: the stem runs conv, max-pool, BN, ReLU (the conv-pool-norm-act
+  order of Keller Jordan's airbench CIFAR-10 speedruns) instead of conv, BN, ReLU, max-pool.
+  The conv's output is the only 28x28 map in the net; pooling it first leaves BN and ReLU a
+  quarter of the pixels, and on a CPU those memory-bound passes over the full-size map cost
+  more than their share of the time: a training step is 11-14% faster
+  (`benchmarks/compact_step_speed.py`, docs/speedrun.md). The two orders
+  agree exactly when BN's scale is positive (BN and ReLU are then increasing maps, which
+  commute with max); they differ where a channel's learned scale turns negative.
+
+`compact_resnet10` is the same net with two blocks in the last stage (4x4 maps, where one more
+block costs 4.72 MMACs and adds 295k parameters).
 
 Feature maps (`features_only=True`): the stem conv (before its pool, stride 1) and
 layer1..layer3 (strides 2, 4, 8 with `stem_pool`, else 1, 2, 4).
@@ -58,6 +69,7 @@ class CompactResNet(ZooModel):
         num_classes: classifier outputs.
         in_chans: input channels.
         stem_pool: halve the resolution with a 2x2 max-pool after the stem conv.
+        pool_first: with stem_pool, pool the conv's output before the stem's BN and ReLU.
         zero_init_residual: zero the last norm's scale in every block.
         norm_layer: norm factory, `norm_layer(channels)`.
     """
@@ -74,6 +86,7 @@ class CompactResNet(ZooModel):
         num_classes: int = 10,
         in_chans: int = 1,
         stem_pool: bool = True,
+        pool_first: bool = False,
         zero_init_residual: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ):
@@ -82,12 +95,17 @@ class CompactResNet(ZooModel):
             raise ValueError(f"CompactResNet: expected 3 stage depths >= 1, got {tuple(blocks)}")
         if widen_factor < 1:
             raise ValueError(f"CompactResNet: expected widen_factor >= 1, got {widen_factor}")
+        if pool_first and not stem_pool:
+            raise ValueError("CompactResNet: pool_first=True needs stem_pool=True")
         widths = tuple(w * widen_factor for w in BASE_WIDTHS)
         self._norm_layer = norm_layer
         self.inplanes = widths[0]
 
         self.stem = ConvNormAct(in_chans, widths[0], 3, norm_layer=norm_layer)
         self.pool = nn.MaxPool2d(2) if stem_pool else nn.Identity()
+        if pool_first:  # conv, pool, BN, ReLU: the BN becomes stem.2 in the state dict
+            self.stem.insert(1, self.pool)
+            self.pool = nn.Identity()
         self.layer1, self.layer2, self.layer3 = (
             self._make_layer(widths[i], blocks[i], STAGE_STRIDES[i]) for i in range(3)
         )
@@ -138,11 +156,25 @@ class CompactResNet(ZooModel):
 
 @register_model
 def compact_resnet8(*, num_classes: int = 10, in_chans: int = 1, widen_factor: int = 2,
-                    stem_pool: bool = True, zero_init_residual: bool = False) -> CompactResNet:
+                    stem_pool: bool = True, pool_first: bool = False,
+                    zero_init_residual: bool = False) -> CompactResNet:
     """ResNet-8 (one block per stage) widened by k, with a pooled stem for 28x28 images.
 
     k = 2: 308,074 parameters and 10.32 MMACs per 1x28x28 image at 10 classes.
     """
     return CompactResNet((1, 1, 1), widen_factor=widen_factor, num_classes=num_classes,
-                         in_chans=in_chans, stem_pool=stem_pool,
+                         in_chans=in_chans, stem_pool=stem_pool, pool_first=pool_first,
+                         zero_init_residual=zero_init_residual)
+
+
+@register_model
+def compact_resnet10(*, num_classes: int = 10, in_chans: int = 1, widen_factor: int = 2,
+                     stem_pool: bool = True, pool_first: bool = False,
+                     zero_init_residual: bool = False) -> CompactResNet:
+    """compact_resnet8 with two blocks in the last stage (1, 1, 2): 10 weighted layers.
+
+    k = 2: 603,498 parameters and 15.04 MMACs per 1x28x28 image at 10 classes.
+    """
+    return CompactResNet((1, 1, 2), widen_factor=widen_factor, num_classes=num_classes,
+                         in_chans=in_chans, stem_pool=stem_pool, pool_first=pool_first,
                          zero_init_residual=zero_init_residual)
