@@ -2,12 +2,14 @@
 on a 2-core CPU, fp32.
 
 Model: `compact_resnet8` (src/cnnzoo/models/compact.py), ResNet-8 widened x2 with a pooled
-stem: 308k parameters, 10.3 MMACs per 1x28x28 image. Training is `cnnzoo.train` itself: SGD
+stem, built `pool_first` (conv, max-pool, BN, ReLU: the same MACs, a faster step): 308k
+parameters, 10.3 MMACs per 1x28x28 image. Training is `cnnzoo.train` itself, 19 epochs: SGD
 with Nesterov momentum, batch 256, one-cycle lr (peak 0.2), weight decay 5e-4 on conv/linear
 weights only, label smoothing 0.1, random crop (zero padding 2 px) and horizontal flip on
-batches of tensors, channels_last, 2 threads. Test-time augmentation: the softmax of the
-image and of its mirror image are averaged (horizontal flip, the same symmetry the training
-augmentation assumes). Method and figures: docs/speedrun.md.
+batches of tensors, channels_last, 1 process x 2 threads. Test-time augmentation
+(`flip-shift4`): the softmax is averaged over the image and its mirror image, each also moved
+1 px up, down, left and right (the symmetries the training augmentation assumes). Method,
+tuning runs and figures: docs/speedrun.md.
 
 Two modes, so that the test set is used only for the final number:
   --val-size N (N > 0)  tuning: hold N images (stratified) out of the 60k training images,
@@ -16,7 +18,8 @@ Two modes, so that the test set is used only for the final number:
 
 Time per run is wall time (time.perf_counter) from building the model to the final accuracy
 (training + evaluation), plus the data-set load, which happens once and is added to every
-run. images/s = training images / training seconds (epoch loops only).
+run; with --procs P, the wall time of the whole `torchrun --nproc_per_node P` command.
+images/s = training images / training seconds (epoch loops only).
 
     .venv/bin/python benchmarks/fashion_mnist_speedrun.py                  # final, seeds 0 1 2
     .venv/bin/python benchmarks/fashion_mnist_speedrun.py --val-size 5000  # tuning on val
@@ -31,6 +34,9 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,19 +75,54 @@ def cpu_description() -> str:
             f"{os.cpu_count()} logical CPUs")
 
 
+# Test-time augmentation views: (flip, dy, dx). A shift moves the image by whole pixels and
+# fills the edge with the background (raw 0), as the training crop's zero padding does.
+TTA_VIEWS = {
+    "none": [(False, 0, 0)],
+    "flip": [(False, 0, 0), (True, 0, 0)],
+    # flip x {centre, 1 px up-left, 1 px down-right}, centre weighted double (airbench's TTA)
+    "flip-shift": [(f, 0, 0) for f in (False, True)] * 2
+                  + [(f, d, d) for f in (False, True) for d in (-1, 1)],
+    # flip x {centre, 1 px in each of the four directions}
+    "flip-shift4": [(f, 0, 0) for f in (False, True)]
+                   + [(f, dy, dx) for f in (False, True)
+                      for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))],
+}
+
+
+def shift(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor) -> torch.Tensor:
+    """x moved by (dy, dx) whole pixels; uncovered pixels take `fill` (per channel)."""
+    if dy == 0 and dx == 0:
+        return x
+    h, w = x.shape[-2:]
+    p = max(abs(dy), abs(dx))
+    padded = fill.view(1, -1, 1, 1).expand(x.shape[0], -1, h + 2 * p, w + 2 * p).clone()
+    padded[..., p:p + h, p:p + w] = x
+    return padded[..., p - dy:p - dy + h, p - dx:p - dx + w].contiguous(
+        memory_format=torch.channels_last)
+
+
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, ds: ImageDataset, *, flip_tta: bool) -> float:
-    """Top-1 accuracy on `ds` (normalised with its recorded training statistics). With
-    flip_tta, the class probabilities of each image and of its mirror image are averaged."""
+def accuracies(model: torch.nn.Module, ds: ImageDataset,
+               modes: list[str] | None = None) -> dict[str, float]:
+    """Top-1 accuracy on `ds` (normalised with its recorded training statistics) for each TTA
+    mode in `modes` (default: all of TTA_VIEWS): the class probabilities of a mode's views
+    are averaged. Each distinct view is run through the model once."""
     model.eval()
+    modes = list(TTA_VIEWS) if modes is None else modes
     loader = BatchLoader(ds, EVAL_BATCH, channels_last=True)
-    correct = 0
+    # the background (raw pixel 0) after normalisation
+    fill = -torch.tensor(ds.mean) / torch.tensor(ds.std)
+    views = sorted({v for m in modes for v in TTA_VIEWS[m]})
+    correct = dict.fromkeys(modes, 0)
     for x, y in loader:
-        prob = model(x).softmax(1)
-        if flip_tta:
-            prob = prob + model(x.flip(3)).softmax(1)
-        correct += int((prob.argmax(1) == y).sum())
-    return correct / len(ds)
+        prob = {}
+        for f, dy, dx in views:
+            xv = shift(x.flip(3) if f else x, dy, dx, fill)
+            prob[(f, dy, dx)] = model(xv).softmax(1)
+        for mode in modes:
+            correct[mode] += int((sum(prob[v] for v in TTA_VIEWS[mode]).argmax(1) == y).sum())
+    return {mode: c / len(ds) for mode, c in correct.items()}
 
 
 def train_options(args: argparse.Namespace, seed: int) -> dict:
@@ -89,6 +130,8 @@ def train_options(args: argparse.Namespace, seed: int) -> dict:
     # --widen-factor is compact_resnet8's option; other zoo models (--model) take none here.
     accepted = inspect.signature(get_builder(args.model)).parameters
     options = {"widen_factor": args.widen_factor} if "widen_factor" in accepted else {}
+    if args.pool_first:
+        options["pool_first"] = True
     return dict(
         model_options=options,
         epochs=args.epochs, batch_size=args.batch_size,
@@ -96,7 +139,7 @@ def train_options(args: argparse.Namespace, seed: int) -> dict:
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         schedule="onecycle", onecycle_pct_start=args.pct_start,
         ema_decay=args.ema_decay,
-        crop_padding=2, hflip=True,
+        crop_padding=2, hflip=True, random_erasing=args.random_erasing,
         channels_last=True, threads=args.threads, precision="fp32", device="cpu",
         seed=seed, quiet=args.quiet,
     )
@@ -111,50 +154,32 @@ def run_one(args: argparse.Namespace, seed: int, train_ds: ImageDataset,
     t0 = time.perf_counter()
     result = cnnzoo.train.train(args.model, train_ds, val_data=eval_ds if tuning else None,
                                 val_size=0, **train_options(args, seed))
+    if int(os.environ.get("RANK", 0)) != 0:
+        return {}  # a --procs worker other than rank 0: its copy of the weights is the same
+    # rank 0 of a --procs run evaluates alone: the other workers have exited
+    torch.set_num_threads(args.procs * args.threads)
     train_s = sum(row["train_time_s"] for row in result.metrics)
     model = result.ema_model if result.ema_model is not None else result.model
-    acc = accuracy(model, eval_ds, flip_tta=not args.no_tta)
-    acc_plain = accuracy(model, eval_ds, flip_tta=False) if not args.no_tta else acc
+    # Tuning compares every TTA mode; the final run pays only for the chosen mode's views
+    # (and reports the modes those views also give, "none" among them).
+    chosen = set(TTA_VIEWS[args.tta])
+    accs = accuracies(model, eval_ds, None if tuning else
+                      [m for m, vs in TTA_VIEWS.items() if set(vs) <= chosen])
+    acc, acc_plain = accs[args.tta], accs["none"]
     wall = time.perf_counter() - t0 + load_s
     images = len(result.metrics) * (len(train_ds) // args.batch_size) * args.batch_size
-    return {"seed": seed, "acc": acc, "acc_no_tta": acc_plain, "wall_s": wall,
+    last = result.metrics[-1]
+    return {"seed": seed, "acc": acc, "acc_no_tta": acc_plain, "acc_by_tta": accs,
+            "train_acc": last.get("train_acc"), "train_loss": last.get("train_loss"),
+            "wall_s": wall,
             "train_s": train_s, "images_per_s": images / train_s,
             "epoch_s": [round(row["train_time_s"], 2) for row in result.metrics],
             "last_epoch_images_per_s": result.metrics[-1]["train_images_per_s"],
             "loadavg": os.getloadavg()[0]}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--val-size", type=int, default=0,
-                   help="images held out of the training set for tuning; 0 = final run on test")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: 8,192 training images, 512 of them for validation, "
-                        "2 epochs, one seed; never reads the test set. Prints the run time "
-                        "that --epochs would take on 60k images at the measured speed")
-    p.add_argument("--model", default="compact_resnet8", help="any registered model")
-    p.add_argument("--widen-factor", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=0.2, help="peak lr of the one-cycle schedule")
-    p.add_argument("--pct-start", type=float, default=0.25,
-                   help="fraction of training spent warming up to the peak lr")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--ema-decay", type=float, default=None)
-    p.add_argument("--no-tta", action="store_true", help="no flip test-time augmentation")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    p.add_argument("--quiet", action="store_true", help="without the trainer's per-epoch lines")
-    args = p.parse_args()
-    full_epochs = args.epochs
-    if args.quick:
-        args.seeds, args.epochs, args.val_size = args.seeds[:1], 2, 512
-
-    torch.set_num_threads(args.threads)
+def load_splits(args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset, float, str]:
+    """(training split, evaluation split, load seconds, description) for args.val_size."""
     t = time.perf_counter()
     full = load_dataset("fashion-mnist", "train", data_dir=args.data_dir)
     if args.quick:
@@ -167,23 +192,111 @@ def main() -> None:
         eval_ds = load_dataset("fashion-mnist", "test", data_dir=args.data_dir)
         mode = f"final: {len(train_ds):,} train images, {len(eval_ds):,} test images"
     load_s = time.perf_counter() - t
-    split = "val" if args.val_size > 0 else "test"
+    return train_ds, eval_ds, load_s, f"{mode}; data load {load_s:.1f} s"
 
-    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} "
-          f"threads, fp32; cnnzoo {cnnzoo.__version__}")
-    print(f"{mode}; data load {load_s:.1f} s; load average at start "
+
+def run_torchrun(args: argparse.Namespace, seed: int) -> dict:
+    """One seed as `torchrun --standalone --nproc_per_node P` of this script (PyTorch's
+    DistributedDataParallel on gloo, what `cnnzoo train` does under torchrun); the wall time
+    is measured here, around the whole command: process start-up, imports, data load,
+    training and rank 0's evaluation."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config, result = Path(tmp) / "args.json", Path(tmp) / "result.json"
+        config.write_text(json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.procs}", __file__,
+               "--worker-args", str(config), "--worker-seed", str(seed),
+               "--worker-result", str(result)]
+        t0 = time.perf_counter()
+        env = os.environ | {"OMP_NUM_THREADS": str(args.threads)}
+        subprocess.run(cmd, check=True, env=env)
+        wall = time.perf_counter() - t0
+        r = json.loads(result.read_text())
+    r["wall_in_rank0_s"], r["wall_s"] = r["wall_s"], wall
+    return r
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=19)
+    p.add_argument("--val-size", type=int, default=0,
+                   help="images held out of the training set for tuning; 0 = final run on test")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 8,192 training images, 512 of them for validation, "
+                        "2 epochs, one seed; never reads the test set. Prints the run time "
+                        "that --epochs would take on 60k images at the measured speed")
+    p.add_argument("--model", default="compact_resnet8", help="any registered model")
+    p.add_argument("--widen-factor", type=int, default=2)
+    p.add_argument("--pool-first", action=argparse.BooleanOptionalAction, default=True,
+                   help="stem order conv, max-pool, BN, ReLU (compact_resnet8/10's pool_first)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=0.2, help="peak lr of the one-cycle schedule")
+    p.add_argument("--pct-start", type=float, default=0.25,
+                   help="fraction of training spent warming up to the peak lr")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=None)
+    p.add_argument("--tta", choices=sorted(TTA_VIEWS), default="flip-shift4",
+                   help="test-time augmentation whose accuracy is the result (all are printed)")
+    p.add_argument("--random-erasing", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--quiet", action="store_true", help="without the trainer's per-epoch lines")
+    p.add_argument("--procs", type=int, default=1,
+                   help="train with this many DistributedDataParallel processes under "
+                        "torchrun, each with --threads threads (the batch is split among them)")
+    p.add_argument("--worker-args", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--worker-seed", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--worker-result", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker_args is not None:  # a --procs worker: the parent's options, one seed
+        seed, result = args.worker_seed, args.worker_result
+        args = argparse.Namespace(**json.loads(args.worker_args.read_text()))
+        args.worker_seed, args.worker_result = seed, result
+    full_epochs = args.epochs
+    if args.quick:
+        args.seeds, args.epochs, args.val_size = args.seeds[:1], 2, 512
+
+    if args.worker_seed is not None:  # one seed inside a --procs run, started by torchrun
+        torch.set_num_threads(args.threads)
+        train_ds, eval_ds, load_s, _ = load_splits(args)
+        r = run_one(args, args.worker_seed, train_ds, eval_ds, load_s, args.val_size > 0)
+        if r:
+            args.worker_result.write_text(json.dumps(r))
+        return
+    torch.set_num_threads(args.threads)
+    if args.procs > 1:
+        mode = "tuning" if args.val_size > 0 else "final"
+        print(f"{mode}: each seed is one `torchrun --nproc_per_node {args.procs}` run of "
+              f"DistributedDataParallel processes with {args.threads} thread(s) each")
+    else:
+        train_ds, eval_ds, load_s, mode = load_splits(args)
+        print(mode)
+    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {args.procs} process(es) x "
+          f"{args.threads} thread(s), fp32; cnnzoo {cnnzoo.__version__}; load average at start "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(f"{args.model} (widen_factor {args.widen_factor}), {args.epochs} epochs, batch "
+    print(f"{args.model} (widen_factor {args.widen_factor}, pool_first {args.pool_first}), "
+          f"{args.epochs} epochs, batch "
           f"{args.batch_size}, lr {args.lr} one-cycle, label smoothing {args.label_smoothing}, "
-          f"wd {args.weight_decay}, EMA {args.ema_decay}, flip TTA {not args.no_tta}", flush=True)
+          f"wd {args.weight_decay}, EMA {args.ema_decay}, random erasing {args.random_erasing}, "
+          f"TTA {args.tta}", flush=True)
+    split = "val" if args.val_size > 0 else "test"
 
     runs = []
     for seed in args.seeds:
-        r = run_one(args, seed, train_ds, eval_ds, load_s, tuning=args.val_size > 0)
+        if args.procs > 1:
+            r = run_torchrun(args, seed)
+        else:
+            r = run_one(args, seed, train_ds, eval_ds, load_s, tuning=args.val_size > 0)
         runs.append(r)
         verdict = "under" if r["wall_s"] < TIME_LIMIT_S else "OVER"
-        print(f"seed {seed}: {split} acc {100 * r['acc']:.2f}% (no TTA "
-              f"{100 * r['acc_no_tta']:.2f}%)  wall {r['wall_s']:.1f} s ({verdict} "
+        by_tta = ", ".join(f"{m} {100 * a:.2f}" for m, a in r["acc_by_tta"].items())
+        print(f"seed {seed}: {split} acc {100 * r['acc']:.2f}% (TTA: {by_tta}; last epoch "
+              f"train acc {100 * r['train_acc']:.2f}%)  wall {r['wall_s']:.1f} s ({verdict} "
               f"{TIME_LIMIT_S:.0f} s; training {r['train_s']:.1f} s)  "
               f"{r['images_per_s']:,.0f} train images/s  epochs {r['epoch_s']} s  "
               f"load avg {r['loadavg']:.2f}", flush=True)
