@@ -127,10 +127,11 @@ def accuracies(model: torch.nn.Module, ds: ImageDataset,
 
 def train_options(args: argparse.Namespace, seed: int) -> dict:
     """The TrainConfig fields of one run; the recipe is these values and nothing else."""
-    # --widen-factor is compact_resnet8's option; other zoo models (--model) take none here.
+    # --widen-factor and --pool-first are the compact nets' options; other zoo models
+    # (--model) take neither here.
     accepted = inspect.signature(get_builder(args.model)).parameters
     options = {"widen_factor": args.widen_factor} if "widen_factor" in accepted else {}
-    if args.pool_first:
+    if args.pool_first and "pool_first" in accepted:
         options["pool_first"] = True
     return dict(
         model_options=options,
