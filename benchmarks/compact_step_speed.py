@@ -15,6 +15,7 @@ What it answers (docs/speedrun.md, "Where the time goes"):
 
     .venv/bin/python benchmarks/compact_step_speed.py                 # 1 thread, batch 128
     .venv/bin/python benchmarks/compact_step_speed.py --threads 2 --batch-size 256
+    .venv/bin/python benchmarks/compact_step_speed.py --profile   # where a step's time goes
 """
 
 from __future__ import annotations
@@ -54,14 +55,34 @@ def make_step(model_name: str, options: dict, batch_size: int):
     return step
 
 
+def print_profile(name: str, step) -> None:
+    """The 12 operators with the most self CPU time over 20 steps (after 5 warm-up steps)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(5):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(20):
+            step()
+    print(f"{name}, {torch.get_num_threads()} thread(s):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=30, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--profile", action="store_true",
+                   help="instead: torch.profiler's operator table for 20 steps of each "
+                        "compact_resnet8 stem order")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.profile:
+        for name in ("compact_resnet8", "compact_resnet8 pool_first"):
+            print_profile(name, make_step(*VARIANTS[name], args.batch_size))
+        return
 
     steps = {name: make_step(m, o, args.batch_size) for name, (m, o) in VARIANTS.items()}
     for step in steps.values():  # warm-up: oneDNN primitive creation, allocator
