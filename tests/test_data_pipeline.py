@@ -20,6 +20,7 @@ from cnnzoo.data.augment import (
     crop_flip,
     erase_boxes,
     erasing_boxes,
+    plan_augment,
     rotate_scale,
 )
 
@@ -231,3 +232,82 @@ def test_augment_and_loader_reject_bad_options():
         BatchLoader(ds, 2, rank=2, world_size=2)
     with pytest.raises(ValueError, match="batch_size"):
         BatchLoader(ds, 0)
+
+
+def _flips_by_image(loader, epoch):
+    """{image id: flipped?} for one epoch of a loader over `_marked_images`."""
+    loader.set_epoch(epoch)
+    x, _ = collect(loader)
+    ids = x[:, 0, 0, 1].round().long().tolist()  # row 0 holds the id in every column
+    flipped = (x[:, 0, 1, -1] > x[:, 0, 1, 0]).tolist()  # row 1's marker moved right
+    return dict(zip(ids, flipped, strict=True))
+
+
+def _marked_images(n):
+    ds = make_synthetic(n, 2, (1, 3, 4))
+    ds.images.zero_()
+    ds.images[:, 0, 0, :] = torch.arange(n, dtype=torch.uint8)[:, None]
+    ds.images[:, 0, 1, 0] = 255  # left-right marker
+    ds.mean, ds.std = (0.0,), (1 / 255,)  # normalisation leaves pixel values unchanged
+    return ds
+
+
+def test_alternate_flip_shows_each_image_both_ways_in_consecutive_epochs():
+    ds = _marked_images(64)
+    aug = Augment(hflip=True, alternate_flip=True)
+    loader = BatchLoader(ds, 16, shuffle=True, augment=aug, seed=3)
+    epochs = [_flips_by_image(loader, e) for e in range(4)]
+    assert all(len(f) == 64 for f in epochs)
+    for e in range(3):
+        assert all(epochs[e][i] != epochs[e + 1][i] for i in range(64))
+    assert epochs[0] == epochs[2] and epochs[1] == epochs[3]
+    assert 16 <= sum(epochs[0].values()) <= 48  # a fair coin per image, not all one way
+    other = _flips_by_image(BatchLoader(ds, 16, shuffle=True, augment=aug, seed=4), 0)
+    assert other != epochs[0]  # the coins come from the seed
+    # Random flips, for contrast: some images keep their orientation from one epoch to the next.
+    plain = BatchLoader(ds, 16, shuffle=True, augment=Augment(hflip=True), seed=3)
+    e0, e1 = _flips_by_image(plain, 0), _flips_by_image(plain, 1)
+    assert any(e0[i] == e1[i] for i in range(64))
+    # Sharded over 2 ranks, the images are flipped exactly as in one process.
+    shards = {}
+    for rank in range(2):
+        shards |= _flips_by_image(BatchLoader(ds, 8, shuffle=True, augment=aug, seed=3,
+                                              rank=rank, world_size=2), 1)
+    assert shards == epochs[1]
+
+
+def test_alternate_flip_needs_hflip():
+    with pytest.raises(ValueError, match="alternate_flip"):
+        Augment(alternate_flip=True)
+    from cnnzoo.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="alternate_flip: needs hflip"):
+        TrainConfig(model="compact_resnet8", alternate_flip=True)
+
+
+def test_smaller_crop_equals_per_image_reference_and_covers_every_offset():
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(5, 2, 6, 8, generator=g) * 255).to(torch.uint8)
+    offsets = torch.tensor([[0, 0], [4, 6], [2, 3], [1, 5], [4, 0]])
+    flip = torch.tensor([False, True, True, False, True])
+    out = crop_flip(x, 1, offsets, flip, size=(4, 4))
+    pad = F.pad(x, (1,) * 4)
+    assert out.shape == (5, 2, 4, 4)
+    for i in range(5):
+        oy, ox = offsets[i].tolist()
+        ref = pad[i, :, oy:oy + 4, ox:ox + 4]
+        assert torch.equal(out[i], ref.flip(-1) if flip[i] else ref)
+    # Through the loader: crops of the given side; offsets span the whole padded image.
+    ds = make_synthetic(64, 2, (1, 6, 8))
+    loader = BatchLoader(ds, 64, shuffle=True, seed=0,
+                         augment=Augment(crop_padding=1, crop_size=4))
+    xb, _ = next(iter(loader))
+    assert xb.shape == (64, 1, 4, 4)
+    u = torch.linspace(0, 1, 101)[:, None].expand(101, N_UNIFORMS)
+    plan = plan_augment(u, Augment(crop_padding=1, crop_size=4), (6, 8))
+    assert plan.offsets[:, 0].unique().tolist() == list(range(5))  # 6 + 2 - 4 = 4
+    assert plan.offsets[:, 1].unique().tolist() == list(range(7))  # 8 + 2 - 4 = 6
+    with pytest.raises(ValueError, match="crop_size 11 does not fit 6x8 images padded by 2"):
+        plan_augment(u, Augment(crop_padding=2, crop_size=11), (6, 8))
+    with pytest.raises(ValueError, match="crop_size"):
+        Augment(crop_size=0)

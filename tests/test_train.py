@@ -350,6 +350,35 @@ def test_grad_clip_bounds_the_step():
     assert 0 < moved.norm() <= 1e-3 * (1 + 1e-4)  # one SGD step of lr 1 x clipped gradient
 
 
+class SizeRecorder(nn.Module):
+    """tiny_net that records the side of every training batch it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_net()
+        self.sides: list[int] = []
+
+    def forward(self, x):
+        if self.training:
+            self.sides.append(x.shape[-1])
+        return self.net(x)
+
+
+def test_progressive_crop_sizes_then_whole_images():
+    net = SizeRecorder()
+    cnnzoo.train(net, tiny_data(64), epochs=3, batch_size=32, val_size=0, crop_padding=1,
+                 crop_size=6, crop_size_epochs=2, hflip=True, quiet=True)
+    assert net.sides == [6, 6, 6, 6, 8, 8]  # 2 steps per epoch: two epochs of 6x6, then 8x8
+    net = SizeRecorder()
+    cnnzoo.train(net, tiny_data(64), epochs=2, batch_size=32, val_size=0, crop_size=5,
+                 quiet=True)
+    assert net.sides == [5] * 4  # without crop_size_epochs: every epoch
+    with pytest.raises(ValueError, match="^crop_size_epochs"):
+        TrainConfig(epochs=3, crop_size_epochs=2)  # no crop_size
+    with pytest.raises(ValueError, match="^crop_size_epochs"):
+        TrainConfig(epochs=3, crop_size=6, crop_size_epochs=4)
+
+
 class NanAfter(nn.Module):
     """A net whose output becomes NaN after `n` training forwards."""
 

@@ -28,13 +28,12 @@ from cnnzoo.data.augment import (
     Augment,
     apply_plan,
     normalize,
-    output_size,
     plan_augment,
     resize,
 )
 from cnnzoo.data.dataset import ImageDataset
 
-_ORDER_STREAM, _AUGMENT_STREAM = 0, 1
+_ORDER_STREAM, _AUGMENT_STREAM, _FLIP_STREAM = 0, 1, 2
 
 
 def seeded_generator(*key: int) -> torch.Generator:
@@ -139,6 +138,12 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.batches(0)
 
+    def _alternate_flips(self, order: torch.Tensor) -> torch.Tensor:
+        """Flip of each position for Augment.alternate_flip: one coin per image for the whole
+        run (seeded by the loader's seed alone), inverted in odd epochs."""
+        coin = torch.rand(len(self.dataset), generator=seeded_generator(self.seed, _FLIP_STREAM))
+        return (coin[order] < 0.5) ^ bool(self.epoch % 2)
+
     def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Iterate from batch `start` of the current epoch (to resume in the middle of one)."""
         order = self._epoch_order()
@@ -147,8 +152,9 @@ class BatchLoader:
         if self.augment is not None:
             g = seeded_generator(self.seed, self.epoch, _AUGMENT_STREAM)
             uniforms = torch.rand(len(order), N_UNIFORMS, generator=g)
-            plan = plan_augment(uniforms, self.augment,
-                                output_size(self.dataset.image_size, self.image_size))
+            plan = plan_augment(uniforms, self.augment, self.dataset.image_size, self.image_size)
+            if self.augment.alternate_flip:
+                plan.flip = self._alternate_flips(order)
         for b in range(start, len(self)):
             pos = positions[b * self.batch_size:(b + 1) * self.batch_size]
             idx = order[pos].to(self._images.device)

@@ -85,7 +85,16 @@ class TrainConfig:
     # Augmentation, done on batches of tensors
     crop_padding: int = _help("random crop after zero padding by this many pixels; 0 = off",
                               default=0)
+    crop_size: int | None = _help("side of the random crop (after crop_padding); default: the "
+                                  "image's. Smaller: train on parts of images at fewer pixels "
+                                  "per step, evaluate on whole ones", default=None)
+    crop_size_epochs: int | None = _help("use crop_size for the first N epochs only, then "
+                                         "full-size crops (progressive sizes); default: all",
+                                         default=None)
     hflip: bool = _help("random horizontal flip with probability 0.5", default=False)
+    alternate_flip: bool = _help("with --hflip: each image flipped in every other epoch (one coin "
+                                 "per image per run, as airbench) instead of a coin per epoch",
+                                 default=False)
     random_erasing: float = _help("random erasing probability per image", default=0.0)
     image_size: int | None = _help("resize images to this H = W in pixels; default: the data's "
                                    "size, or the model's min_input_size when that is larger",
@@ -135,6 +144,15 @@ class TrainConfig:
         if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
             raise ValueError(f"warmup_epochs: expected 0..epochs ({self.epochs}), "
                              f"got {self.warmup_epochs}")
+        if self.crop_size is not None and self.crop_size < 1:
+            raise ValueError(f"crop_size: expected a positive number of pixels, "
+                             f"got {self.crop_size}")
+        if self.crop_size_epochs is not None and (
+                self.crop_size is None or not 0 <= self.crop_size_epochs <= self.epochs):
+            raise ValueError(f"crop_size_epochs: expected 0..epochs ({self.epochs}) with "
+                             f"crop_size set, got {self.crop_size_epochs}")
+        if self.alternate_flip and not self.hflip:
+            raise ValueError("alternate_flip: needs hflip (it changes how flips are drawn)")
         if not 0.0 <= self.random_erasing <= 1.0:
             raise ValueError(f"random_erasing: expected a probability, got {self.random_erasing}")
         if self.image_size is not None and self.image_size < 1:

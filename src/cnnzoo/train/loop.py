@@ -26,7 +26,7 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,10 +179,14 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
         model.to(memory_format=torch.channels_last)
 
     per_rank_batch = cfg.batch_size // info.world_size
+    augment = Augment(crop_padding=cfg.crop_padding, hflip=cfg.hflip,
+                      alternate_flip=cfg.alternate_flip, random_erasing=cfg.random_erasing)
+    # Progressive sizes: crop_size for the first crop_size_epochs epochs, then whole images.
+    small_crops = replace(augment, crop_size=cfg.crop_size)
+    small_crop_epochs = cfg.epochs if cfg.crop_size_epochs is None else cfg.crop_size_epochs
     loader = BatchLoader(
         train_ds, per_rank_batch, shuffle=True, drop_last=True, device=device, seed=cfg.seed,
-        augment=Augment(crop_padding=cfg.crop_padding, hflip=cfg.hflip,
-                        random_erasing=cfg.random_erasing),
+        augment=small_crops,
         image_size=image_size, rank=info.rank, world_size=info.world_size,
         channels_last=cfg.channels_last)
     if len(loader) == 0:
@@ -234,6 +238,7 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         loader.set_epoch(epoch)
+        loader.augment = small_crops if epoch < small_crop_epochs else augment
         _seed_generators(cfg.seed, epoch, info.rank)
         progress = runlog.Progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}", enabled=say)
         net.train()
