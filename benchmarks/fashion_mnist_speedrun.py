@@ -87,6 +87,8 @@ TTA_VIEWS = {
     "flip-shift4": [(f, 0, 0) for f in (False, True)]
                    + [(f, dy, dx) for f in (False, True)
                       for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))],
+    # flip x {centre and its eight 1-px neighbours}: the four diagonal moves added
+    "flip-shift8": [(f, dy, dx) for f in (False, True) for dy in (-1, 0, 1) for dx in (-1, 0, 1)],
 }
 
 
@@ -140,7 +142,9 @@ def train_options(args: argparse.Namespace, seed: int) -> dict:
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         schedule="onecycle", onecycle_pct_start=args.pct_start,
         ema_decay=args.ema_decay,
-        crop_padding=2, hflip=True, random_erasing=args.random_erasing,
+        crop_padding=args.crop_padding, crop_size=args.crop_size,
+        crop_size_epochs=args.crop_size_epochs, hflip=True, alternate_flip=args.alternate_flip,
+        random_erasing=args.random_erasing,
         channels_last=True, threads=args.threads, precision="fp32", device="cpu",
         seed=seed, quiet=args.quiet,
     )
@@ -243,6 +247,15 @@ def main() -> None:
     p.add_argument("--tta", choices=sorted(TTA_VIEWS), default="flip-shift4",
                    help="test-time augmentation whose accuracy is the result (all are printed)")
     p.add_argument("--random-erasing", type=float, default=0.0)
+    p.add_argument("--crop-padding", type=int, default=2,
+                   help="random crop after zero padding by this many pixels")
+    p.add_argument("--crop-size", type=int, default=None,
+                   help="train on random crops of this side (progressive sizes: see "
+                        "--crop-size-epochs); default 28, the whole image")
+    p.add_argument("--crop-size-epochs", type=int, default=None,
+                   help="epochs trained on --crop-size crops before whole images; default all")
+    p.add_argument("--alternate-flip", action=argparse.BooleanOptionalAction, default=False,
+                   help="flip each image in every other epoch (airbench) instead of at random")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -284,6 +297,8 @@ def main() -> None:
           f"{args.epochs} epochs, batch "
           f"{args.batch_size}, lr {args.lr} one-cycle, label smoothing {args.label_smoothing}, "
           f"wd {args.weight_decay}, EMA {args.ema_decay}, random erasing {args.random_erasing}, "
+          f"crop padding {args.crop_padding}, crop size {args.crop_size} for "
+          f"{args.crop_size_epochs} epochs, alternate flip {args.alternate_flip}, "
           f"TTA {args.tta}", flush=True)
     split = "val" if args.val_size > 0 else "test"
 
