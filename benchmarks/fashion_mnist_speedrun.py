@@ -274,10 +274,16 @@ def main() -> None:
         args = argparse.Namespace(**json.loads(args.worker_args.read_text()))
         args.worker_seed, args.worker_result = seed, result
     full_epochs, full_crop_epochs = args.epochs, args.crop_size_epochs
+    # crop epochs in the real run (--crop-size-epochs 0: none, whole images throughout)
+    crops = 0 if args.crop_size is None else (full_epochs if full_crop_epochs is None
+                                              else min(full_crop_epochs, full_epochs))
     if args.quick:
         args.seeds, args.epochs, args.val_size = args.seeds[:1], 2, 512
-        if args.crop_size is not None:  # a warm-up and a timed epoch of crops, one of whole images
-            args.epochs, args.crop_size_epochs = 3, 2 if full_crop_epochs is not None else None
+        if crops:  # a warm-up and a timed epoch of crops, then one of whole images (if any)
+            args.epochs = 3 if crops < full_epochs else 2
+            args.crop_size_epochs = 2 if crops < full_epochs else None
+        elif full_crop_epochs is not None:
+            args.crop_size_epochs = 0
 
     if args.worker_seed is not None:  # one seed inside a --procs run, started by torchrun
         torch.set_num_threads(args.threads)
@@ -335,7 +341,7 @@ def main() -> None:
         speeds = [statistics.fmean(r["epoch_images_per_s"][i] for r in runs)
                   for i in range(args.epochs)]
         epoch_s = 60_000 / speeds[-1]
-        if args.crop_size is None:
+        if not crops:
             fits = int(PROJECTION_LIMIT_S // epoch_s)
             print(f"projection on 60k images: {epoch_s:.1f} s per epoch ({speeds[-1]:,.0f} "
                   f"images/s), {full_epochs} epochs = {full_epochs * epoch_s:.0f} s; at most "
@@ -343,11 +349,12 @@ def main() -> None:
                   f"less a 10% margin)")
         else:
             crop_s = 60_000 / speeds[1]
-            crops = full_epochs if full_crop_epochs is None else full_crop_epochs
             total = crops * crop_s + (full_epochs - crops) * epoch_s
+            whole = (f", {epoch_s:.1f} s per epoch of whole images" if crops < full_epochs
+                     else "")
             print(f"projection on 60k images: {crop_s:.1f} s per epoch of {args.crop_size}x"
-                  f"{args.crop_size} crops, {epoch_s:.1f} s per epoch of whole images; {crops} + "
-                  f"{full_epochs - crops} epochs = {total:.0f} s against "
+                  f"{args.crop_size} crops{whole}; {crops} + {full_epochs - crops} epochs = "
+                  f"{total:.0f} s against "
                   f"{PROJECTION_LIMIT_S:.0f} s (the {TIME_LIMIT_S:.0f} s bar less a 10% margin)")
     if args.val_size == 0 and not args.quick:
         ok = mean >= TARGET_ACC and max(walls) < TIME_LIMIT_S

@@ -227,9 +227,9 @@ def plan_augment(u: torch.Tensor, aug: Augment, in_size: tuple[int, int],
                  image_size: int | None = None) -> AugmentPlan:
     """Turn uniforms (N, N_UNIFORMS) into per-image parameters for images of `in_size` (H, W),
     resized to `image_size` (None = not resized)."""
-    out_size = output_size(in_size, image_size, aug)
     p = aug.crop_padding
     crop = crop_window(in_size, aug)
+    out_size = crop if image_size is None else (image_size, image_size)  # erasing's frame
     slack = torch.tensor([in_size[0] + 2 * p - crop[0], in_size[1] + 2 * p - crop[1]])
     offsets = torch.minimum((u[:, [_CROP_Y, _CROP_X]] * (slack + 1)).long(), slack)
     flip = (u[:, _FLIP] < 0.5) & aug.hflip
@@ -279,14 +279,6 @@ def apply_plan(x: torch.Tensor, plan: AugmentPlan, aug: Augment, *, mean: Sequen
     if aug.random_erasing > 0:
         x = erase_boxes(x, plan.boxes)
     return x
-
-
-def output_size(in_size: tuple[int, int], image_size: int | None,
-                aug: Augment | None = None) -> tuple[int, int]:
-    """(H, W) of a batch after `aug`'s crop (if any) and the resize to `image_size`."""
-    if image_size is not None:
-        return image_size, image_size
-    return in_size if aug is None else crop_window(in_size, aug)
 
 
 def augment_batch(x: torch.Tensor, u: torch.Tensor, aug: Augment, *,
