@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint setup clean experiments
+.PHONY: demo test lint setup clean experiments clone-test
 
 setup: $(STAMP)
 
@@ -34,6 +34,13 @@ experiments: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
+
+# The whole suite in a fresh clone of HEAD with nothing beside it (no ../shared), as a user's
+# clone from the public repository would run it; reuses this checkout's venv.
+clone-test: $(STAMP)
+	set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	git clone --quiet --no-hardlinks . "$$d/cnnzoo"; \
+	cd "$$d/cnnzoo" && PYTHONPATH="$$d/cnnzoo/src" $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -1,6 +1,8 @@
-"""Loading `../shared/reference/`: the filled state dicts and logits made by torchvision and timm.
+"""Loading `tests/fixtures/reference/`: filled state dicts and logits made by torchvision, timm.
 
-The filling rule is the one in `../shared/reference/README.md` ("The deterministic weights").
+The files are copies of the project's shared reference set, kept in the repository so that a
+clone passes on any machine; their provenance is in `tests/fixtures/reference/README.md`, and the
+filling rule is the one there ("The deterministic weights"). `CNNZOO_REFERENCE` points elsewhere.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path(os.environ.get("CNNZOO_REFERENCE", REPO.parent / "shared" / "reference"))
+REFERENCE = Path(os.environ.get("CNNZOO_REFERENCE", REPO / "tests" / "fixtures" / "reference"))
 MODELS = REFERENCE / "models"
 
 

@@ -2,7 +2,7 @@
 
 The pretrained weights are the reference-filled torchvision state dicts of `tests/reference.py`
 (the deterministic fill of ../shared/reference/README.md, in torchvision's key layout), the
-data a few hundred images of the CIFAR-10 training split in ../shared/datasets/.
+data 400 images of the CIFAR-10 training split (JPEGs, 40 per class) in tests/fixtures/.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from cnnzoo.train import TrainConfig, load_checkpoint, transfer
 from cnnzoo.train.optim import build_optimizer, param_groups
 from reference import REPO, filled_state_dict
 
-CIFAR = REPO.parent / "shared" / "datasets" / "cifar10-train-jpeg.tar.gz"
+# Every 125th image of ../shared/datasets/cifar10-train-jpeg.tar.gz (sorted by class): files
+# 0000, 0125, ..., 4875 of each class, 130 kB; see tests/fixtures/README.md.
+CIFAR = REPO / "tests" / "fixtures" / "cifar10-400-jpeg.tar.gz"
 FROZEN = ("conv1.", "bn1.", "layer1.", "layer2.")  # resnet18 --freeze layer2
 TRAINED = ("layer3.", "layer4.")
-needs_cifar = pytest.mark.skipif(not CIFAR.is_file(), reason=f"{CIFAR} not present")
 
 
 @pytest.fixture(scope="module")
 def cifar400():
-    """400 images, 40 per class (the file is sorted by class): 300 train + 100 validation."""
-    ds = load_dataset(str(CIFAR))
-    return ds.subset(range(0, len(ds), len(ds) // 400))
+    """400 images, 40 per class: 300 train + 100 validation."""
+    return load_dataset(str(CIFAR))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,6 @@ def finetuned(cifar400, torchvision_file, tmp_path_factory):
     return result, out
 
 
-@needs_cifar
 def test_finetune_starts_from_the_file_with_a_new_head_and_frozen_stages(finetuned,
                                                                           torchvision_file):
     result, out = finetuned
@@ -107,7 +106,6 @@ def test_finetune_starts_from_the_file_with_a_new_head_and_frozen_stages(finetun
           f"drift {drift:.4f}, fresh-init gap {fresh_gap:.3f}, {len(frozen)} frozen unchanged")
 
 
-@needs_cifar
 def test_init_from_a_cnnzoo_checkpoint_and_its_safetensors_export(finetuned, cifar400,
                                                                   tmp_path):
     from cnnzoo.infer.export import export_model
@@ -210,7 +208,6 @@ def _cli_error(capsys, tmp_path, *args: str) -> str:
     return err[0]
 
 
-@needs_cifar
 def test_weights_of_another_architecture_name_first_keys_and_counts(capsys, tmp_path,
                                                                    torchvision_file):
     path = tmp_path / "resnet34.pth"
@@ -236,7 +233,6 @@ def test_weights_of_another_architecture_name_first_keys_and_counts(capsys, tmp_
             "model expects (64, 3, 3, 3))") in line
 
 
-@needs_cifar
 def test_class_count_and_freeze_stage_mismatches_are_one_line(capsys, tmp_path,
                                                               torchvision_file):
     line = _cli_error(capsys, tmp_path, "--init", str(torchvision_file), "--num-classes", "5")
