@@ -1,138 +1,20 @@
-"""Checkpoints: written atomically, read with `torch.load(weights_only=True)`.
+"""The training state in a checkpoint: what last.pt adds to the model file.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
-without unpickling any code. Keys (`FORMAT_VERSION` 1):
-
-    format          "cnnzoo-checkpoint"
-    format_version  1
-    kind            "last" (full training state) or "best" (weights, no optimizer state)
-    model_name      registered model name, or None for a module passed in directly
-    model_options   builder keyword options, e.g. {"drop_path_rate": 0.2}
-    num_classes, in_chans
-    classes         class names, index = label
-    preprocess      {"mean": [...], "std": [...] (per channel, of pixel/255),
-                     "image_size": [H, W] the model was trained at, "resize": bool
-                     (the images were resized from the data's size to image_size)};
-                    the model's input is (resize(uint8 pixels, image_size) / 255 - mean) / std,
-                    i.e. `cnnzoo.data.preprocess(images, mean, std, image_size=...)`
-    model           state dict of the trained weights
-    ema             state dict of the weight average (same keys as model), or None
-    ema_updates     number of EMA updates so far (its warm-up depends on it)
-    eval_weights    "ema" or "model": the weights the validation accuracy was measured on
-    epoch           completed epochs
-    global_step     optimizer steps taken
-    best_val_acc    best validation top-1 so far (fraction), or None without validation
-    metrics         the per-epoch metric rows so far (list of dicts)
-    config          the TrainConfig as a dict
-    versions        {"cnnzoo": ..., "torch": ...}
-  only in "last":
-    optimizer, scheduler, scaler (GradScaler state or None),
-    rng             {"torch": ByteTensor, "cuda": [ByteTensor] or None,
-                     "numpy": {...}, "python": [...]}
-
-The "rng" states are restored on resume, but the loop also reseeds every generator at each
-epoch start from (seed, epoch, rank): that, not the saved states (rank 0's only), is what
-makes a resumed multi-process run exact. The data loader keeps no state: its order and
-augmentation are a function of (seed, epoch, rank), so an epoch-boundary checkpoint resumes
-it exactly.
+The file format itself (keys, atomic save, `weights_only` load) is `cnnzoo.checkpoint`'s;
+this module fills it from a run and restores a run from it. The "rng" states are restored on
+resume, but the loop also reseeds every generator at each epoch start from (seed, epoch,
+rank): that, not the saved states (rank 0's only), is what makes a resumed multi-process run
+exact. The data loader keeps no state: its order and augmentation are a function of
+(seed, epoch, rank), so an epoch-boundary checkpoint resumes it exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-
-from cnnzoo.fileio import atomic_write
-from cnnzoo.train import faults
-
-FORMAT = "cnnzoo-checkpoint"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A file that is not a readable cnnzoo checkpoint; the message names the file."""
-
-
-def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete temp files left by a process killed mid-write; returns what was removed."""
-    stale = sorted(Path(directory).glob(".*.tmp"))
-    for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    return stale
-
-
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any], *,
-                    kill_point: str | None = None) -> None:
-    """Write `checkpoint` (a dict with this module's keys) atomically to `path`."""
-    checkpoint = {"format": FORMAT, "format_version": FORMAT_VERSION, **checkpoint}
-    before = None if kill_point is None else (lambda: faults.kill_point(kill_point))
-    atomic_write(path, lambda f: torch.save(checkpoint, f), before_replace=before)
-
-
-def load_checkpoint(path: str | os.PathLike, *,
-                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a cnnzoo checkpoint with `weights_only=True`.
-
-    Raises:
-        CheckpointError: missing, truncated, corrupt or foreign file (one line naming it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged zip or pickle
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, corrupt or not saved by torch): "
-            f"{_reason(err)}"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a cnnzoo checkpoint (expected a dict with "
-                              f"format={FORMAT!r}, as `cnnzoo train` writes)")
-    if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')}, "
-                              f"this cnnzoo reads version {FORMAT_VERSION}")
-    return ckpt
-
-
-def _reason(err: Exception) -> str:
-    """The informative line of torch.load's (often multi-paragraph) message."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    line = next((x.split("WeightsUnpickler error:", 1)[1] for x in lines
-                 if "WeightsUnpickler error:" in x),  # e.g. "Unsupported global: GLOBAL x.Y"
-                lines[0] if lines else "")
-    return f"{type(err).__name__}: {line.strip().split('. ')[0]}"[:200]
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], *, weights: str = "auto") -> nn.Module:
-    """Rebuild the registered model a checkpoint records and load its weights (eval mode).
-
-    Args:
-        ckpt: from `load_checkpoint`.
-        weights: "model", "ema", or "auto" (the weights validation used: `eval_weights`).
-    """
-    from cnnzoo.models import create_model
-
-    if ckpt.get("model_name") is None:
-        raise CheckpointError("checkpoint holds a model that is not in the registry "
-                              "(trained from a module passed in directly); build it yourself "
-                              "and load ckpt['model']")
-    if weights == "auto":
-        weights = ckpt.get("eval_weights", "model")
-    if weights not in ("model", "ema") or ckpt.get(weights) is None:
-        raise CheckpointError(f"checkpoint has no {weights!r} weights")
-    model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"],
-                         in_chans=ckpt["in_chans"], **ckpt["model_options"])
-    model.load_state_dict(ckpt[weights])
-    return model.eval()
 
 
 def rng_state() -> dict[str, Any]:
@@ -157,3 +39,4 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          n["has_gauss"], n["cached_gaussian"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+

@@ -27,6 +27,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.data import Augment, BatchLoader, ImageDataset, load_dataset, train_val_split
+from cnnzoo.checkpoint.torch_file import load_checkpoint, save_checkpoint, versions
+from cnnzoo.data.augment import Augment
+from cnnzoo.data.dataset import ImageDataset, train_val_split
+from cnnzoo.data.loader import BatchLoader
+from cnnzoo.data.sources import load_dataset
+from cnnzoo.fileio import remove_stale_temp_files
+from cnnzoo.models.registry import create_model
 from cnnzoo.train import checkpoint as ckpt_io
 from cnnzoo.train import distributed, faults, runlog, transfer
 from cnnzoo.train.config import TrainConfig
@@ -164,8 +171,6 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
     if module is not None:
         model = module
     else:
-        from cnnzoo.models import create_model
-
         model = create_model(cfg.model, num_classes=train_ds.num_classes,
                              in_chans=train_ds.in_chans, **model_options)
     if plan is not None:
@@ -206,7 +211,7 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
                      {**init, "frozen": frozen} if init else None)
     start_epoch, global_step, best, rows = 0, 0, None, []
     if resume_from is not None:
-        state = ckpt_io.load_checkpoint(resume_from)  # CPU: RNG states must stay there
+        state = load_checkpoint(resume_from)  # CPU: RNG states must stay there
         _check_resumable(cfg, state, resume_from)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -221,7 +226,7 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
 
     if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_io.remove_stale_temp_files(run_dir)  # left by a run killed mid-write
+        remove_stale_temp_files(run_dir)  # left by a run killed mid-write
         runlog.write_json(run_dir / "config.json", cfg.to_dict())
         runlog.write_json(run_dir / "env.json", runlog.environment(
             device=device, precision=execution.precision, world_size=info.world_size))
@@ -308,14 +313,14 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
                        "epoch": epoch + 1, "global_step": global_step,
                        "best_val_acc": best, "metrics": rows}
             if improved:
-                ckpt_io.save_checkpoint(run_dir / "best.pt", {**weights, "kind": "best"})
-            ckpt_io.save_checkpoint(
+                save_checkpoint(run_dir / "best.pt", {**weights, "kind": "best"})
+            save_checkpoint(
                 run_dir / "last.pt",
                 {**weights, "kind": "last", "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                  "rng": ckpt_io.rng_state()},
-                kill_point=f"ckpt-write:{epoch + 1}")
+                before_replace=partial(faults.kill_point, f"ckpt-write:{epoch + 1}"))
             runlog.write_metrics(run_dir, rows)
         if say:
             print(_epoch_line(row, cfg.epochs), flush=True)
@@ -387,8 +392,6 @@ def _record(cfg: TrainConfig, module: nn.Module | None, ds: ImageDataset,
     """The checkpoint keys that let eval/predict/export rebuild the model and its input, and
     where its weights started ("init": `transfer.init_record` and the frozen steps, or None
     for a fresh initialisation)."""
-    import cnnzoo
-
     return {
         "model_name": None if module is not None else cfg.model,
         "model_options": dict(model_options),  # with those the init file needs
@@ -401,7 +404,7 @@ def _record(cfg: TrainConfig, module: nn.Module | None, ds: ImageDataset,
                        "resize": image_size is not None},
         "config": cfg.to_dict(),
         "init": init,
-        "versions": {"cnnzoo": cnnzoo.__version__, "torch": str(torch.__version__)},
+        "versions": versions(),
     }
 
 

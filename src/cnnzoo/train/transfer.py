@@ -43,9 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 
-from cnnzoo.train.checkpoint import FORMAT, CheckpointError, load_checkpoint
+from cnnzoo.checkpoint.info import resolve_weights
+from cnnzoo.checkpoint.safetensors_file import SAFETENSORS_FORMAT, load_safetensors_model
+from cnnzoo.checkpoint.torch_file import FORMAT, CheckpointError, load_checkpoint
+from cnnzoo.models import convert
+from cnnzoo.models.convert import convert_keys
+from cnnzoo.models.registry import create_model
 
 
 @dataclass(frozen=True)
@@ -103,8 +110,6 @@ def read_weights(path: str | os.PathLike) -> InitWeights:
         load_checkpoint(path)
         raise
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        from cnnzoo.infer.loading import resolve_weights
-
         ckpt = load_checkpoint(path)  # checks the format version
         weights = resolve_weights(ckpt, "auto")
         if ckpt.get(weights) is None:
@@ -115,11 +120,6 @@ def read_weights(path: str | os.PathLike) -> InitWeights:
 
 
 def _read_safetensors(path: Path) -> InitWeights:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from cnnzoo.infer.export import SAFETENSORS_FORMAT, load_safetensors_model
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -210,8 +210,6 @@ def load_backbone(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
 
 def _candidates(model_name: str, weights: InitWeights) -> list[tuple[str, str | None, dict, list]]:
     """(source, reference name, builder options, key rules) to try, most specific first."""
-    from cnnzoo.models import convert
-
     if weights.kind != "state dict":
         return [("cnnzoo", None, dict(weights.model_options), [])]
     out = []
@@ -235,9 +233,6 @@ def plan_init(path: str | os.PathLike, model_name: str, *, num_classes: int, in_
     Raises:
         ValueError: no reading fits; the message is the closest one's (fewest mismatches).
     """
-    from cnnzoo.models import create_model
-    from cnnzoo.models.convert import convert_keys
-
     weights = read_weights(path)
     problems = []
     for source, ref, options, rules in _candidates(model_name, weights):
