@@ -42,7 +42,6 @@ from cnnzoo.data.dataset import ImageDataset, train_val_split
 from cnnzoo.data.loader import BatchLoader
 from cnnzoo.data.sources import load_dataset
 from cnnzoo.fileio import remove_stale_temp_files
-from cnnzoo.models.registry import create_model
 from cnnzoo.train import checkpoint as ckpt_io
 from cnnzoo.train import distributed, faults, runlog, transfer
 from cnnzoo.train.config import TrainConfig
@@ -156,28 +155,9 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
         size = int(cfg.val_size) if cfg.val_size >= 1 else float(cfg.val_size)
         train_ds, val_ds = train_val_split(train_ds, size, seed=cfg.seed)
 
-    # Model: the same initial weights on every rank (DDP also broadcasts rank 0's). With
-    # init, the file decides how its keys read and which builder options it needs.
-    plan = init = None
-    model_options = dict(cfg.model_options)
-    if cfg.init is not None:
-        if module is not None:
-            raise ValueError("init: needs a registered model name, not a module (load the "
-                             "weights into the module yourself)")
-        plan = transfer.plan_init(cfg.init, cfg.model, num_classes=train_ds.num_classes,
-                                  in_chans=train_ds.in_chans, model_options=cfg.model_options)
-        model_options = plan.model_options
-    torch.manual_seed(cfg.seed)
-    if module is not None:
-        model = module
-    else:
-        model = create_model(cfg.model, num_classes=train_ds.num_classes,
-                             in_chans=train_ds.in_chans, **model_options)
-    if plan is not None:
-        fresh = transfer.load_backbone(model, plan.state_dict, what=f"init: {cfg.init}")
-        init = transfer.init_record(plan, fresh)
-    frozen = transfer.frozen_steps(model, cfg.freeze) if cfg.freeze is not None else []
-    transfer.freeze(model, frozen)
+    built = transfer.prepare(cfg, module, num_classes=train_ds.num_classes,
+                             in_chans=train_ds.in_chans)
+    model, frozen = built.model, built.frozen
     image_size = _image_size(cfg, model, train_ds)
     model.to(device)
     if cfg.channels_last:
@@ -207,8 +187,7 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
     scheduler = build_scheduler(optimizer, cfg, len(loader))
     scaler = torch.amp.GradScaler(device.type, enabled=execution.use_scaler)
     ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None
-    record = _record(cfg, module, train_ds, image_size, model_options,
-                     {**init, "frozen": frozen} if init else None)
+    record = _record(cfg, module, train_ds, image_size, built.model_options, built.init)
     start_epoch, global_step, best, rows = 0, 0, None, []
     if resume_from is not None:
         state = load_checkpoint(resume_from)  # CPU: RNG states must stay there
@@ -235,8 +214,8 @@ def _run(cfg: TrainConfig, module: nn.Module | None, dataset: ImageDataset | Non
         net = torch.compile(net)
     criterion = _criterion(model, cfg.label_smoothing)
     say = info.is_main and not cfg.quiet
-    if say and plan is not None:
-        print(transfer.describe(plan, init["reinitialized"], frozen), flush=True)
+    if say and built.message is not None:
+        print(built.message, flush=True)
     if say and start_epoch:
         print(f"resuming {run_dir / 'last.pt'} after epoch {start_epoch}", flush=True)
 

@@ -15,7 +15,8 @@ WEIGHTS is read (tensors only: `torch.load(weights_only=True)` or safetensors) a
   options a reference layout needs, e.g. GoogLeNet's `torchvision_compat`, are applied too).
   ResNets have the same names in torchvision and timm; such a file is reported as torchvision's.
 
-`load_backbone` then copies every tensor into the model built for the new number of classes
+`prepare` does it all for the loop: plan the reading, build the model, load it, freeze.
+`load_backbone` copies every tensor into the model built for the new number of classes
 except the classifier tensors whose shape differs: those keep their fresh initialisation
 and are reported. A classifier is a Linear layer with `num_classes` outputs (the classifier,
 and GoogLeNet's auxiliary ones); a zoo model has no per-family reset method, and needs none.
@@ -53,6 +54,59 @@ from cnnzoo.checkpoint.torch_file import FORMAT, CheckpointError, load_checkpoin
 from cnnzoo.models import convert
 from cnnzoo.models.convert import convert_keys
 from cnnzoo.models.registry import create_model
+from cnnzoo.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The model a run trains and where its weights came from (see `prepare`).
+
+    Attributes:
+        model: the network, on the CPU, filled from the init file when one was given.
+        model_options: the builder options used (with those the init file needs).
+        frozen: the forward steps `freeze` froze (keep them in eval mode while training).
+        init: the checkpoints' "init" entry (`init_record` and the frozen steps), or None
+            for a fresh initialisation.
+        message: the log line saying what was loaded and frozen, or None without init.
+    """
+
+    model: nn.Module
+    model_options: dict[str, Any]
+    frozen: list[str]
+    init: dict[str, Any] | None
+    message: str | None
+
+
+def prepare(cfg: TrainConfig, module: nn.Module | None, *, num_classes: int,
+            in_chans: int) -> Prepared:
+    """Build the model a run trains: `module` as given, or the registered `cfg.model`,
+    seeded so every rank starts from the same weights, then filled from `cfg.init` (the file
+    decides how its keys read and which builder options it needs) and frozen up to
+    `cfg.freeze`.
+
+    Raises:
+        ValueError: init with a module, weights that do not fit, no such stage.
+    """
+    plan = None
+    options = dict(cfg.model_options)
+    if cfg.init is not None:
+        if module is not None:
+            raise ValueError("init: needs a registered model name, not a module (load the "
+                             "weights into the module yourself)")
+        plan = plan_init(cfg.init, cfg.model, num_classes=num_classes, in_chans=in_chans,
+                         model_options=cfg.model_options)
+        options = plan.model_options
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts too)
+    model = module if module is not None else create_model(
+        cfg.model, num_classes=num_classes, in_chans=in_chans, **options)
+    fresh = None if plan is None else load_backbone(model, plan.state_dict,
+                                                    what=f"init: {cfg.init}")
+    frozen = frozen_steps(model, cfg.freeze) if cfg.freeze is not None else []
+    freeze(model, frozen)
+    if plan is None:
+        return Prepared(model, options, frozen, None, None)
+    return Prepared(model, options, frozen, {**init_record(plan, fresh), "frozen": frozen},
+                    describe(plan, fresh, frozen))
 
 
 @dataclass(frozen=True)
