@@ -29,7 +29,7 @@ from cnnzoo.train import (
 from cnnzoo.train import device as device_mod
 from cnnzoo.train.checkpoint import rng_state, set_rng_state
 from cnnzoo.train.ema import ModelEma
-from cnnzoo.train.loop import _criterion
+from cnnzoo.train.loss import make_criterion
 from cnnzoo.train.optim import build_optimizer, param_groups
 from cnnzoo.train.runlog import Progress
 from cnnzoo.train.schedule import Cosine, OneCycle, Step, build_scheduler
@@ -288,12 +288,12 @@ def test_aux_losses_use_the_model_weight():
     model.aux_weight = 0.3
     y = torch.tensor([0, 2])
     main, a1, a2 = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3)
-    logits, loss = _criterion(model, 0.1)(AuxOut(main, a2, a1), y)
+    logits, loss = make_criterion(model, 0.1)(AuxOut(main, a2, a1), y)
     ce = lambda z: nn.functional.cross_entropy(z, y, label_smoothing=0.1)  # noqa: E731
     assert logits is main
     torch.testing.assert_close(loss, ce(main) + 0.3 * (ce(a1) + ce(a2)))
     with pytest.raises(ValueError, match="no aux_weight"):
-        _criterion(nn.Linear(2, 3), 0.0)(AuxOut(main, a2, a1), y)
+        make_criterion(nn.Linear(2, 3), 0.0)(AuxOut(main, a2, a1), y)
 
 
 # ---------------------------------------------------------------- whole runs

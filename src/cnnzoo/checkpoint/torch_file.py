@@ -30,11 +30,8 @@ without unpickling any code. Keys (`FORMAT_VERSION` 1):
     rng             {"torch": ByteTensor, "cuda": [ByteTensor] or None,
                      "numpy": {...}, "python": [...]}
 
-The "rng" states are restored on resume, but the loop also reseeds every generator at each
-epoch start from (seed, epoch, rank): that, not the saved states (rank 0's only), is what
-makes a resumed multi-process run exact. The data loader keeps no state: its order and
-augmentation are a function of (seed, epoch, rank), so an epoch-boundary checkpoint resumes
-it exactly.
+`cnnzoo.train.checkpoint` fills the training state ("last" keys) from a run and restores a
+run from it.
 """
 
 from __future__ import annotations

@@ -11,10 +11,17 @@ exact. The data loader keeps no state: its order and augmentation are a function
 from __future__ import annotations
 
 import random
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from cnnzoo.checkpoint.torch_file import load_checkpoint, save_checkpoint
+from cnnzoo.train import faults
+from cnnzoo.train.config import TrainConfig
+from cnnzoo.train.run import Run
 
 
 def rng_state() -> dict[str, Any]:
@@ -40,3 +47,46 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
 
+
+def save(run: Run, epoch: int, improved: bool) -> None:
+    """Write last.pt (and best.pt when validation improved) after `epoch` completed epochs."""
+    ema = run.ema
+    weights = {**run.record, "model": run.model.state_dict(),
+               "ema": ema.module.state_dict() if ema else None,
+               "ema_updates": ema.updates if ema else 0,
+               "eval_weights": "ema" if ema else "model",
+               "epoch": epoch, "global_step": run.global_step,
+               "best_val_acc": run.best, "metrics": run.rows}
+    if improved:
+        save_checkpoint(run.run_dir / "best.pt", {**weights, "kind": "best"})
+    training = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+                "rng": rng_state()}
+    save_checkpoint(run.run_dir / "last.pt", {**weights, "kind": "last", **training},
+                    before_replace=partial(faults.kill_point, f"ckpt-write:{epoch}"))
+
+
+def restore(run: Run, path: Path) -> None:
+    """Continue `run` from the last.pt at `path`: weights, optimiser, RNG and progress."""
+    state = load_checkpoint(path)  # on the CPU: the RNG states must stay there
+    check_resumable(run.cfg, state, path)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] is not None:
+        run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None:
+        run.ema.load(state["ema"], state["ema_updates"])
+    set_rng_state(state["rng"])
+    run.start_epoch, run.global_step = state["epoch"], state["global_step"]
+    run.best, run.rows = state["best_val_acc"], list(state["metrics"])
+
+
+def check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
+    """Refuse a best.pt, or a last.pt trained with other settings."""
+    if state.get("kind") != "last":
+        raise ValueError(f"{path}: a {state.get('kind')!r} checkpoint holds no training state")
+    diff = cfg.differences(TrainConfig.from_dict(state["config"]))
+    if diff:
+        raise ValueError(f"resume: {path} was trained with other settings ({'; '.join(diff)}); "
+                         f"resume with the same options")
