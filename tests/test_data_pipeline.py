@@ -23,6 +23,7 @@ from cnnzoo.data.augment import (
     plan_augment,
     rotate_scale,
 )
+from cnnzoo.train.config import TrainConfig
 
 
 def collect(loader):
@@ -279,8 +280,6 @@ def test_alternate_flip_shows_each_image_both_ways_in_consecutive_epochs():
 def test_alternate_flip_needs_hflip():
     with pytest.raises(ValueError, match="alternate_flip"):
         Augment(alternate_flip=True)
-    from cnnzoo.train.config import TrainConfig
-
     with pytest.raises(ValueError, match="alternate_flip: needs hflip"):
         TrainConfig(model="compact_resnet8", alternate_flip=True)
 

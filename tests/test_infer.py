@@ -15,8 +15,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 import cnnzoo
+from cnnzoo.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from cnnzoo.cli import main
 from cnnzoo.data import load_dataset, make_synthetic, normalize, resize
 from cnnzoo.infer import (
@@ -33,12 +40,6 @@ from cnnzoo.infer import (
 )
 from cnnzoo.infer.evaluate import load_split
 from cnnzoo.models import create_model
-from cnnzoo.train.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
 
 DATA = "synthetic:1x12x12:4:96"
 SIZE = 14  # the run resizes 12x12 images to 14x14, so preprocessing has work to do
@@ -275,8 +276,6 @@ def test_safetensors_export_reloads_the_same_model(run, tmp_path):
 
 
 def test_safetensors_without_cnnzoo_metadata_is_refused(tmp_path):
-    from safetensors.torch import save_file
-
     save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(CheckpointError, match="not a cnnzoo safetensors export"):
         load_model(tmp_path / "x.safetensors")

@@ -3,6 +3,7 @@ resolution, and short in-process runs of `cnnzoo.train` with a tiny network."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import random
@@ -14,7 +15,9 @@ import torch
 from torch import nn
 
 import cnnzoo.train
+from cnnzoo.cli import build_parser
 from cnnzoo.data import make_synthetic
+from cnnzoo.fileio import atomic_write
 from cnnzoo.train import (
     CheckpointError,
     NonFiniteLossError,
@@ -24,10 +27,11 @@ from cnnzoo.train import (
     save_checkpoint,
 )
 from cnnzoo.train import device as device_mod
-from cnnzoo.train.checkpoint import atomic_write, rng_state, set_rng_state
+from cnnzoo.train.checkpoint import rng_state, set_rng_state
 from cnnzoo.train.ema import ModelEma
-from cnnzoo.train.loop import _criterion
+from cnnzoo.train.loss import make_criterion
 from cnnzoo.train.optim import build_optimizer, param_groups
+from cnnzoo.train.runlog import Progress
 from cnnzoo.train.schedule import Cosine, OneCycle, Step, build_scheduler
 
 
@@ -111,8 +115,6 @@ def test_scheduler_sets_lr_per_step():
 
 
 def _roundtrip(obj):
-    import io
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     buf.seek(0)
@@ -286,12 +288,12 @@ def test_aux_losses_use_the_model_weight():
     model.aux_weight = 0.3
     y = torch.tensor([0, 2])
     main, a1, a2 = torch.randn(2, 3), torch.randn(2, 3), torch.randn(2, 3)
-    logits, loss = _criterion(model, 0.1)(AuxOut(main, a2, a1), y)
+    logits, loss = make_criterion(model, 0.1)(AuxOut(main, a2, a1), y)
     ce = lambda z: nn.functional.cross_entropy(z, y, label_smoothing=0.1)  # noqa: E731
     assert logits is main
     torch.testing.assert_close(loss, ce(main) + 0.3 * (ce(a1) + ce(a2)))
     with pytest.raises(ValueError, match="no aux_weight"):
-        _criterion(nn.Linear(2, 3), 0.0)(AuxOut(main, a2, a1), y)
+        make_criterion(nn.Linear(2, 3), 0.0)(AuxOut(main, a2, a1), y)
 
 
 # ---------------------------------------------------------------- whole runs
@@ -471,8 +473,6 @@ def test_channels_last_and_deterministic_mode_train_the_same():
 
 
 def test_cli_options_reach_the_config():
-    from cnnzoo.cli import build_parser
-
     args = build_parser().parse_args([
         "train", "efficientnet_b0", "--data", "fashion-mnist", "--out", "runs/x",
         "--model-opt", "drop_path_rate=0.1", "--model-opt", "small_input=True",
@@ -487,10 +487,6 @@ def test_cli_options_reach_the_config():
 
 
 def test_progress_bar_on_a_terminal_only():
-    import io
-
-    from cnnzoo.train.runlog import Progress
-
     class Tty(io.StringIO):
         def isatty(self):
             return True

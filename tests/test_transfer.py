@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 import cnnzoo.train
 from cnnzoo.cli import main as cli_main
 from cnnzoo.data import load_dataset
+from cnnzoo.infer.export import export_model
 from cnnzoo.models import create_model
 from cnnzoo.train import TrainConfig, load_checkpoint, transfer
 from cnnzoo.train.optim import build_optimizer, param_groups
@@ -108,8 +110,6 @@ def test_finetune_starts_from_the_file_with_a_new_head_and_frozen_stages(finetun
 
 def test_init_from_a_cnnzoo_checkpoint_and_its_safetensors_export(finetuned, cifar400,
                                                                   tmp_path):
-    from cnnzoo.infer.export import export_model
-
     _, out = finetuned
     best = load_checkpoint(out / "best.pt")["model"]
     exported = export_model(out / "best.pt", "safetensors", tmp_path / "ft.safetensors")
@@ -129,8 +129,6 @@ def test_init_from_a_cnnzoo_checkpoint_and_its_safetensors_export(finetuned, cif
 
 
 def test_state_dicts_are_recognised_by_their_keys(tmp_path):
-    from safetensors.torch import save_file
-
     sd = filled_state_dict("resnet18")
     files = {"plain.safetensors": None, "wrapped.pth": {"state_dict": sd},
              "ddp.pth": {f"module.{k}": v for k, v in sd.items()}}

@@ -1,10 +1,9 @@
 """cnnzoo: the landmark CNN architectures of image classification, readable and measured."""
 
 from cnnzoo import layers, models, profile, train  # profile and train are callable packages
+from cnnzoo._version import __version__
 from cnnzoo.models import create_model, from_timm, from_torchvision, list_models
 from cnnzoo.profile.receptive_field import receptive_field
-
-__version__ = "0.1.0"
 
 __all__ = [
     "__version__",

@@ -45,6 +45,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object], 
     fsync_dir(path.parent)
 
 
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temp files `atomic_write` left when its process was killed mid-write;
+    returns what was removed."""
+    stale = sorted(Path(directory).glob(".*.tmp"))
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return stale
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """`atomic_write` of UTF-8 text."""
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))

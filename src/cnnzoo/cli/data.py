@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from cnnzoo.data.download import download
+from cnnzoo.data.sources import DATASETS
+
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from cnnzoo.data.download import download
-
     folder = download(args.name, args.data_dir, base_url=args.base_url, report=print)
     where = f" --data-dir {args.data_dir}" if args.data_dir else ""
     print(f"{args.name}: ready in {folder} (use --data {args.name}{where})")
@@ -15,8 +16,6 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from cnnzoo.data.sources import DATASETS
-
     p = sub.add_parser("data", help="download a data set's official files (MD5-verified)")
     p.add_argument("name", choices=sorted(DATASETS), help="data set to download")
     p.add_argument("--data-dir", default=None,

@@ -8,6 +8,12 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
+
+from cnnzoo.infer.evaluate import evaluate_checkpoint, format_table, write_report
+from cnnzoo.infer.export import export_model
+from cnnzoo.infer.predict import Predictor, format_predictions
+
 WEIGHTS_HELP = ("which weights of a checkpoint: auto = those validation used (the EMA when the "
                 "run kept one), model, or ema (default: auto)")
 
@@ -15,14 +21,10 @@ WEIGHTS_HELP = ("which weights of a checkpoint: auto = those validation used (th
 def _device(name: str) -> str:
     if name != "auto":
         return name
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from cnnzoo.infer.evaluate import evaluate_checkpoint, format_table, write_report
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
@@ -39,8 +41,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from cnnzoo.infer.predict import Predictor, format_predictions
-
     predictor = Predictor.from_file(args.checkpoint, weights=args.weights,
                                     device=_device(args.device))
     predictions = predictor.predict(args.images, args.topk)
@@ -55,8 +55,6 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from cnnzoo.infer.export import export_model
-
     result = export_model(args.checkpoint, args.format, args.out, weights=args.weights,
                           verify=not args.no_verify)
     line = f"wrote {result.path} ({args.format}, {result.bytes / 2**20:.1f} MiB)"

@@ -16,6 +16,9 @@ import ast
 import dataclasses
 import typing
 
+from cnnzoo.train.config import TrainConfig
+from cnnzoo.train.loop import train
+
 SPECIAL = {"model", "data", "out", "model_options"}  # declared by hand below
 _UnionType = type(int | None)
 
@@ -59,8 +62,6 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, hint: obje
 
 
 def register(sub) -> None:
-    from cnnzoo.train.config import TrainConfig
-
     p = sub.add_parser(
         "train", help="train a model on a data set (torchrun-aware)",
         description="Train MODEL on --data, writing config.json, env.json, metrics.csv/.jsonl, "
@@ -84,8 +85,6 @@ def register(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cnnzoo.train import train
-
     options = {k: v for k, v in vars(args).items()
                if k not in ("func", "command") and v is not None and v is not False}
     options["model_options"] = dict(args.model_options)

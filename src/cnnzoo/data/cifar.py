@@ -13,6 +13,7 @@ through `RestrictedUnpickler`, which admits the numpy pieces an array needs and 
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 import tarfile
@@ -21,6 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy < 2
+    from numpy.core.multiarray import _reconstruct
 
 from cnnzoo.data.dataset import ImageDataset, channel_stats
 
@@ -59,14 +65,8 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"are allowed in a CIFAR batch"
             )
         if module == "_codecs":
-            import codecs
-
             return codecs.encode
         if name == "_reconstruct":
-            try:
-                from numpy._core.multiarray import _reconstruct
-            except ImportError:  # numpy < 2
-                from numpy.core.multiarray import _reconstruct
             return _reconstruct
         return getattr(np, name)
 

@@ -21,7 +21,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from cnnzoo.data.sources import DATASETS, user_cache_dir
+from cnnzoo.data.cache import user_cache_dir
+from cnnzoo.data.sources import DATASETS
 
 CHUNK = 1 << 20
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnnzoo.data.cache import user_cache_dir
 from cnnzoo.data.dataset import ImageDataset, channel_stats
 from cnnzoo.fileio import atomic_write
 
@@ -138,8 +139,6 @@ def _writable(folder: Path) -> bool:
 def _cache_places(root: Path) -> list[tuple[Path, str]]:
     """(folder, file-name prefix) to try for root's cache: next to the data when writable,
     then the user cache."""
-    from cnnzoo.data.sources import user_cache_dir
-
     places = [(root, ".cnnzoo-cache-")] if _writable(root) else []
     return [*places, (user_cache_dir() / "folders", f"{_digest(str(root.resolve()))}-")]
 

@@ -13,7 +13,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnzoo.data.cache import user_cache_dir
+from cnnzoo.data.cifar import is_cifar, load_cifar_named, load_cifar_path
 from cnnzoo.data.dataset import ImageDataset, channel_stats, check_split, parse_synthetic
+from cnnzoo.data.folder import load_image_folder
 from cnnzoo.data.idx import find_idx_files, read_idx_pair
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -78,12 +81,6 @@ DATASETS: dict[str, DatasetInfo] = {
         {"cifar-100-binary.tar.gz": "03b5dce01913d631647c71ecec9e9cb8"},
     ),
 }
-
-
-def user_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/cnnzoo, else ~/.cache/cnnzoo (not created here)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "cnnzoo"
 
 
 def search_roots(name: str, data_dir: str | Path | None = None) -> list[Path]:
@@ -167,19 +164,13 @@ def load_dataset(name_or_path: str | Path, split: str = "train", *,
     if spec in DATASETS:
         if DATASETS[spec].kind == "idx":
             return load_idx(spec, split, data_dir)
-        from cnnzoo.data.cifar import load_cifar_named
-
         return load_cifar_named(spec, split, search_roots(spec, data_dir), _missing)
     path = Path(spec).expanduser()
     if not path.exists():
         names = ", ".join([*DATASETS, "synthetic"])
         raise FileNotFoundError(f"data set {spec!r}: no such path, and not one of: {names}")
-    from cnnzoo.data.cifar import is_cifar, load_cifar_path
-
     if is_cifar(path):
         return load_cifar_path(path, split)
-    from cnnzoo.data.folder import load_image_folder
-
     return load_image_folder(path, split, image_size=image_size)
 
 

@@ -7,9 +7,10 @@ rebuild the registered model in eval mode, and feed it the way training did
 (`Preprocess`, recorded in the checkpoint).
 """
 
+from cnnzoo.checkpoint import ModelInfo, Preprocess, load_safetensors_model
 from cnnzoo.infer.evaluate import EvalResult, evaluate_checkpoint, evaluate_model, write_report
-from cnnzoo.infer.export import ExportResult, export_model, load_safetensors_model
-from cnnzoo.infer.loading import ModelInfo, Preprocess, load_model
+from cnnzoo.infer.export import ExportResult, export_model
+from cnnzoo.infer.loading import load_model
 from cnnzoo.infer.predict import Prediction, Predictor, predict_images, read_image
 
 __all__ = [

@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.data import ImageDataset, load_dataset, train_val_split
+from cnnzoo.checkpoint.info import ModelInfo, Preprocess
+from cnnzoo.data.dataset import ImageDataset, train_val_split
+from cnnzoo.data.sources import load_dataset
 from cnnzoo.fileio import atomic_write
-from cnnzoo.infer.loading import ModelInfo, Preprocess, load_model
+from cnnzoo.infer.loading import load_model
 
 SPLITS = ("test", "val", "train")
 TOP_K = 5
@@ -230,7 +232,8 @@ def _csv(rows: list[list[Any]]) -> bytes:
 def confusion_png(result: EvalResult) -> bytes:
     """The confusion matrix as PNG bytes: colour = fraction of the true class (row), with
     counts written in the cells when there are at most 20 classes."""
-    # Agg canvas directly, not pyplot: no global backend switch, no display needed.
+    # Agg canvas directly, not pyplot: no global backend switch, no display needed. Lazy:
+    # matplotlib takes about a second to import and only this PNG needs it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

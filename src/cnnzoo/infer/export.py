@@ -3,9 +3,10 @@
 Every format carries the same JSON record (`ModelInfo.to_dict()`: model name and builder
 options, class names, channel count, preprocessing, which weights, the training config):
 ONNX in the model's `metadata_props["cnnzoo"]`, TorchScript as the extra file `cnnzoo.json`,
-safetensors in its header metadata under "cnnzoo". `load_safetensors_model` rebuilds the
-registered model from it, so a safetensors export is a complete model file that, unlike a
-pickle, cannot carry code.
+safetensors in its header metadata under "cnnzoo" (that format lives in
+`cnnzoo.checkpoint.safetensors_file`). `load_safetensors_model` rebuilds the registered
+model from it, so a safetensors export is a complete model file that, unlike a pickle,
+cannot carry code.
 
 The model is exported in eval mode, where every zoo model returns plain logits (GoogLeNet's
 auxiliary heads only run in training). ONNX and TorchScript are traced with a batch of 2 at
@@ -28,27 +29,23 @@ batch size than traced), reporting the largest absolute difference.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from cnnzoo.checkpoint.info import ModelInfo, Preprocess, metadata_json
+from cnnzoo.checkpoint.safetensors_file import load_safetensors_model, write_safetensors
 from cnnzoo.fileio import atomic_write
-from cnnzoo.infer.loading import ModelInfo, Preprocess, load_model
-from cnnzoo.train.checkpoint import CheckpointError
+from cnnzoo.infer.loading import load_model
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
-SAFETENSORS_FORMAT = "cnnzoo-safetensors"  # the safetensors header's "format" entry
-SAFETENSORS_VERSION = "1"
-RECORD_FORMAT = "cnnzoo-model-info"  # the JSON record in every export
 ONNX_OPSET = 18  # the dynamo exporter's default; GridSample (deformable conv) needs >= 16
 
 
@@ -68,16 +65,6 @@ class ExportResult:
     format: str
     max_abs_diff: float | None
     bytes: int
-
-
-def metadata_json(info: ModelInfo) -> str:
-    """The JSON record every export carries."""
-    import cnnzoo
-
-    versions = {"cnnzoo": cnnzoo.__version__, "torch": str(torch.__version__)}
-    record = {"format": RECORD_FORMAT, "format_version": 1, **info.to_dict(),
-              "versions": versions}
-    return json.dumps(record, default=str)
 
 
 def default_output(source: str | os.PathLike, fmt: str) -> Path:
@@ -111,7 +98,7 @@ def export_model(path: str | os.PathLike, fmt: str, out: str | os.PathLike | Non
         raise FileNotFoundError(f"{out.parent}: no such directory for the export")
     model, info = load_model(path, weights=weights)
     writer = {"onnx": _write_onnx, "torchscript": _write_torchscript,
-              "safetensors": _write_safetensors}[fmt]
+              "safetensors": write_safetensors}[fmt]
     writer(model, info, out)
     diff = verify_export(model, info, out, fmt) if verify else None
     return ExportResult(out, fmt, diff, out.stat().st_size)
@@ -148,7 +135,7 @@ def _quiet() -> Iterator[None]:
 
 def _write_onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
     try:
-        import onnx
+        import onnx  # lazy: an optional extra (cnnzoo[export]), needed only for this format
     except ImportError:
         raise RuntimeError("export --format onnx needs the onnx package "
                            "(pip install onnx onnxruntime)") from None
@@ -185,61 +172,6 @@ def _write_torchscript(model: nn.Module, info: ModelInfo, out: Path) -> None:
         atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
 
 
-def _write_safetensors(model: nn.Module, info: ModelInfo, out: Path) -> None:
-    from safetensors.torch import save
-
-    # contiguous copies: safetensors refuses views and shared storage.
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    data = save(tensors, metadata={"format": SAFETENSORS_FORMAT,
-                                   "format_version": SAFETENSORS_VERSION,
-                                   "cnnzoo": metadata_json(info)})
-    atomic_write(out, lambda f: f.write(data))
-
-
-def load_safetensors_model(path: str | os.PathLike) -> tuple[nn.Module, ModelInfo]:
-    """Rebuild the registered model a cnnzoo safetensors export holds (eval mode).
-
-    Raises:
-        CheckpointError: missing, truncated or foreign file (one line naming it).
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from cnnzoo.infer.loading import info_from_checkpoint
-    from cnnzoo.models import create_model
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such safetensors file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except Exception as err:  # safetensors raises its own SafetensorError and OSError
-        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or "
-                              f"corrupt): {str(err).splitlines()[0][:160]}") from None
-    if meta.get("format") != SAFETENSORS_FORMAT or "cnnzoo" not in meta:
-        raise CheckpointError(f"{path}: not a cnnzoo safetensors export (no "
-                              f"format={SAFETENSORS_FORMAT!r} metadata, as `cnnzoo export "
-                              f"--format safetensors` writes)")
-    if meta.get("format_version") != SAFETENSORS_VERSION:
-        raise CheckpointError(f"{path}: cnnzoo safetensors version {meta.get('format_version')},"
-                              f" this cnnzoo reads version {SAFETENSORS_VERSION}")
-    try:
-        record: dict[str, Any] = json.loads(meta["cnnzoo"])
-        info = info_from_checkpoint(record, record["weights"], path)
-    except (ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: damaged cnnzoo metadata: {err}") from None
-    model = create_model(info.model_name, num_classes=info.num_classes, in_chans=info.in_chans,
-                         **info.model_options)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit {info.model_name}: "
-                              f"{' '.join(str(err).split())[:200]}") from None
-    return model.eval(), info
-
-
 @torch.no_grad()
 def verify_export(model: nn.Module, info: ModelInfo, out: Path, fmt: str) -> float | None:
     """Largest |logit difference| between the exported file and `model` on a random batch
@@ -248,7 +180,7 @@ def verify_export(model: nn.Module, info: ModelInfo, out: Path, fmt: str) -> flo
     expected = model(x).float()
     if fmt == "onnx":
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # lazy: optional (cnnzoo[export]); without it, no check
         except ImportError:
             return None
         session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from cnnzoo.infer.loading import ModelInfo, load_model
+from cnnzoo.checkpoint.info import ModelInfo
+from cnnzoo.infer.loading import load_model
 
 BATCH = 64  # images per forward pass
 
@@ -47,8 +49,6 @@ def read_image(path: str | os.PathLike, in_chans: int) -> torch.Tensor:
     Raises:
         FileNotFoundError: no such file. ValueError: not an image Pillow can decode.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     mode = {1: "L", 3: "RGB"}.get(in_chans)
     if mode is None:

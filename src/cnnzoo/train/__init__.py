@@ -10,7 +10,7 @@ the package otherwise would break the layout every other part of cnnzoo follows.
 from __future__ import annotations
 
 from cnnzoo._callable import make_module_callable
-from cnnzoo.train.checkpoint import (
+from cnnzoo.checkpoint.torch_file import (
     CheckpointError,
     load_checkpoint,
     model_from_checkpoint,

@@ -1,138 +1,27 @@
-"""Checkpoints: written atomically, read with `torch.load(weights_only=True)`.
+"""The training state in a checkpoint: what last.pt adds to the model file.
 
-A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so it loads
-without unpickling any code. Keys (`FORMAT_VERSION` 1):
-
-    format          "cnnzoo-checkpoint"
-    format_version  1
-    kind            "last" (full training state) or "best" (weights, no optimizer state)
-    model_name      registered model name, or None for a module passed in directly
-    model_options   builder keyword options, e.g. {"drop_path_rate": 0.2}
-    num_classes, in_chans
-    classes         class names, index = label
-    preprocess      {"mean": [...], "std": [...] (per channel, of pixel/255),
-                     "image_size": [H, W] the model was trained at, "resize": bool
-                     (the images were resized from the data's size to image_size)};
-                    the model's input is (resize(uint8 pixels, image_size) / 255 - mean) / std,
-                    i.e. `cnnzoo.data.preprocess(images, mean, std, image_size=...)`
-    model           state dict of the trained weights
-    ema             state dict of the weight average (same keys as model), or None
-    ema_updates     number of EMA updates so far (its warm-up depends on it)
-    eval_weights    "ema" or "model": the weights the validation accuracy was measured on
-    epoch           completed epochs
-    global_step     optimizer steps taken
-    best_val_acc    best validation top-1 so far (fraction), or None without validation
-    metrics         the per-epoch metric rows so far (list of dicts)
-    config          the TrainConfig as a dict
-    versions        {"cnnzoo": ..., "torch": ...}
-  only in "last":
-    optimizer, scheduler, scaler (GradScaler state or None),
-    rng             {"torch": ByteTensor, "cuda": [ByteTensor] or None,
-                     "numpy": {...}, "python": [...]}
-
-The "rng" states are restored on resume, but the loop also reseeds every generator at each
-epoch start from (seed, epoch, rank): that, not the saved states (rank 0's only), is what
-makes a resumed multi-process run exact. The data loader keeps no state: its order and
-augmentation are a function of (seed, epoch, rank), so an epoch-boundary checkpoint resumes
-it exactly.
+The file format itself (keys, atomic save, `weights_only` load) is `cnnzoo.checkpoint`'s;
+this module fills it from a run and restores a run from it. The "rng" states are restored on
+resume, but the loop also reseeds every generator at each epoch start from (seed, epoch,
+rank): that, not the saved states (rank 0's only), is what makes a resumed multi-process run
+exact. The data loader keeps no state: its order and augmentation are a function of
+(seed, epoch, rank), so an epoch-boundary checkpoint resumes it exactly.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from cnnzoo.fileio import atomic_write
+from cnnzoo.checkpoint.torch_file import load_checkpoint, save_checkpoint
 from cnnzoo.train import faults
-
-FORMAT = "cnnzoo-checkpoint"
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A file that is not a readable cnnzoo checkpoint; the message names the file."""
-
-
-def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
-    """Delete temp files left by a process killed mid-write; returns what was removed."""
-    stale = sorted(Path(directory).glob(".*.tmp"))
-    for p in stale:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    return stale
-
-
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any], *,
-                    kill_point: str | None = None) -> None:
-    """Write `checkpoint` (a dict with this module's keys) atomically to `path`."""
-    checkpoint = {"format": FORMAT, "format_version": FORMAT_VERSION, **checkpoint}
-    before = None if kill_point is None else (lambda: faults.kill_point(kill_point))
-    atomic_write(path, lambda f: torch.save(checkpoint, f), before_replace=before)
-
-
-def load_checkpoint(path: str | os.PathLike, *,
-                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a cnnzoo checkpoint with `weights_only=True`.
-
-    Raises:
-        CheckpointError: missing, truncated, corrupt or foreign file (one line naming it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged zip or pickle
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated, corrupt or not saved by torch): "
-            f"{_reason(err)}"
-        ) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a cnnzoo checkpoint (expected a dict with "
-                              f"format={FORMAT!r}, as `cnnzoo train` writes)")
-    if ckpt.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')}, "
-                              f"this cnnzoo reads version {FORMAT_VERSION}")
-    return ckpt
-
-
-def _reason(err: Exception) -> str:
-    """The informative line of torch.load's (often multi-paragraph) message."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    line = next((x.split("WeightsUnpickler error:", 1)[1] for x in lines
-                 if "WeightsUnpickler error:" in x),  # e.g. "Unsupported global: GLOBAL x.Y"
-                lines[0] if lines else "")
-    return f"{type(err).__name__}: {line.strip().split('. ')[0]}"[:200]
-
-
-def model_from_checkpoint(ckpt: dict[str, Any], *, weights: str = "auto") -> nn.Module:
-    """Rebuild the registered model a checkpoint records and load its weights (eval mode).
-
-    Args:
-        ckpt: from `load_checkpoint`.
-        weights: "model", "ema", or "auto" (the weights validation used: `eval_weights`).
-    """
-    from cnnzoo.models import create_model
-
-    if ckpt.get("model_name") is None:
-        raise CheckpointError("checkpoint holds a model that is not in the registry "
-                              "(trained from a module passed in directly); build it yourself "
-                              "and load ckpt['model']")
-    if weights == "auto":
-        weights = ckpt.get("eval_weights", "model")
-    if weights not in ("model", "ema") or ckpt.get(weights) is None:
-        raise CheckpointError(f"checkpoint has no {weights!r} weights")
-    model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"],
-                         in_chans=ckpt["in_chans"], **ckpt["model_options"])
-    model.load_state_dict(ckpt[weights])
-    return model.eval()
+from cnnzoo.train.config import TrainConfig
+from cnnzoo.train.run import Run
 
 
 def rng_state() -> dict[str, Any]:
@@ -157,3 +46,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
                          n["has_gauss"], n["cached_gaussian"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+
+
+def save(run: Run, epoch: int, improved: bool) -> None:
+    """Write last.pt (and best.pt when validation improved) after `epoch` completed epochs."""
+    ema = run.ema
+    weights = {**run.record, "model": run.model.state_dict(),
+               "ema": ema.module.state_dict() if ema else None,
+               "ema_updates": ema.updates if ema else 0,
+               "eval_weights": "ema" if ema else "model",
+               "epoch": epoch, "global_step": run.global_step,
+               "best_val_acc": run.best, "metrics": run.rows}
+    if improved:
+        save_checkpoint(run.run_dir / "best.pt", {**weights, "kind": "best"})
+    training = {"optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+                "rng": rng_state()}
+    save_checkpoint(run.run_dir / "last.pt", {**weights, "kind": "last", **training},
+                    before_replace=partial(faults.kill_point, f"ckpt-write:{epoch}"))
+
+
+def restore(run: Run, path: Path) -> None:
+    """Continue `run` from the last.pt at `path`: weights, optimiser, RNG and progress."""
+    state = load_checkpoint(path)  # on the CPU: the RNG states must stay there
+    check_resumable(run.cfg, state, path)
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] is not None:
+        run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None:
+        run.ema.load(state["ema"], state["ema_updates"])
+    set_rng_state(state["rng"])
+    run.start_epoch, run.global_step = state["epoch"], state["global_step"]
+    run.best, run.rows = state["best_val_acc"], list(state["metrics"])
+
+
+def check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:
+    """Refuse a best.pt, or a last.pt trained with other settings."""
+    if state.get("kind") != "last":
+        raise ValueError(f"{path}: a {state.get('kind')!r} checkpoint holds no training state")
+    diff = cfg.differences(TrainConfig.from_dict(state["config"]))
+    if diff:
+        raise ValueError(f"resume: {path} was trained with other settings ({'; '.join(diff)}); "
+                         f"resume with the same options")

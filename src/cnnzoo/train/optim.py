@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cnnzoo.train.config import TrainConfig
+from cnnzoo.train.transfer import backbone_parameters
 
 
 def param_groups(model: nn.Module, weight_decay: float, *,
@@ -39,8 +40,6 @@ def param_groups(model: nn.Module, weight_decay: float, *,
     """
     backbone = set()
     if backbone_lr_scale != 1.0:
-        from cnnzoo.train.transfer import backbone_parameters
-
         backbone = backbone_parameters(model)
     groups = {(part, decayed): [] for part in ("head", "backbone") for decayed in (True, False)}
     for param in model.parameters():

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import torch
 
+from cnnzoo._version import __version__
 from cnnzoo.fileio import atomic_write_text, cpu_name
 
 
@@ -63,13 +64,11 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
 
 def environment(*, device: torch.device, precision: str, world_size: int) -> dict[str, Any]:
     """The facts a result depends on: software versions, hardware, threads, code version."""
-    import cnnzoo
-
     gpus = []
     if device.type == "cuda":
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
-        "cnnzoo": cnnzoo.__version__,
+        "cnnzoo": __version__,
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

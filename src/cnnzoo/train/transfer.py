@@ -15,7 +15,8 @@ WEIGHTS is read (tensors only: `torch.load(weights_only=True)` or safetensors) a
   options a reference layout needs, e.g. GoogLeNet's `torchvision_compat`, are applied too).
   ResNets have the same names in torchvision and timm; such a file is reported as torchvision's.
 
-`load_backbone` then copies every tensor into the model built for the new number of classes
+`prepare` does it all for the loop: plan the reading, build the model, load it, freeze.
+`load_backbone` copies every tensor into the model built for the new number of classes
 except the classifier tensors whose shape differs: those keep their fresh initialisation
 and are reported. A classifier is a Linear layer with `num_classes` outputs (the classifier,
 and GoogLeNet's auxiliary ones); a zoo model has no per-family reset method, and needs none.
@@ -43,9 +44,69 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import nn
 
-from cnnzoo.train.checkpoint import FORMAT, CheckpointError, load_checkpoint
+from cnnzoo.checkpoint.info import resolve_weights
+from cnnzoo.checkpoint.safetensors_file import SAFETENSORS_FORMAT, load_safetensors_model
+from cnnzoo.checkpoint.torch_file import FORMAT, CheckpointError, load_checkpoint
+from cnnzoo.models import convert
+from cnnzoo.models.convert import convert_keys
+from cnnzoo.models.registry import create_model
+from cnnzoo.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The model a run trains and where its weights came from (see `prepare`).
+
+    Attributes:
+        model: the network, on the CPU, filled from the init file when one was given.
+        model_options: the builder options used (with those the init file needs).
+        frozen: the forward steps `freeze` froze (keep them in eval mode while training).
+        init: the checkpoints' "init" entry (`init_record` and the frozen steps), or None
+            for a fresh initialisation.
+        message: the log line saying what was loaded and frozen, or None without init.
+    """
+
+    model: nn.Module
+    model_options: dict[str, Any]
+    frozen: list[str]
+    init: dict[str, Any] | None
+    message: str | None
+
+
+def prepare(cfg: TrainConfig, module: nn.Module | None, *, num_classes: int,
+            in_chans: int) -> Prepared:
+    """Build the model a run trains: `module` as given, or the registered `cfg.model`,
+    seeded so every rank starts from the same weights, then filled from `cfg.init` (the file
+    decides how its keys read and which builder options it needs) and frozen up to
+    `cfg.freeze`.
+
+    Raises:
+        ValueError: init with a module, weights that do not fit, no such stage.
+    """
+    plan = None
+    options = dict(cfg.model_options)
+    if cfg.init is not None:
+        if module is not None:
+            raise ValueError("init: needs a registered model name, not a module (load the "
+                             "weights into the module yourself)")
+        plan = plan_init(cfg.init, cfg.model, num_classes=num_classes, in_chans=in_chans,
+                         model_options=cfg.model_options)
+        options = plan.model_options
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts too)
+    model = module if module is not None else create_model(
+        cfg.model, num_classes=num_classes, in_chans=in_chans, **options)
+    fresh = None if plan is None else load_backbone(model, plan.state_dict,
+                                                    what=f"init: {cfg.init}")
+    frozen = frozen_steps(model, cfg.freeze) if cfg.freeze is not None else []
+    freeze(model, frozen)
+    if plan is None:
+        return Prepared(model, options, frozen, None, None)
+    return Prepared(model, options, frozen, {**init_record(plan, fresh), "frozen": frozen},
+                    describe(plan, fresh, frozen))
 
 
 @dataclass(frozen=True)
@@ -103,8 +164,6 @@ def read_weights(path: str | os.PathLike) -> InitWeights:
         load_checkpoint(path)
         raise
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        from cnnzoo.infer.loading import resolve_weights
-
         ckpt = load_checkpoint(path)  # checks the format version
         weights = resolve_weights(ckpt, "auto")
         if ckpt.get(weights) is None:
@@ -115,11 +174,6 @@ def read_weights(path: str | os.PathLike) -> InitWeights:
 
 
 def _read_safetensors(path: Path) -> InitWeights:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from cnnzoo.infer.export import SAFETENSORS_FORMAT, load_safetensors_model
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -210,8 +264,6 @@ def load_backbone(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
 
 def _candidates(model_name: str, weights: InitWeights) -> list[tuple[str, str | None, dict, list]]:
     """(source, reference name, builder options, key rules) to try, most specific first."""
-    from cnnzoo.models import convert
-
     if weights.kind != "state dict":
         return [("cnnzoo", None, dict(weights.model_options), [])]
     out = []
@@ -235,9 +287,6 @@ def plan_init(path: str | os.PathLike, model_name: str, *, num_classes: int, in_
     Raises:
         ValueError: no reading fits; the message is the closest one's (fewest mismatches).
     """
-    from cnnzoo.models import create_model
-    from cnnzoo.models.convert import convert_keys
-
     weights = read_weights(path)
     problems = []
     for source, ref, options, rules in _candidates(model_name, weights):
