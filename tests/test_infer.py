@@ -118,6 +118,24 @@ def test_eval_counts_match_a_direct_forward_pass(run, tmp_path):
     assert not list((tmp_path / "report").glob(".*.tmp"))  # atomic writes leave no temp file
 
 
+def test_label_smoothing_stays_out_of_the_validation_loss(tmp_path, capsys):
+    """One definition of validation loss: plain cross-entropy, in training and in eval."""
+    out = tmp_path / "smoothed"
+    cnnzoo.train("resnet20", DATA, out=str(out), epochs=1, batch_size=16, val_size=32,
+                 image_size=SIZE, lr=0.05, label_smoothing=0.2, quiet=True)
+    ckpt = load_checkpoint(out / "last.pt")
+    recorded = ckpt["metrics"][-1]["val_loss"]
+    assert main(["eval", str(out / "last.pt"), "--split", "val", "--out", str(tmp_path / "e")]) == 0
+    reported = json.loads((tmp_path / "e" / "metrics.json").read_text())["loss"]
+    assert reported == pytest.approx(recorded, rel=1e-5)
+    # The test can tell: the smoothed loss of the same images is another number.
+    val = load_split(ckpt["config"], DATA, "val")
+    logits = reference_logits(ckpt, val.images)
+    plain = torch.nn.functional.cross_entropy(logits, val.labels).item()
+    smoothed = torch.nn.functional.cross_entropy(logits, val.labels, label_smoothing=0.2).item()
+    assert recorded == pytest.approx(plain, rel=1e-5) and abs(smoothed - plain) > 1e-3
+
+
 def test_val_split_needs_a_run_that_held_one_out():
     with pytest.raises(ValueError, match="held out no validation split"):
         load_split({"val_size": 0, "seed": 0}, DATA, "val")

@@ -133,8 +133,7 @@ def fit(run: Run) -> TrainResult:
         metrics = train_one_epoch(run, epoch)
         val_loss = val_acc = None
         if run.val_loader is not None:
-            val_loss, val_acc = evaluate(run.eval_model, run.val_loader, run.execution,
-                                         cfg.label_smoothing)
+            val_loss, val_acc = evaluate(run.eval_model, run.val_loader, run.execution)
         improved = val_acc is not None and (run.best is None or val_acc > run.best)
         if improved:
             run.best = val_acc
@@ -219,9 +218,12 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, execution: Execution,
-             label_smoothing: float = 0.0) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader: BatchLoader, execution: Execution
+             ) -> tuple[float, float]:
     """Mean loss and top-1 accuracy of `model` over `loader`, summed over all ranks.
+
+    The loss is plain cross-entropy: label smoothing shapes the training loss only, so the
+    validation loss is the number `cnnzoo eval` reports for the same weights and images.
 
     Returns:
         (loss, accuracy as a fraction).
@@ -235,7 +237,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, execution: Execution,
                             enabled=execution.amp_dtype is not None):
             logits = model(x)
         logits = logits.float()
-        sums[0] += F.cross_entropy(logits, y, reduction="sum", label_smoothing=label_smoothing)
+        sums[0] += F.cross_entropy(logits, y, reduction="sum")
         sums[1] += (logits.argmax(1) == y).sum()
         sums[2] += len(y)
     distributed.all_reduce_sum(sums)

@@ -9,7 +9,10 @@ from torch import nn
 def make_criterion(model: nn.Module, label_smoothing: float):
     """(output, y) -> (main logits, loss). A tuple output (GoogLeNet in training) is
     (logits, aux logits...), and the loss adds `model.aux_weight` x each auxiliary loss
-    (Szegedy et al. 2014, section 5: weight 0.3)."""
+    (Szegedy et al. 2014, section 5: weight 0.3).
+
+    Label smoothing is part of this training loss only; validation (`loop.evaluate`) and
+    `cnnzoo eval` report plain cross-entropy."""
     aux_weight = getattr(model, "aux_weight", None)
 
     def criterion(output, y):
