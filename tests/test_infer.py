@@ -40,6 +40,7 @@ from cnnzoo.infer import (
 )
 from cnnzoo.infer.evaluate import load_split
 from cnnzoo.models import create_model
+from cnnzoo.train.device import describe
 
 DATA = "synthetic:1x12x12:4:96"
 SIZE = 14  # the run resizes 12x12 images to 14x14, so preprocessing has work to do
@@ -134,6 +135,11 @@ def test_label_smoothing_stays_out_of_the_validation_loss(tmp_path, capsys):
     plain = torch.nn.functional.cross_entropy(logits, val.labels).item()
     smoothed = torch.nn.functional.cross_entropy(logits, val.labels, label_smoothing=0.2).item()
     assert recorded == pytest.approx(plain, rel=1e-5) and abs(smoothed - plain) > 1e-3
+
+
+def test_eval_command_prints_the_header_first(run, tmp_path, capsys):
+    assert main(["eval", str(run / "best.pt"), "--data", DATA, "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == describe("cpu", "fp32")
 
 
 def test_val_split_needs_a_run_that_held_one_out():

@@ -240,7 +240,7 @@ def test_cpu_precision_is_fp32_without_amx(monkeypatch):
     assert ex.device == torch.device("cpu") and ex.amp_dtype is None and not ex.use_scaler
     monkeypatch.setattr(device_mod, "cpu_has_amx", lambda: True)
     monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: True)
-    assert device_mod.resolve("cpu", "auto").amp_dtype is torch.bfloat16
+    assert device_mod.resolve("cpu", "auto").amp_dtype is None  # bf16 is opt-in, AMX or not
 
 
 def test_cpu_refuses_emulated_bf16_and_fp16(monkeypatch):

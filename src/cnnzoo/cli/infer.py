@@ -13,6 +13,7 @@ import torch
 from cnnzoo.infer.evaluate import evaluate_checkpoint, format_table, write_report
 from cnnzoo.infer.export import export_model
 from cnnzoo.infer.predict import Predictor, format_predictions
+from cnnzoo.train.device import describe
 
 WEIGHTS_HELP = ("which weights of a checkpoint: auto = those validation used (the EMA when the "
                 "run kept one), model, or ema (default: auto)")
@@ -25,11 +26,13 @@ def _device(name: str) -> str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    print(describe(device, "fp32"), flush=True)  # evaluation runs without autocast
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
                                      data_dir=args.data_dir, weights=args.weights,
-                                     batch_size=args.batch_size, device=_device(args.device))
+                                     batch_size=args.batch_size, device=device)
     for w in caught:
         print(f"cnnzoo eval: warning: {w.message}", file=sys.stderr)
     out = Path(args.out) if args.out else (

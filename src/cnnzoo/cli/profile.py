@@ -6,6 +6,9 @@ import argparse
 import sys
 import time
 
+from cnnzoo.profile.profiler import check_device
+from cnnzoo.train.device import describe
+
 
 def _shape(text: str) -> tuple[int, ...]:
     """'3x224x224' or '8x3x224x224' -> a tuple of ints (argparse type)."""
@@ -64,6 +67,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from cnnzoo.profile.profiler import run_profile
 
     shape = args.input or _native_shape(args.model)
+    if args.timing:
+        print(describe(check_device(args.device), "fp32"), flush=True)  # timed in float32
     report = run_profile(args.model, shape, timing=args.timing, batch_sizes=args.batch_sizes,
                          device=args.device, receptive_fields=True)
     print(report.table(depth=args.depth, by_stage=args.by_stage))
@@ -80,6 +85,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from cnnzoo.profile.timing import TimingOptions
 
     check_output_dir(args.out)  # an unwritable DIR fails before minutes of measuring
+    print(describe(check_device(args.device), "fp32"), flush=True)  # timed in float32
     options = TimingOptions(warmup=1, repeats=args.repeats, max_repeats=max(20, args.repeats),
                             min_time_s=args.min_time, train=not args.no_train,
                             time_train=args.time_train)

@@ -102,8 +102,8 @@ class TrainConfig:
 
     # Execution
     device: str = _help(f"one of {', '.join(DEVICES)}", default="auto")
-    precision: str = _help("auto (fp32 on CPUs without native bf16, bf16/fp16 on CUDA), fp32, "
-                           "bf16 or fp16 autocast", default="auto")
+    precision: str = _help("auto (fp32 on CPUs, bf16/fp16 on CUDA), fp32, bf16 (on a CPU "
+                           "only with AMX or AVX512-BF16) or fp16 autocast", default="auto")
     channels_last: bool = _help("NHWC memory format for model and batches", default=False)
     compile: bool = _help("torch.compile the model", default=False)
     threads: int | None = _help("torch intra-op threads per process; default: torch's",

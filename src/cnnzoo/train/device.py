@@ -5,11 +5,16 @@ Rules (`resolve`):
   GPU `LOCAL_RANK`.
 - precision "auto" is bf16 autocast on CUDA GPUs that support it and fp16 (with a
   GradScaler, whose loss scaling keeps small fp16 gradients from flushing to 0) on older
-  ones; on the CPU it is bf16 only where the CPU has AMX tiles, the units that make bf16
-  convolutions fast, and fp32 elsewhere. On CPUs with AVX512-BF16 but no AMX, bf16 is
-  allowed when asked for but not chosen: measured here (AMD EPYC, AVX512-BF16) a bf16
-  3x3 conv forward + backward is within 20% of fp32, not worth the precision lost.
+  ones. On the CPU "auto" is fp32, whatever the CPU has: a run's numbers then do not
+  depend on which machine it landed on, and every CPU figure in the README and docs/ is
+  fp32. bf16 autocast is opt-in (`--precision bf16`) and accepted only where the CPU runs
+  bf16 natively (AMX tiles, Intel Sapphire Rapids and later, or AVX512-BF16); elsewhere
+  oneDNN would emulate it, slower than fp32. Measured here (AMD EPYC, AVX512-BF16, no AMX)
+  a bf16 3x3 conv forward + backward is within 20% of fp32, not worth the precision lost.
 - fp16 on the CPU is refused: autocast to fp16 is for GPUs.
+
+`describe` is the one-line header every train, eval and timing run prints first (device
+with its name and bf16 units, precision, threads), so what ran is never a guess.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from cnnzoo.fileio import cpu_name
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,10 @@ class Execution:
     amp_dtype: torch.dtype | None
     use_scaler: bool
 
+    def describe(self) -> str:
+        """The run header, see `describe`."""
+        return describe(self.device, self.precision)
+
     def synchronize(self) -> None:
         """Wait for queued GPU work, so that a wall-clock reading covers it."""
         if self.device.type == "cuda":
@@ -51,6 +62,32 @@ def cpu_supports_bf16() -> bool:
     """oneDNN can run bf16 kernels natively (AVX512-BF16 or AMX) rather than emulate them."""
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(probe and probe())
+
+
+def cpu_bf16_units() -> list[str]:
+    """The CPU's native bf16 units as torch detects them: "amx", "avx512_bf16", both or none."""
+    probes = {"amx": cpu_has_amx,
+              "avx512_bf16": getattr(torch.cpu, "_is_avx512_bf16_supported", None)}
+    return [name for name, probe in probes.items() if probe is not None and probe()]
+
+
+def describe(device: str | torch.device, precision: str, threads: int | None = None) -> str:
+    """One line saying where and how a run computes, e.g.
+    `device cpu (AMD EPYC 9R14 96-Core Processor, avx512_bf16), precision fp32, 2 threads`.
+
+    Args:
+        device: the torch device (or its name) the run uses.
+        precision: "fp32", "bf16" or "fp16", as resolved (never "auto").
+        threads: torch's intra-op threads; default: the current `torch.get_num_threads()`.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        # Unavailable: the run itself then fails with its own message; the header must not.
+        name = torch.cuda.get_device_name(dev) if torch.cuda.is_available() else "unavailable"
+    else:
+        name = ", ".join([cpu_name(), *cpu_bf16_units()])
+    threads = torch.get_num_threads() if threads is None else threads
+    return f"device {dev} ({name}), precision {precision}, {threads} threads"
 
 
 def resolve(device: str = "auto", precision: str = "auto", *, local_rank: int = 0) -> Execution:
@@ -77,7 +114,7 @@ def resolve(device: str = "auto", precision: str = "auto", *, local_rank: int = 
             raise ValueError("precision: this GPU has no bf16 support; use fp16 or fp32")
     else:
         if precision == "auto":
-            precision = "bf16" if cpu_has_amx() else "fp32"
+            precision = "fp32"  # bf16 only when asked for: see the module docstring
         if precision == "bf16" and not cpu_supports_bf16():
             raise ValueError("precision: this CPU has no native bf16 (neither AVX512-BF16 nor "
                              "AMX), bf16 would be emulated and slow; use fp32")

@@ -23,6 +23,7 @@ import torch
 
 from cnnzoo._version import __version__
 from cnnzoo.fileio import atomic_write_text, cpu_name
+from cnnzoo.train.device import cpu_bf16_units
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -63,7 +64,11 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
 
 
 def environment(*, device: torch.device, precision: str, world_size: int) -> dict[str, Any]:
-    """The facts a result depends on: software versions, hardware, threads, code version."""
+    """The facts a result depends on: software versions, hardware, threads, code version.
+
+    `device`, `precision` (as resolved: "auto" never appears) and `torch_threads` are what
+    the run header printed; `cpu_bf16_units` names the CPU's native bf16 units (bf16 on the
+    CPU is opt-in, see `device.resolve`)."""
     gpus = []
     if device.type == "cuda":
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -76,6 +81,7 @@ def environment(*, device: torch.device, precision: str, world_size: int) -> dic
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
+        "cpu_bf16_units": cpu_bf16_units(),
         "torch_threads": torch.get_num_threads(),
         "gpus": gpus,
         "device": str(device),

@@ -47,6 +47,8 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
     """
     device = execution.device
     _configure_torch(cfg, device)
+    if info.is_main and not cfg.quiet:
+        print(execution.describe(), flush=True)  # after the thread count is set
     if cfg.batch_size % info.world_size:
         raise ValueError(f"batch_size: {cfg.batch_size} does not divide over "
                          f"{info.world_size} processes")
