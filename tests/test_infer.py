@@ -8,6 +8,7 @@ trainer's own validation record, onnxruntime, torch.jit.load).
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 
@@ -38,6 +39,7 @@ from cnnzoo.infer import (
     read_image,
     write_report,
 )
+from cnnzoo.infer import export as export_module
 from cnnzoo.infer.evaluate import load_split
 from cnnzoo.models import create_model
 from cnnzoo.train.device import describe
@@ -319,6 +321,64 @@ def test_export_of_a_damaged_checkpoint_is_one_line(run, tmp_path, capsys, damag
     assert main(["export", str(bad), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) != 0
     one_error_line(capsys, bad)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def shifted_writer(monkeypatch, fmt: str, shift: float) -> None:
+    """Break the `fmt` writer on purpose: the file it writes adds `shift` to every logit."""
+    name = {"safetensors": "write_safetensors", "torchscript": "_write_torchscript",
+            "onnx": "_write_onnx"}[fmt]
+    real = getattr(export_module, name)
+
+    def write(model, info, out):
+        broken = copy.deepcopy(model)
+        classifier = [m for m in broken.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():
+            classifier.bias += shift
+        real(broken, info, out)
+
+    monkeypatch.setattr(export_module, name, write)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("fmt", ["safetensors", "torchscript"])
+def test_an_export_that_does_not_match_is_refused(run, tmp_path, capsys, monkeypatch, fmt):
+    shifted_writer(monkeypatch, fmt, 1.0)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    dest = folder / "m.bin"
+    assert main(["export", str(run / "best.pt"), "--format", fmt, "--out", str(dest)]) == 2
+    err = one_error_line(capsys, dest, "max |logit difference|", "1.00e+00", "tolerance",
+                         "--force")
+    assert err.startswith("cnnzoo export: error:")
+    assert list(folder.iterdir()) == []  # no file, no staged temp file
+
+    # --force keeps it, says so on one warning line, and exits 0.
+    assert main(["export", str(run / "best.pt"), "--format", fmt, "--out", str(dest),
+                 "--force"]) == 0
+    captured = capsys.readouterr()
+    assert "1.00e+00" in captured.out
+    assert captured.err.count("\n") == 1 and "warning" in captured.err and "--force" in captured.err
+    assert [p.name for p in folder.iterdir()] == ["m.bin"]
+
+
+def test_the_export_tolerance(run, tmp_path, monkeypatch):
+    assert export_module.tolerance(20.0) == pytest.approx(2e-3)
+    assert export_module.tolerance(0.0) == export_module.ATOL_FLOOR
+    good = export_model(run / "best.pt", "safetensors", tmp_path / "a.safetensors")
+    assert good.matches is True and good.tolerance > 0 and good.max_abs_diff == 0.0
+    # A shift well inside the tolerance passes; one just beyond it does not.
+    shifted_writer(monkeypatch, "safetensors", good.tolerance / 4)
+    assert export_model(run / "best.pt", "safetensors", tmp_path / "b.safetensors").matches
+    monkeypatch.undo()  # back to the real writer before breaking it again
+    shifted_writer(monkeypatch, "safetensors", good.tolerance * 8)
+    with pytest.raises(export_module.ExportMismatchError, match="too large"):
+        export_model(run / "best.pt", "safetensors", tmp_path / "c.safetensors")
+    assert not (tmp_path / "c.safetensors").exists()
+    kept = export_model(run / "best.pt", "safetensors", tmp_path / "c.safetensors", force=True)
+    assert kept.matches is False and kept.path.is_file()
+    unchecked = export_model(run / "best.pt", "safetensors", tmp_path / "d.safetensors",
+                             verify=False)
+    assert unchecked.matches is None and unchecked.path.is_file()
 
 
 def test_export_command_default_path(run, tmp_path, capsys):

@@ -59,13 +59,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     result = export_model(args.checkpoint, args.format, args.out, weights=args.weights,
-                          verify=not args.no_verify)
+                          verify=not args.no_verify, force=args.force)
     line = f"wrote {result.path} ({args.format}, {result.bytes / 2**20:.1f} MiB)"
     if result.max_abs_diff is not None:
-        line += f"; max |logit difference| vs PyTorch on 3 images: {result.max_abs_diff:.2e}"
+        line += f"; {result.check_line()}"
     elif not args.no_verify:
         line += "; not checked (onnxruntime is not installed)"
     print(line)
+    if result.matches is False:  # only reached under --force
+        print(f"cnnzoo export: warning: {result.path}: {result.check_line()} is too large; "
+              f"kept because of --force", file=sys.stderr)
     return 0
 
 
@@ -108,7 +111,9 @@ def register(sub) -> None:
     p = sub.add_parser(
         "export", help="export a checkpoint as ONNX, TorchScript or safetensors",
         description="Export a checkpoint's model in eval mode, with its class names and "
-                    "preprocessing as metadata, then load the file back and compare logits.")
+                    "preprocessing as metadata, then load the file back and compare logits; "
+                    "a file whose logits differ by more than 1e-4 x the largest |logit| is "
+                    "refused unless --force.")
     p.add_argument("checkpoint", metavar="CKPT", help="best.pt / last.pt of a run, or .safetensors")
     p.add_argument("--format", required=True, choices=("onnx", "torchscript", "safetensors"))
     p.add_argument("--out", metavar="PATH", default=None,
@@ -118,4 +123,8 @@ def register(sub) -> None:
                    help=WEIGHTS_HELP)
     p.add_argument("--no-verify", action="store_true",
                    help="skip loading the file back and comparing its logits")
+    p.add_argument("--force", action="store_true",
+                   help="keep the file even when its logits differ from PyTorch's by more "
+                        "than 1e-4 x the largest |logit| (default: refuse, exit 2, write "
+                        "nothing)")
     p.set_defaults(func=_cmd_export)

@@ -9,12 +9,13 @@ rebuild the registered model in eval mode, and feed it the way training did
 
 from cnnzoo.checkpoint import ModelInfo, Preprocess, load_safetensors_model
 from cnnzoo.infer.evaluate import EvalResult, evaluate_checkpoint, evaluate_model, write_report
-from cnnzoo.infer.export import ExportResult, export_model
+from cnnzoo.infer.export import ExportMismatchError, ExportResult, export_model
 from cnnzoo.infer.loading import load_model
 from cnnzoo.infer.predict import Prediction, Predictor, predict_images, read_image
 
 __all__ = [
     "EvalResult",
+    "ExportMismatchError",
     "ExportResult",
     "ModelInfo",
     "Prediction",
