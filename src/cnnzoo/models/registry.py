@@ -2,7 +2,11 @@
 
 Builders are plain functions keyed by their own name. Every builder takes keyword-only
 arguments, so `create_model` can reject a keyword the builder does not know by name
-instead of letting it vanish into a `**kwargs`. `features_only` and `out_indices` work the
+instead of letting it vanish into a `**kwargs`. A one-line builder, `def resnet50(**kw) ->
+ResNet: return ResNet(*RESNET_LAYERS[50], **kw)`, takes the keyword-only parameters of the
+class it returns (its family's options; what comes before the `*` is the architecture, which
+the builder fixes): `register_model` gives it that signature, so `create_model`, `help()` and
+`inspect.signature` all list them. `features_only` and `out_indices` work the
 same for every model, so they live here, not in the builders.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import typing
 from collections.abc import Callable, Sequence
 
 from torch import nn
@@ -25,8 +30,23 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     name = fn.__name__
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        fn.__signature__ = family_signature(fn)
     _REGISTRY[name] = fn
     return fn
+
+
+def family_signature(fn: Callable[..., nn.Module]) -> inspect.Signature:
+    """The signature of a `**kw` builder: its own keyword-only parameters, then the
+    keyword-only parameters of the class its return annotation names (the family's options)."""
+    cls = typing.get_type_hints(fn)["return"]
+    own = [p for p in inspect.signature(fn).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    names = {p.name for p in own}
+    options = [p for p in inspect.signature(cls).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names]
+    return inspect.Signature(own + options, return_annotation=cls)
 
 
 def list_models(pattern: str = "*") -> list[str]:

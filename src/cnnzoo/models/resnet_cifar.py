@@ -9,9 +9,9 @@ option A: the input subsampled with stride 2 and zero-padded to the new channel 
 residual net and its plain twin (the same layers without the shortcuts) have exactly the same
 parameters.
 
-The block is `resnet.BasicBlock` (`shortcut=False` for the plain twins), and each stage is an
-`nn.Sequential` of blocks (`layer1[0]`, ...), so a lesion experiment can swap one block for
-`nn.Identity()`.
+The block is `resnet.BasicBlock`, or for the plain twins `PlainBlock` (the same layers, no
+addition: only this paper's plain nets need it), and each stage is an `nn.Sequential` of
+blocks (`layer1[0]`, ...), so a lesion experiment can swap one block for `nn.Identity()`.
 
 Deviations from the paper:
 - Option A places the original channels first and the zeros after them; the paper does not
@@ -58,6 +58,31 @@ class ShortcutA(nn.Module):
         return f"stride={self.stride}, zero_channels={self.extra}"
 
 
+class PlainBlock(BasicBlock):
+    """`BasicBlock` without the identity path: a layer pair of the plain nets (He et al. §4.1).
+
+    The same parameters under the same names, so a plain net loads its residual twin's weights.
+    """
+
+    shortcut = False
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: None = None, *,
+                 norm_layer: NormLayer = nn.BatchNorm2d):
+        if downsample is not None:
+            raise ValueError("PlainBlock: a block without shortcut takes no downsample")
+        super().__init__(inplanes, planes, stride, norm_layer=norm_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)  # no `out += x`: the plain twin
+        return out
+
+
 class CifarResNet(ZooModel):
     """The 6n + 2 layer CIFAR net of He et al. §4.2, residual or plain.
 
@@ -79,10 +104,10 @@ class CifarResNet(ZooModel):
     def __init__(
         self,
         depth: int,
+        shortcut: bool = True,
         *,
         num_classes: int = 10,
         in_chans: int = 3,
-        shortcut: bool = True,
         norm_layer: NormLayer = nn.BatchNorm2d,
         base_width: int = 16,
     ):
@@ -119,15 +144,14 @@ class CifarResNet(ZooModel):
         init_he(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        block = BasicBlock if self._shortcut else PlainBlock
         downsample = None
         if self._shortcut and (stride != 1 or self.inplanes != planes):
             downsample = ShortcutA(self.inplanes, planes, stride)
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample,
-                             norm_layer=self._norm_layer, shortcut=self._shortcut)]
+        layers = [block(self.inplanes, planes, stride, downsample, norm_layer=self._norm_layer)]
         self.inplanes = planes
         for _ in range(1, blocks):
-            layers.append(BasicBlock(planes, planes, norm_layer=self._norm_layer,
-                                     shortcut=self._shortcut))
+            layers.append(block(planes, planes, norm_layer=self._norm_layer))
         return nn.Sequential(*layers)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,70 +173,71 @@ class CifarResNet(ZooModel):
 
 
 # §4.2: n = 3, 5, 7, 9, 18, 200 -> 20, 32, 44, 56, 110, 1202 layers. Plain-1202 is not in the
-# paper (its plain nets stop at 110, Fig. 6), so it is not registered.
+# paper (its plain nets stop at 110, Fig. 6), so it is not registered. One line each: the
+# options are CifarResNet's keyword-only arguments (see `registry`).
 
 
 @register_model
-def resnet20(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet20(**kw) -> CifarResNet:
     """CIFAR ResNet-20 (n = 3): 269,722 parameters at 10 classes (paper: 0.27M)."""
-    return CifarResNet(20, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(20, **kw)
 
 
 @register_model
-def resnet32(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet32(**kw) -> CifarResNet:
     """CIFAR ResNet-32 (n = 5): 464,154 parameters at 10 classes (paper: 0.46M)."""
-    return CifarResNet(32, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(32, **kw)
 
 
 @register_model
-def resnet44(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet44(**kw) -> CifarResNet:
     """CIFAR ResNet-44 (n = 7): 658,586 parameters at 10 classes (paper: 0.66M)."""
-    return CifarResNet(44, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(44, **kw)
 
 
 @register_model
-def resnet56(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet56(**kw) -> CifarResNet:
     """CIFAR ResNet-56 (n = 9): 853,018 parameters at 10 classes (paper: 0.85M)."""
-    return CifarResNet(56, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(56, **kw)
 
 
 @register_model
-def resnet110(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet110(**kw) -> CifarResNet:
     """CIFAR ResNet-110 (n = 18): 1,727,962 parameters at 10 classes (paper: 1.7M)."""
-    return CifarResNet(110, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(110, **kw)
 
 
 @register_model
-def resnet1202(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet1202(**kw) -> CifarResNet:
     """CIFAR ResNet-1202 (n = 200): 19,421,274 parameters at 10 classes (paper: 19.4M)."""
-    return CifarResNet(1202, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(1202, **kw)
 
 
 @register_model
-def plain20(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain20(**kw) -> CifarResNet:
     """Plain-20: ResNet-20 without shortcuts, the same parameters."""
-    return CifarResNet(20, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(20, shortcut=False, **kw)
 
 
 @register_model
-def plain32(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain32(**kw) -> CifarResNet:
     """Plain-32: ResNet-32 without shortcuts, the same parameters."""
-    return CifarResNet(32, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(32, shortcut=False, **kw)
 
 
 @register_model
-def plain44(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain44(**kw) -> CifarResNet:
     """Plain-44: ResNet-44 without shortcuts, the same parameters."""
-    return CifarResNet(44, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(44, shortcut=False, **kw)
 
 
 @register_model
-def plain56(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain56(**kw) -> CifarResNet:
     """Plain-56: ResNet-56 without shortcuts, the same parameters."""
-    return CifarResNet(56, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(56, shortcut=False, **kw)
 
 
 @register_model
-def plain110(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain110(**kw) -> CifarResNet:
     """Plain-110: ResNet-110 without shortcuts, the same parameters."""
-    return CifarResNet(110, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(110, shortcut=False, **kw)
