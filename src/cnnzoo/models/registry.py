@@ -80,7 +80,9 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3,
             a list of feature maps, one per selected stage, described by its `feature_info`.
             No classifier weights are built.
         out_indices: the stages to return, as indices into `feature_info` (None: all).
-        **kwargs: keyword options of that model's builder; an unknown one raises TypeError.
+        **kwargs: keyword options of that model's builder (for a one-line builder, the
+            keyword-only parameters of its family's class); an unknown one raises a TypeError
+            that lists the accepted ones.
     """
     builder = get_builder(name)
     accepted = inspect.signature(builder).parameters

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import DropPath
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 
 NormLayer = Callable[[int], nn.Module]
@@ -266,6 +266,14 @@ class ResNet(ZooModel):
                                        rates[ends[1]:ends[2]])
         self.layer4 = self._make_layer(block, 512, layers[3], 2, conv_layers[3],
                                        rates[ends[2]:])
+        # Feature maps: the stem (after the ReLU, before the max-pool) and each stage.
+        s = 1 if small_input else 2  # the stride of conv1, and of the max-pool
+        e = block.expansion
+        self.feature_info = [FeatureInfo("relu", 64, s), FeatureInfo("layer1", 64 * e, s * s),
+                             FeatureInfo("layer2", 128 * e, 2 * s * s),
+                             FeatureInfo("layer3", 256 * e, 4 * s * s),
+                             FeatureInfo("layer4", 512 * e, 8 * s * s)]
+
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
         if num_classes > 0:
@@ -328,11 +336,6 @@ class ResNet(ZooModel):
 
     def forward_steps(self) -> list[str]:
         return ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-
-    def feature_stages(self) -> list[tuple[str, int]]:
-        e = self.num_features // 512  # block.expansion
-        return [("relu", 64), ("layer1", 64 * e), ("layer2", 128 * e), ("layer3", 256 * e),
-                ("layer4", 512 * e)]
 
 
 # Table 1: blocks per stage (conv2_x .. conv5_x).

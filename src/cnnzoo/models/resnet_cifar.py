@@ -21,6 +21,9 @@ Deviations from the paper:
   paper uses [13], He et al. 2015 arXiv:1502.01852, whose §2.2 shows fan_in or fan_out both
   keep the signal's scale).
 
+`make_deformable(model, count)` turns the last `count` 3x3 convs into deformable ones
+with the same weights (the deformable experiment's twin).
+
 Feature maps (`features_only=True`): the stem (conv1-bn1-ReLU) and layer1..layer3, at
 strides 1, 1, 2, 4 (16, 16, 32, 64 channels); a map's side is ceil(input / reduction).
 """
@@ -31,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.models.base import ZooModel
+from cnnzoo.layers import DeformConv2d
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 from cnnzoo.models.resnet import BasicBlock, NormLayer, conv3x3, init_he
 
@@ -121,7 +125,6 @@ class CifarResNet(ZooModel):
         self.depth = depth
         self._norm_layer = norm_layer
         self._shortcut = shortcut
-        self._widths = (w, 2 * w, 4 * w)
         self.inplanes = w
 
         self.conv1 = conv3x3(in_chans, w)
@@ -130,6 +133,8 @@ class CifarResNet(ZooModel):
         self.layer1 = self._make_layer(w, n, stride=1)
         self.layer2 = self._make_layer(2 * w, n, stride=2)
         self.layer3 = self._make_layer(4 * w, n, stride=2)
+        self.feature_info = [FeatureInfo("relu", w, 1), FeatureInfo("layer1", w, 1),
+                             FeatureInfo("layer2", 2 * w, 2), FeatureInfo("layer3", 4 * w, 4)]
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
         if num_classes > 0:
@@ -167,9 +172,29 @@ class CifarResNet(ZooModel):
     def forward_steps(self) -> list[str]:
         return ["conv1", "bn1", "relu", "layer1", "layer2", "layer3"]
 
-    def feature_stages(self) -> list[tuple[str, int]]:
-        w = self._widths
-        return [("relu", w[0]), ("layer1", w[0]), ("layer2", w[1]), ("layer3", w[2])]
+
+def make_deformable(model: CifarResNet, count: int) -> list[str]:
+    """The deformable twin (Dai et al. 2017, arXiv:1703.06211), in place: the last `count`
+    3x3 convs of the residual stages become `DeformConv2d`s with the same weights and zero
+    offsets, so the model still computes the same function.
+
+    Returns:
+        the paths of the deformable convs, in forward order.
+    """
+    convs = [(block, name, f"{stage}.{i}.{name}")
+             for stage in ("layer1", "layer2", "layer3")
+             for i, block in enumerate(getattr(model, stage)) for name in ("conv1", "conv2")]
+    if not 1 <= count <= len(convs):
+        raise ValueError(f"deform_layers: expected 1..{len(convs)} (the 3x3 convs of the "
+                         f"residual stages), got {count}")
+    for block, name, _ in convs[-count:]:
+        conv: nn.Conv2d = getattr(block, name)
+        dcn = DeformConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                           conv.padding, conv.dilation, bias=conv.bias is not None)
+        with torch.no_grad():
+            dcn.weight.copy_(conv.weight)
+        setattr(block, name, dcn)
+    return [path for _, _, path in convs[-count:]]
 
 
 # §4.2: n = 3, 5, 7, 9, 18, 200 -> 20, 32, 44, 56, 110, 1202 layers. Plain-1202 is not in the
