@@ -26,7 +26,9 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model builder under its function name; a duplicate name is an error."""
+    """Register a model builder under its function name; a duplicate name is an error.
+
+    A builder that takes `**kw` gets `family_signature(fn)` as its signature."""
     name = fn.__name__
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
@@ -40,7 +42,10 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 def family_signature(fn: Callable[..., nn.Module]) -> inspect.Signature:
     """The signature of a `**kw` builder: its own keyword-only parameters, then the
     keyword-only parameters of the class its return annotation names (the family's options)."""
-    cls = typing.get_type_hints(fn)["return"]
+    cls = typing.get_type_hints(fn).get("return")
+    if not isinstance(cls, type):
+        raise TypeError(f"{fn.__name__}(**kw): a builder that passes keywords on must name the "
+                        "class it returns in its return annotation")
     own = [p for p in inspect.signature(fn).parameters.values()
            if p.kind is inspect.Parameter.KEYWORD_ONLY]
     names = {p.name for p in own}
