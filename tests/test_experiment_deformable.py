@@ -20,14 +20,13 @@ from cnnzoo.experiments.deformable import (
     effective_dilation,
     elastic_displacement,
     elasticity_verdict,
-    make_deformable,
     masked_mean,
     sampling_points,
     scale_elasticity,
     unit_masks,
 )
 from cnnzoo.layers import DeformConv2d
-from cnnzoo.models.resnet_cifar import CifarResNet
+from cnnzoo.models.resnet_cifar import CifarResNet, make_deformable
 
 
 def test_tiny_preset_writes_consistent_results(tmp_path):

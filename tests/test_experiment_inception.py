@@ -17,16 +17,14 @@ from cnnzoo.experiments.inception import (
     SEVERAL_FOLD,
     WATCHED,
     GradientRecorder,
-    NaiveInception,
-    SlimGoogLeNet,
     gradient_split,
     inception_module,
     inception_stack,
     inception_weights,
-    scaled,
     without_aux,
 )
-from cnnzoo.models.googlenet import GOOGLENET_TABLE_1
+from cnnzoo.models.googlenet import slim_googlenet
+from cnnzoo.models.inception_blocks import GOOGLENET_TABLE_1, NaiveInception, scaled
 
 
 @pytest.mark.parametrize("naive", [True, False])
@@ -63,7 +61,7 @@ def test_naive_stack_widens_every_module():
 
 def test_twins_share_the_body_and_heads_only_add_gradient_below_them():
     torch.manual_seed(0)
-    model = SlimGoogLeNet(width_div=16, in_chans=1, num_classes=4)
+    model = slim_googlenet(width_div=16, in_chans=1, num_classes=4)
     twin = without_aux(model)
     body = {k: v for k, v in model.state_dict().items() if not k.startswith("aux")}
     assert body.keys() == twin.state_dict().keys()
@@ -82,7 +80,7 @@ def test_twins_share_the_body_and_heads_only_add_gradient_below_them():
 
 def test_gradient_recorder_sees_every_step_and_the_weights_it_was_taken_at():
     torch.manual_seed(0)
-    model = SlimGoogLeNet(width_div=16, in_chans=1, num_classes=3, aux_logits=False).train()
+    model = slim_googlenet(width_div=16, in_chans=1, num_classes=3, aux_logits=False).train()
     recorder = GradientRecorder(model, snapshot_steps=[2])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     expected, weights = [], []

@@ -17,6 +17,7 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.models import FeatureExtractor, FeatureInfo
+from cnnzoo.profile.receptive_field import feature_receptive_fields
 
 ALL = cnnzoo.list_models()
 HUGE = {"resnet1202", "efficientnet_b6", "efficientnet_b7"}  # checked on the meta device
@@ -144,8 +145,10 @@ def test_feature_info_at_224_by_hand():
     """
     def info(name):
         with torch.device("meta"):
-            return [(i.module, i.num_chs, i.reduction, i.receptive_field)
-                    for i in cnnzoo.create_model(name).feature_info]
+            model = cnnzoo.create_model(name)
+        fields = feature_receptive_fields(model)
+        return [(i.module, i.num_chs, i.reduction, f.rf[0])
+                for i, f in zip(model.feature_info, fields, strict=True)]
 
     # AlexNet: conv1 11/4 -> 11; pool 3/2 -> 19 (jump 8); conv2 5x5 -> 19 + 4*8 = 51;
     # pool -> 67 (jump 16); conv3..5 3x3 -> 67 + 3*2*16 = 163.
@@ -181,22 +184,21 @@ def test_feature_info_at_224_by_hand():
                                        ("stages.6", 320, 32, 851)]
     # GoogLeNet in torchvision's form has a 3x3 "5x5" branch: +2*jump per module instead.
     with torch.device("meta"):
-        tv = cnnzoo.create_model("googlenet", torchvision_compat=True).feature_info
-    assert [i.receptive_field for i in tv] == [19, 59, 235, 379]
+        tv = cnnzoo.create_model("googlenet", torchvision_compat=True)
+    assert [f.rf[0] for f in feature_receptive_fields(tv)] == [19, 59, 235, 379]
 
 
 @pytest.mark.parametrize("name", ALL)
 def test_feature_info_agrees_with_receptive_field(name):
-    """Two independent methods: `feature_info` traces each stage's modules with torch.fx,
-    `cnnzoo.receptive_field` tracks fields beside the tensors of a meta forward."""
-    from cnnzoo.profile.receptive_field import receptive_field
-
+    """The declared `feature_info` against the one engine: each stage's reduction is the jump
+    `cnnzoo.receptive_field` tracks beside the tensors of a meta forward, its channels the
+    module's output channels."""
     with torch.device("meta"):
         model = cnnzoo.create_model(name)
-    rows = receptive_field(model, model.input_size).by_path()
-    for stage in model.feature_info:
-        row = rows[stage.module]
-        assert (stage.receptive_field, stage.reduction) == (row.rf[0], row.jump[0]), stage
+    fields = feature_receptive_fields(model)
+    for stage, row in zip(model.feature_info, fields, strict=True):
+        assert row.path == stage.module
+        assert stage.reduction == row.jump[0], stage
         assert row.output_shape[1] == stage.num_chs
 
 
@@ -208,7 +210,7 @@ def test_receptive_field_is_the_gradient_support(name, index):
     torch.manual_seed(0)
     extractor = cnnzoo.create_model(name, in_chans=1, features_only=True,
                                     out_indices=(index,)).double().eval()
-    rf = extractor.feature_info[0].receptive_field
+    rf = feature_receptive_fields(cnnzoo.create_model(name, in_chans=1))[index].rf[0]
     side = 2 * rf + 2 * extractor.feature_info[0].reduction
     x = torch.randn(1, 1, side, side, dtype=torch.float64, requires_grad=True)
     (fmap,) = extractor(x)
@@ -292,5 +294,6 @@ def test_num_classes_zero_builds_no_classifier():
 
 def test_feature_info_is_a_record():
     with torch.device("meta"):
-        info = cnnzoo.create_model("resnet18").feature_info[2]
-    assert info == FeatureInfo(module="layer2", num_chs=128, reduction=8, receptive_field=99)
+        model = cnnzoo.create_model("resnet18")
+    assert model.feature_info[2] == FeatureInfo(module="layer2", num_chs=128, reduction=8)
+    assert feature_receptive_fields(model)[2].rf[0] == 99  # the field, from the one engine

@@ -72,8 +72,7 @@ from torch import nn
 from cnnzoo.data import ImageDataset
 from cnnzoo.experiments.base import Context, Finding, experiment
 from cnnzoo.experiments.common import accuracy, fit, load_splits, margin, mean_std, pct
-from cnnzoo.layers import DeformConv2d
-from cnnzoo.models.resnet_cifar import CifarResNet
+from cnnzoo.models.resnet_cifar import CifarResNet, make_deformable
 
 FOREGROUND = 0.1  # a pixel above 10% of full scale is part of the object
 MARGIN = 2.0  # accuracy: deformable - plain, in standard errors (see common.margin)
@@ -96,29 +95,6 @@ PRESETS = {
 
 
 # ---- the deformable twin ------------------------------------------------------------------
-
-
-def make_deformable(model: CifarResNet, count: int) -> list[str]:
-    """Turn the last `count` 3x3 convs of the residual stages into `DeformConv2d`s with the
-    same weights and zero offsets, in place, so the model still computes the same function.
-
-    Returns:
-        the paths of the deformable convs, in forward order.
-    """
-    convs = [(block, name, f"{stage}.{i}.{name}")
-             for stage in ("layer1", "layer2", "layer3")
-             for i, block in enumerate(getattr(model, stage)) for name in ("conv1", "conv2")]
-    if not 1 <= count <= len(convs):
-        raise ValueError(f"deform_layers: expected 1..{len(convs)} (the 3x3 convs of the "
-                         f"residual stages), got {count}")
-    for block, name, _ in convs[-count:]:
-        conv: nn.Conv2d = getattr(block, name)
-        dcn = DeformConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                           conv.padding, conv.dilation, bias=conv.bias is not None)
-        with torch.no_grad():
-            dcn.weight.copy_(conv.weight)
-        setattr(block, name, dcn)
-    return [path for _, _, path in convs[-count:]]
 
 
 def build_pair(depth: int, width: int, deform_layers: int, in_chans: int, num_classes: int,

@@ -5,8 +5,8 @@ Szegedy et al. 2015, "Going Deeper with Convolutions", arXiv:1409.4842
 classifiers of Sec. 5 / Fig. 3.
 
 Claims and how each verdict is computed (thresholds fixed before measuring):
-1. "1x1 reductions cut cost several-fold". The reduced module (Fig. 2b, `googlenet.Inception`)
-   against the naive one (Fig. 2a, `NaiveInception` below) with Table 1's widths, counted by
+1. "1x1 reductions cut cost several-fold". The reduced module (Fig. 2b, `Inception`)
+   against the naive one (Fig. 2a, `NaiveInception`) with Table 1's widths, counted by
    `cnnzoo.profile` (parameters, MACs of one 28x28 forward) and checked against closed-form
    weight counts (`inception_weights`). Several-fold means >= 3x, in parameters and in MACs.
    Judged twice: for one module (3a at 28x28, 192 channels in, the same input for both), and
@@ -44,7 +44,7 @@ The overall verdict is the claims' common verdict when they agree, else "mixed".
 
 Deviations from the paper:
 - Data: Fashion-MNIST subsets (28x28, 1 channel), not ImageNet; epochs: a few, not ~250.
-- The GoogLeNet is `SlimGoogLeNet` below: the paper form of `cnnzoo.models.googlenet`
+- The GoogLeNet is `slim_googlenet`: the paper form of `cnnzoo.models.googlenet`
   (conv bias + ReLU, no normalisation, LRN in the stem, dropout 0.4, auxiliary heads with a
   5x5/3 average pool, 1x1 conv, FC, dropout 0.7, loss weight 0.3) with its small-input stem
   (no stem downsampling: 3a at 28x28, 4a at 14x14, 5a at 7x7, as GoogLeNet at 224), and every
@@ -74,7 +74,6 @@ cores (the trial's per-image times scaled by MACs: ~24 ms per GoogLeNet / 4 imag
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -95,13 +94,13 @@ from cnnzoo.experiments.common import (
     pct,
 )
 from cnnzoo.layers import ConvNormAct
-from cnnzoo.models.googlenet import (
+from cnnzoo.models.googlenet import GoogLeNet, paper_aux_sides, slim_googlenet
+from cnnzoo.models.inception_blocks import (
     GOOGLENET_TABLE_1,
-    GoogLeNet,
-    GoogLeNetOutputs,
     Inception,
     InceptionSpec,
-    init_googlenet,
+    NaiveInception,
+    scaled,
 )
 
 ConvBlock = partial(ConvNormAct, norm_layer=None)  # the paper's conv: bias + ReLU, no norm
@@ -114,28 +113,6 @@ WATCHED = (*LOWER, "inception4a", "inception5b")  # 5b sits above both heads: th
 
 
 # ---- claim 1: the module and its cost -------------------------------------------------------
-
-class NaiveInception(nn.Module):
-    """Fig. 2a: 1x1, 3x3 and 5x5 convs straight on the input, and a 3x3 max-pool (stride 1)
-    passed through unprojected; outputs in + #1x1 + #3x3 + #5x5 channels.
-
-    Uses the #1x1, #3x3, #5x5 entries of a Table 1 row; the reduce and pool-proj entries
-    belong to the reduced module only.
-    """
-
-    def __init__(self, in_chs: int, spec: InceptionSpec, conv_block: Any = ConvBlock,
-                 kernel_5x5: int = 5):
-        super().__init__()
-        self.branch1 = conv_block(in_chs, spec.ch1x1, 1)
-        self.branch2 = conv_block(in_chs, spec.ch3x3, 3)
-        self.branch3 = conv_block(in_chs, spec.ch5x5, kernel_5x5)
-        self.branch4 = nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True)
-        self.out_channels = in_chs + spec.ch1x1 + spec.ch3x3 + spec.ch5x5
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = (self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x))
-        return torch.cat(branches, 1)
-
 
 def inception_module(in_chs: int, spec: InceptionSpec, *, naive: bool,
                      conv_block: Any = ConvBlock) -> nn.Module:
@@ -151,11 +128,6 @@ def inception_weights(in_chs: int, spec: InceptionSpec, *, naive: bool) -> int:
         return in_chs * (spec.ch1x1 + 9 * spec.ch3x3 + 25 * spec.ch5x5)
     return (in_chs * (spec.ch1x1 + spec.ch3x3red + spec.ch5x5red + spec.pool_proj)
             + 9 * spec.ch3x3red * spec.ch3x3 + 25 * spec.ch5x5red * spec.ch5x5)
-
-
-def scaled(spec: InceptionSpec, divisor: int) -> InceptionSpec:
-    """A Table 1 row with every width divided by `divisor` (at least 1 channel)."""
-    return InceptionSpec(*(max(1, w // divisor) for w in dataclasses.astuple(spec)))
 
 
 def inception_stack(*, naive: bool, rows: Iterable[str] = tuple(GOOGLENET_TABLE_1),
@@ -217,84 +189,14 @@ class ModuleNet(nn.Module):
 
 # ---- claims 3 and 4: a width-reduced GoogLeNet ----------------------------------------------
 
-class SlimAux(nn.Module):
-    """Sec. 5's auxiliary head with its widths divided by d: 5x5/3 average pool (14x14 ->
-    4x4), 1x1 conv (128 / d), FC (1024 / d) + ReLU, dropout 0.7, FC to the classes."""
-
-    def __init__(self, in_chs: int, num_classes: int, width_div: int):
-        super().__init__()
-        self.pool = nn.AvgPool2d(kernel_size=5, stride=3)
-        self.conv = ConvBlock(in_chs, 128 // width_div, 1)
-        self.fc1 = nn.Linear(128 // width_div * 4 * 4, 1024 // width_div)
-        self.relu = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(p=0.7)
-        self.fc2 = nn.Linear(1024 // width_div, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.conv(self.pool(x)), 1)  # N x (128/d * 16)
-        return self.fc2(self.dropout(self.relu(self.fc1(x))))
-
-
-class SlimGoogLeNet(nn.Module):
-    """GoogLeNet's paper form with its small-input stem and every width divided by
-    `width_div` (module and attribute names as `cnnzoo.models.googlenet.GoogLeNet`).
-
-    In training with heads it returns `GoogLeNetOutputs(logits, aux2, aux1)`, which
-    `cnnzoo.train` turns into loss + `aux_weight` x each auxiliary loss.
-    """
-
-    aux_weight = GoogLeNet.aux_weight  # 0.3
-    aux_sides = (28, 33)  # input sides for which the 5x5/3 aux pool gives exactly 4x4
-
-    def __init__(self, *, width_div: int, in_chans: int, num_classes: int,
-                 aux_logits: bool = True):
-        super().__init__()
-        d = width_div
-        lrn = partial(nn.LocalResponseNorm, 5, alpha=1e-4, beta=0.75, k=1.0)
-        self.conv1 = ConvBlock(in_chans, 64 // d, 3)
-        self.lrn1 = lrn()
-        self.conv2 = ConvBlock(64 // d, 64 // d, 1)
-        self.conv3 = ConvBlock(64 // d, 192 // d, 3)
-        self.lrn2 = lrn()
-        chs = 192 // d
-        for row, spec in GOOGLENET_TABLE_1.items():
-            module = Inception(chs, scaled(spec, d), ConvBlock, kernel_5x5=5)
-            self.add_module(f"inception{row}", module)
-            chs = module.out_channels
-        self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        self.maxpool4 = nn.MaxPool2d(2, stride=2, ceil_mode=True)
-        self.aux1 = SlimAux(self.inception4a.out_channels, num_classes, d) if aux_logits else None
-        self.aux2 = SlimAux(self.inception4d.out_channels, num_classes, d) if aux_logits else None
-        self.dropout = nn.Dropout(p=0.4)
-        self.fc = nn.Linear(chs, num_classes)
-        init_googlenet(self)  # the paper form's initialisation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | GoogLeNetOutputs:
-        with_aux = self.training and self.aux1 is not None
-        lo, hi = self.aux_sides
-        if with_aux and not lo <= min(x.shape[2:]) <= max(x.shape[2:]) <= hi:
-            raise ValueError(f"SlimGoogLeNet: in training the auxiliary heads expect {lo} <= H, "
-                             f"W <= {hi}, got {tuple(x.shape)}")
-        x = self.lrn2(self.conv3(self.conv2(self.lrn1(self.conv1(x)))))  # N x 192/d x 28 x 28
-        x = self.inception3b(self.inception3a(x))  # N x 480/d x 28 x 28
-        x = self.inception4a(self.maxpool3(x))  # N x 512/d x 14 x 14
-        aux1 = self.aux1(x) if with_aux else None
-        x = self.inception4d(self.inception4c(self.inception4b(x)))  # N x 528/d x 14 x 14
-        aux2 = self.aux2(x) if with_aux else None
-        x = self.maxpool4(self.inception4e(x))  # N x 832/d x 7 x 7
-        x = self.inception5b(self.inception5a(x))  # N x 1024/d x 7 x 7
-        logits = self.fc(self.dropout(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)))
-        return GoogLeNetOutputs(logits, aux2, aux1) if with_aux else logits
-
-
-def without_aux(model: SlimGoogLeNet) -> SlimGoogLeNet:
+def without_aux(model: GoogLeNet) -> GoogLeNet:
     """A copy with the same body weights and no auxiliary heads."""
     twin = copy.deepcopy(model)
     twin.aux1 = twin.aux2 = None
     return twin
 
 
-def gradient_split(model: SlimGoogLeNet, x: torch.Tensor, y: torch.Tensor,
+def gradient_split(model: GoogLeNet, x: torch.Tensor, y: torch.Tensor,
                    layers: Iterable[str] = WATCHED) -> dict[str, dict[str, float]]:
     """At the model's current weights, one forward in training mode (one dropout draw) and
     the gradient of each layer's parameters from the main loss and from the weighted
@@ -428,7 +330,7 @@ def _train_googlenets(ctx: Context, splits: Splits) -> dict[str, Any]:
 
     p = ctx.params
     side = splits.image_size
-    lo, hi = SlimGoogLeNet.aux_sides
+    lo, hi = paper_aux_sides(small_input=True)
     if not (lo <= min(side) and max(side) <= hi):
         raise ValueError(f"inception: the GoogLeNet's auxiliary heads need images of {lo} to "
                          f"{hi} px, got {side[0]}x{side[1]} from {ctx.data}")
@@ -444,8 +346,8 @@ def _train_googlenets(ctx: Context, splits: Splits) -> dict[str, Any]:
     for i in range(p["seeds"]):
         seed = ctx.seed + i
         torch.manual_seed(seed)
-        with_heads = SlimGoogLeNet(width_div=p["googlenet_width_div"], in_chans=splits.in_chans,
-                                   num_classes=splits.num_classes)
+        with_heads = slim_googlenet(width_div=p["googlenet_width_div"], in_chans=splits.in_chans,
+                                    num_classes=splits.num_classes)
         no_heads = without_aux(with_heads)  # the same initial body weights
         for key, model in (("aux", with_heads), ("no_aux", no_heads)):
             recorder = GradientRecorder(model, snapshot_steps=probes if key == "aux" else ())

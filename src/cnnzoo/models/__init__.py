@@ -12,9 +12,9 @@ from cnnzoo.models import (  # noqa: F401  (imported to register their builders)
     senet,
     vgg,
 )
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.convert import from_timm, from_torchvision
-from cnnzoo.models.features import FeatureExtractor, FeatureInfo
+from cnnzoo.models.features import FeatureExtractor
 from cnnzoo.models.registry import create_model, list_models, register_model
 
 __all__ = [

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 
 
@@ -98,6 +98,13 @@ class AlexNet(ZooModel):
                 nn.Linear(4096, num_classes),
             )
 
+        # Feature maps: the ReLU before each max-pool, after conv1, conv2 and conv5
+        # (torchvision indices); the small stem drops conv1's stride 4 and the first pool.
+        r = (1, 1, 2) if small_input else (4, 8, 16)
+        self.feature_info = [FeatureInfo("features.1", 64, r[0]),
+                             FeatureInfo("features.4", 192, r[1]),
+                             FeatureInfo("features.11", 256, r[2])]
+
         self.num_classes = num_classes
         self.num_features = 256
         self.input_size = (in_chans, 32, 32) if small_input else (in_chans, 224, 224)
@@ -115,10 +122,6 @@ class AlexNet(ZooModel):
 
     def forward_steps(self) -> list[str]:
         return [f"features.{i}" for i in range(len(self.features))]
-
-    def feature_stages(self) -> list[tuple[str, int]]:
-        # The ReLU before each max-pool: after conv1, conv2 and conv5 (torchvision indices).
-        return [("features.1", 64), ("features.4", 192), ("features.11", 256)]
 
 
 @register_model

@@ -8,19 +8,36 @@ network accepts in its current configuration).
 `num_classes=0` builds no classifier: `forward_head` then returns what the classifier would
 have received (pooled features, flattened). `features_only=True` in `create_model` uses it.
 
-For backbones each family also names its stages (`forward_steps`, `feature_stages`); the
-`feature_info` they give is described in `cnnzoo.models.features`.
+For backbones each family also names its stages: `forward_steps()` writes `forward_features`
+as a chain of submodule names, and `feature_info`, set in `__init__` beside the stages it
+describes (as timm's `feature_info`), gives one `FeatureInfo` per stage whose output is a
+backbone feature map. `cnnzoo.models.features.FeatureExtractor` runs them; the receptive
+field of each stage comes from `cnnzoo.profile.receptive_field.feature_receptive_fields`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from cnnzoo.models.features import FeatureInfo
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One stage's feature map.
+
+    Attributes:
+        module: name of the submodule whose output is the map (`"layer2"`, `"features.8"`);
+            one of the model's `forward_steps()`.
+        num_chs: channels of the map.
+        reduction: total stride; the map's side is the input's divided by it (see the rounding
+            rule of each family: padded layers round up, VGG/DenseNet pools round down).
+    """
+
+    module: str
+    num_chs: int
+    reduction: int
 
 
 def check_image(name: str, channels: int, min_side: int, x: torch.Tensor) -> None:
@@ -48,6 +65,7 @@ class ZooModel(nn.Module):
     num_features: int
     input_size: tuple[int, int, int]
     min_input_size: int
+    feature_info: list[FeatureInfo]
 
     @property
     def name(self) -> str:
@@ -65,19 +83,8 @@ class ZooModel(nn.Module):
 
     def forward_steps(self) -> list[str]:
         """`forward_features` as a chain of submodule names: running them in order on the
-        checked input passes through every stage of `feature_stages()`."""
+        checked input passes through every stage of `feature_info`."""
         raise NotImplementedError
-
-    def feature_stages(self) -> list[tuple[str, int]]:
-        """(step name, channels) of each stage whose output is a backbone feature map."""
-        raise NotImplementedError
-
-    @property
-    def feature_info(self) -> list[FeatureInfo]:
-        """Module, channels, reduction and receptive field of each stage (see `features`)."""
-        from cnnzoo.models.features import feature_info  # features imports this module
-
-        return feature_info(self)
 
     def forward(self, x: torch.Tensor):
         self.check_input(x)

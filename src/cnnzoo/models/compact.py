@@ -51,13 +51,12 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import ConvNormAct
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 from cnnzoo.models.resnet import BasicBlock, NormLayer, conv1x1, init_he
 
 # He et al. §4.2: widths of the three stages at k = 1; WRN multiplies them by k.
 BASE_WIDTHS = (16, 32, 64)
-STAGE_STRIDES = (1, 2, 2)
 
 
 class CompactResNet(ZooModel):
@@ -106,14 +105,19 @@ class CompactResNet(ZooModel):
         if pool_first:  # conv, pool, BN, ReLU: the BN becomes stem.2 in the state dict
             self.stem.insert(1, self.pool)
             self.pool = nn.Identity()
-        self.layer1, self.layer2, self.layer3 = (
-            self._make_layer(widths[i], blocks[i], STAGE_STRIDES[i]) for i in range(3)
-        )
+        self.layer1 = self._make_layer(widths[0], blocks[0], stride=1)
+        self.layer2 = self._make_layer(widths[1], blocks[1], stride=2)
+        self.layer3 = self._make_layer(widths[2], blocks[2], stride=2)
+        # Feature maps: the stem (which holds the pool with pool_first) and each stage.
+        p = 2 if stem_pool else 1
+        self.feature_info = [FeatureInfo("stem", widths[0], p if pool_first else 1),
+                             FeatureInfo("layer1", widths[0], p),
+                             FeatureInfo("layer2", widths[1], 2 * p),
+                             FeatureInfo("layer3", widths[2], 4 * p)]
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
         if num_classes > 0:
             self.fc = nn.Linear(widths[2], num_classes)
-        self._widths = widths
 
         self.num_classes = num_classes
         self.num_features = widths[2]
@@ -149,32 +153,21 @@ class CompactResNet(ZooModel):
     def forward_steps(self) -> list[str]:
         return ["stem", "pool", "layer1", "layer2", "layer3"]
 
-    def feature_stages(self) -> list[tuple[str, int]]:
-        w = self._widths
-        return [("stem", w[0]), ("layer1", w[0]), ("layer2", w[1]), ("layer3", w[2])]
 
-
+# One line each: the options are CompactResNet's keyword-only arguments (see `registry`).
 @register_model
-def compact_resnet8(*, num_classes: int = 10, in_chans: int = 1, widen_factor: int = 2,
-                    stem_pool: bool = True, pool_first: bool = False,
-                    zero_init_residual: bool = False) -> CompactResNet:
+def compact_resnet8(**kw) -> CompactResNet:
     """ResNet-8 (one block per stage) widened by k, with a pooled stem for 28x28 images.
 
     k = 2: 308,074 parameters and 10.32 MMACs per 1x28x28 image at 10 classes.
     """
-    return CompactResNet((1, 1, 1), widen_factor=widen_factor, num_classes=num_classes,
-                         in_chans=in_chans, stem_pool=stem_pool, pool_first=pool_first,
-                         zero_init_residual=zero_init_residual)
+    return CompactResNet((1, 1, 1), **kw)
 
 
 @register_model
-def compact_resnet10(*, num_classes: int = 10, in_chans: int = 1, widen_factor: int = 2,
-                     stem_pool: bool = True, pool_first: bool = False,
-                     zero_init_residual: bool = False) -> CompactResNet:
+def compact_resnet10(**kw) -> CompactResNet:
     """compact_resnet8 with two blocks in the last stage (1, 1, 2): 10 weighted layers.
 
     k = 2: 603,498 parameters and 15.04 MMACs per 1x28x28 image at 10 classes.
     """
-    return CompactResNet((1, 1, 2), widen_factor=widen_factor, num_classes=num_classes,
-                         in_chans=in_chans, stem_pool=stem_pool, pool_first=pool_first,
-                         zero_init_residual=zero_init_residual)
+    return CompactResNet((1, 1, 2), **kw)

@@ -66,30 +66,15 @@ class ModulatedDeformableResNet(DeformableResNet):
              "arXiv:1811.11168")
 
 
-def _resnet50_deformable(cls: type[DeformableResNet], conv_layers: tuple[ConvLayer, ...],
-                         **kwargs) -> DeformableResNet:
-    block, layers = RESNET_LAYERS[50]
-    return cls(block, layers, conv_layers=conv_layers, **kwargs)
-
-
+# One line each: the options are ResNet's keyword-only arguments (see `registry`).
 @register_model
-def resnet50_dcn(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                 zero_init_residual: bool = False, drop_path_rate: float = 0.0
-                 ) -> DeformableResNet:
+def resnet50_dcn(**kw) -> DeformableResNet:
     """ResNet-50 with DCNv1 in the 3 3x3 convs of conv5 (Dai et al. 2017): 25,805,918 params."""
-    return _resnet50_deformable(DeformableResNet, DCN_V1_CONVS, num_classes=num_classes,
-                                in_chans=in_chans, small_input=small_input,
-                                zero_init_residual=zero_init_residual,
-                                drop_path_rate=drop_path_rate)
+    return DeformableResNet(*RESNET_LAYERS[50], conv_layers=DCN_V1_CONVS, **kw)
 
 
 @register_model
-def resnet50_dcnv2(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                   zero_init_residual: bool = False, drop_path_rate: float = 0.0
-                   ) -> ModulatedDeformableResNet:
+def resnet50_dcnv2(**kw) -> ModulatedDeformableResNet:
     """ResNet-50 with modulated DCNv2 in the 13 3x3 convs of conv3..conv5 (Zhu et al. 2019):
     26,428,295 params."""
-    return _resnet50_deformable(ModulatedDeformableResNet, DCN_V2_CONVS,
-                                num_classes=num_classes, in_chans=in_chans,
-                                small_input=small_input, zero_init_residual=zero_init_residual,
-                                drop_path_rate=drop_path_rate)
+    return ModulatedDeformableResNet(*RESNET_LAYERS[50], conv_layers=DCN_V2_CONVS, **kw)

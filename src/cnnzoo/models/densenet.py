@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 
 NormLayer = Callable[[int], nn.Module]
@@ -162,10 +162,15 @@ class DenseNet(ZooModel):
         self.features = nn.Sequential(OrderedDict(stem))
 
         channels = num_init_features
+        reduction = 1 if small_input else 4  # conv0 /2 and pool0 /2; each transition /2
+        self.feature_info: list[FeatureInfo] = []  # each dense block's output
         for i, num_layers in enumerate(block_config, start=1):
             block = DenseBlock(num_layers, channels, growth_rate, bn_size=bn_size,
                                drop_rate=drop_rate, norm_layer=norm_layer)
             self.features.add_module(f"denseblock{i}", block)
+            self.feature_info.append(
+                FeatureInfo(f"features.denseblock{i}", block.out_channels, reduction))
+            reduction *= 2
             channels = block.out_channels
             if i < len(block_config):
                 out = math.floor(compression * channels)
@@ -209,10 +214,6 @@ class DenseNet(ZooModel):
 
     def forward_steps(self) -> list[str]:
         return [f"features.{name}" for name, _ in self.features.named_children()]
-
-    def feature_stages(self) -> list[tuple[str, int]]:
-        return [(f"features.{name}", m.out_channels) for name, m in self.features.named_children()
-                if isinstance(m, DenseBlock)]
 
 
 def _final_side(side: int, small_input: bool, transitions: int) -> int:

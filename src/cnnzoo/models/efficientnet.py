@@ -60,7 +60,7 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import ConvNormAct, DropPath, SqueezeExcite, make_divisible
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 
 NormLayer = Callable[[int], nn.Module]
@@ -174,12 +174,16 @@ class MBConv(nn.Module):
         self.drop_path = DropPath(drop_path_rate) if self.use_residual else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+
         out = self.expand(x)  # N x (in * e) x H x W
         out = self.dw(out)  # N x (in * e) x H/s x W/s
         out = self.se(out)
         out = self.project(out)  # N x out x H/s x W/s, linear (no activation)
-        if self.use_residual:
-            out = self.drop_path(out) + x
+
+        if self.use_residual:  # stride 1 and as many channels out as in
+            out = self.drop_path(out)  # stochastic depth
+            out += shortcut
         return out
 
 
@@ -190,11 +194,14 @@ class EfficientNet(ZooModel):
         scaling: width / depth / resolution relative to B0.
         stages: the unscaled stage table (default Table 1).
         stem_channels: unscaled stem width. head_channels: unscaled head width.
+        norm_layer: norm factory. act_layer: activation factory (SiLU).
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic-depth rate, linear over blocks from 0.
         small_input: stride-1 stem for 28x28 / 32x32 images.
         num_classes: classifier outputs. in_chans: input channels.
-        norm_layer: norm factory. act_layer: activation factory (SiLU).
+
+    The arguments before `*` fix the architecture; the keyword-only ones are the options
+    `create_model` accepts.
     """
 
     family = "efficientnet"
@@ -204,17 +211,17 @@ class EfficientNet(ZooModel):
     def __init__(
         self,
         scaling: CompoundScaling = CompoundScaling(),  # noqa: B008  (frozen, so shared safely)
-        *,
         stages: Sequence[MBConvStage] = B0_STAGES,
         stem_channels: int = B0_STEM_CHANNELS,
         head_channels: int = B0_HEAD_CHANNELS,
+        norm_layer: NormLayer = nn.BatchNorm2d,
+        act_layer: ActLayer = nn.SiLU,
+        *,
         drop_rate: float = 0.2,
         drop_path_rate: float = 0.2,
         small_input: bool = False,
         num_classes: int = 1000,
         in_chans: int = 3,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer = nn.SiLU,
     ):
         super().__init__()
         for what, p in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)):
@@ -241,6 +248,14 @@ class EfficientNet(ZooModel):
                 index += 1
             stage_list.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stage_list)
+        # Feature maps: a stage that is the last of its stride (the next one downsamples, or
+        # none follows); the stem's stride times the stages' so far.
+        reduction = 1 if small_input else 2
+        self.feature_info = []
+        for i, row in enumerate(rows):
+            reduction *= row.stride
+            if i == len(rows) - 1 or rows[i + 1].stride > 1:
+                self.feature_info.append(FeatureInfo(f"stages.{i}", row.out_ch, reduction))
 
         self.num_features = scaling.channels(head_channels)
         self.head = conv(channels, self.num_features, 1)
@@ -250,7 +265,6 @@ class EfficientNet(ZooModel):
             self.classifier = nn.Linear(self.num_features, num_classes)
 
         self.scaling = scaling
-        self._rows = rows
         self.num_classes = num_classes
         self.input_size = (in_chans, scaling.resolution, scaling.resolution)
         self.min_input_size = 1  # each conv is padded (k - 1) // 2: a 1x1 map stays 1x1
@@ -285,12 +299,6 @@ class EfficientNet(ZooModel):
     def forward_steps(self) -> list[str]:
         return ["stem"] + [f"stages.{i}" for i in range(len(self.stages))] + ["head"]
 
-    def feature_stages(self) -> list[tuple[str, int]]:
-        # A stage is the last of its stride when the next one downsamples (or none follows).
-        rows = self._rows
-        return [(f"stages.{i}", row.out_ch) for i, row in enumerate(rows)
-                if i == len(rows) - 1 or rows[i + 1].stride > 1]
-
 
 @dataclass(frozen=True)
 class Release:
@@ -314,88 +322,74 @@ RELEASES: dict[str, Release] = {
 }
 
 
-def _released(name: str, *, num_classes: int, in_chans: int, drop_rate: float,
-              drop_path_rate: float, small_input: bool) -> EfficientNet:
+def _released(name: str, *, small_input: bool = False, **kw) -> EfficientNet:
+    """A row of `RELEASES`: its scaling (at 32 px with `small_input`) and BatchNorm constants."""
     release = RELEASES[name]
     scaling = release.scaling
     if small_input:
         scaling = dataclasses.replace(scaling, resolution=SMALL_RESOLUTION)
     norm = partial(nn.BatchNorm2d, eps=release.bn_eps, momentum=release.bn_momentum)
-    return EfficientNet(scaling, drop_rate=drop_rate, drop_path_rate=drop_path_rate,
-                        small_input=small_input, num_classes=num_classes, in_chans=in_chans,
-                        norm_layer=norm)
+    return EfficientNet(scaling, norm_layer=norm, small_input=small_input, **kw)
+
+
+# The options are EfficientNet's keyword-only arguments (see `registry`); each release keeps
+# its own dropout as the default.
 
 
 @register_model
-def efficientnet_b0(*, num_classes: int = 1000, in_chans: int = 3,
-                    drop_rate: float = RELEASES["efficientnet_b0"].dropout,
-                    drop_path_rate: float = 0.2, small_input: bool = False) -> EfficientNet:
+def efficientnet_b0(*, drop_rate: float = RELEASES["efficientnet_b0"].dropout,
+                    **kw) -> EfficientNet:
     """EfficientNet-B0 (Table 1), 224x224."""
-    return _released("efficientnet_b0", num_classes=num_classes, in_chans=in_chans,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate, small_input=small_input)
+    return _released("efficientnet_b0", drop_rate=drop_rate, **kw)
 
 
 @register_model
-def efficientnet_b1(*, num_classes: int = 1000, in_chans: int = 3,
-                    drop_rate: float = RELEASES["efficientnet_b1"].dropout,
-                    drop_path_rate: float = 0.2, small_input: bool = False) -> EfficientNet:
+def efficientnet_b1(*, drop_rate: float = RELEASES["efficientnet_b1"].dropout,
+                    **kw) -> EfficientNet:
     """EfficientNet-B1 (width 1.0, depth 1.1), 240x240."""
-    return _released("efficientnet_b1", num_classes=num_classes, in_chans=in_chans,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate, small_input=small_input)
+    return _released("efficientnet_b1", drop_rate=drop_rate, **kw)
 
 
 @register_model
-def efficientnet_b2(*, num_classes: int = 1000, in_chans: int = 3,
-                    drop_rate: float = RELEASES["efficientnet_b2"].dropout,
-                    drop_path_rate: float = 0.2, small_input: bool = False) -> EfficientNet:
+def efficientnet_b2(*, drop_rate: float = RELEASES["efficientnet_b2"].dropout,
+                    **kw) -> EfficientNet:
     """EfficientNet-B2 (width 1.1, depth 1.2), 260x260."""
-    return _released("efficientnet_b2", num_classes=num_classes, in_chans=in_chans,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate, small_input=small_input)
+    return _released("efficientnet_b2", drop_rate=drop_rate, **kw)
 
 
 @register_model
-def efficientnet_b3(*, num_classes: int = 1000, in_chans: int = 3,
-                    drop_rate: float = RELEASES["efficientnet_b3"].dropout,
-                    drop_path_rate: float = 0.2, small_input: bool = False) -> EfficientNet:
+def efficientnet_b3(*, drop_rate: float = RELEASES["efficientnet_b3"].dropout,
+                    **kw) -> EfficientNet:
     """EfficientNet-B3 (width 1.2, depth 1.4), 300x300."""
-    return _released("efficientnet_b3", num_classes=num_classes, in_chans=in_chans,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate, small_input=small_input)
+    return _released("efficientnet_b3", drop_rate=drop_rate, **kw)
 
 
 @register_model
-def efficientnet_b4(*, num_classes: int = 1000, in_chans: int = 3,
-                    drop_rate: float = RELEASES["efficientnet_b4"].dropout,
-                    drop_path_rate: float = 0.2, small_input: bool = False) -> EfficientNet:
+def efficientnet_b4(*, drop_rate: float = RELEASES["efficientnet_b4"].dropout,
+                    **kw) -> EfficientNet:
     """EfficientNet-B4 (width 1.4, depth 1.8), 380x380."""
-    return _released("efficientnet_b4", num_classes=num_classes, in_chans=in_chans,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate, small_input=small_input)
+    return _released("efficientnet_b4", drop_rate=drop_rate, **kw)
 
 
 @register_model
-def efficientnet_b5(*, num_classes: int = 1000, in_chans: int = 3,
-                    drop_rate: float = RELEASES["efficientnet_b5"].dropout,
-                    drop_path_rate: float = 0.2, small_input: bool = False) -> EfficientNet:
+def efficientnet_b5(*, drop_rate: float = RELEASES["efficientnet_b5"].dropout,
+                    **kw) -> EfficientNet:
     """EfficientNet-B5 (width 1.6, depth 2.2), 456x456."""
-    return _released("efficientnet_b5", num_classes=num_classes, in_chans=in_chans,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate, small_input=small_input)
+    return _released("efficientnet_b5", drop_rate=drop_rate, **kw)
 
 
 @register_model
-def efficientnet_b6(*, num_classes: int = 1000, in_chans: int = 3,
-                    drop_rate: float = RELEASES["efficientnet_b6"].dropout,
-                    drop_path_rate: float = 0.2, small_input: bool = False) -> EfficientNet:
+def efficientnet_b6(*, drop_rate: float = RELEASES["efficientnet_b6"].dropout,
+                    **kw) -> EfficientNet:
     """EfficientNet-B6 (width 1.8, depth 2.6), 528x528."""
-    return _released("efficientnet_b6", num_classes=num_classes, in_chans=in_chans,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate, small_input=small_input)
+    return _released("efficientnet_b6", drop_rate=drop_rate, **kw)
 
 
 @register_model
-def efficientnet_b7(*, num_classes: int = 1000, in_chans: int = 3,
-                    drop_rate: float = RELEASES["efficientnet_b7"].dropout,
-                    drop_path_rate: float = 0.2, small_input: bool = False) -> EfficientNet:
+def efficientnet_b7(*, drop_rate: float = RELEASES["efficientnet_b7"].dropout,
+                    **kw) -> EfficientNet:
     """EfficientNet-B7 (width 2.0, depth 3.1), 600x600."""
-    return _released("efficientnet_b7", num_classes=num_classes, in_chans=in_chans,
-                     drop_rate=drop_rate, drop_path_rate=drop_path_rate, small_input=small_input)
+    return _released("efficientnet_b7", drop_rate=drop_rate, **kw)
 
 
 @register_model

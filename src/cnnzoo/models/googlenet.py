@@ -1,8 +1,9 @@
 """GoogLeNet (Inception v1), in the paper's form and in torchvision's.
 
 Szegedy et al. 2015, "Going Deeper with Convolutions", arXiv:1409.4842
-(https://arxiv.org/abs/1409.4842). The Inception channels are the paper's Table 1, kept below
-as `GOOGLENET_TABLE_1`; the stem and the auxiliary heads follow Sec. 5 and Fig. 3.
+(https://arxiv.org/abs/1409.4842). The Inception channels are the paper's Table 1, kept as
+`GOOGLENET_TABLE_1` in `inception_blocks.py` with the modules; the stem and the auxiliary
+heads follow Sec. 5 and Fig. 3.
 
 Two forms, chosen by `torchvision_compat`:
 - Paper form (default): 5x5 convs in the 5x5 branch, conv bias + ReLU and no normalisation
@@ -43,12 +44,15 @@ Feature maps (`features_only=True`): the stem (after conv3 and its LRN, before t
 max-pool: 192 channels, stride 4), 3b (480, 8), 4e (832, 16) and 5b (1024, 32): the last
 output at each resolution, the maps the auxiliary heads and the classifier do not need.
 With `small_input` the strides are 1, 1, 2, 4.
+
+Narrow nets (`width_div=d`): every width of the stem, of Table 1 and of the auxiliary heads
+divided by d (at least 1 channel), the layout unchanged: with `small_input` the net the
+inception experiment trains on a CPU (`slim_googlenet`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -56,40 +60,14 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import ConvNormAct
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
+from cnnzoo.models.inception_blocks import (
+    GOOGLENET_TABLE_1,
+    Inception,
+    InceptionAux,
+    scaled,
+)
 from cnnzoo.models.registry import register_model
-
-ConvBlock = Callable[..., nn.Module]  # (in_chs, out_chs, kernel_size, stride=1) -> module
-
-
-@dataclass(frozen=True)
-class InceptionSpec:
-    """One row of Table 1: the output channels of each branch of an Inception module."""
-
-    ch1x1: int  # "#1x1"
-    ch3x3red: int  # "#3x3 reduce"
-    ch3x3: int  # "#3x3"
-    ch5x5red: int  # "#5x5 reduce"
-    ch5x5: int  # "#5x5"
-    pool_proj: int  # "pool proj"
-
-    @property
-    def out_channels(self) -> int:
-        return self.ch1x1 + self.ch3x3 + self.ch5x5 + self.pool_proj
-
-
-# Table 1 of Szegedy et al. 2015, the Inception rows.
-GOOGLENET_TABLE_1: dict[str, InceptionSpec] = {
-    "3a": InceptionSpec(64, 96, 128, 16, 32, 32),  # 256 out, 28x28
-    "3b": InceptionSpec(128, 128, 192, 32, 96, 64),  # 480
-    "4a": InceptionSpec(192, 96, 208, 16, 48, 64),  # 512, 14x14
-    "4b": InceptionSpec(160, 112, 224, 24, 64, 64),  # 512
-    "4c": InceptionSpec(128, 128, 256, 24, 64, 64),  # 512
-    "4d": InceptionSpec(112, 144, 288, 32, 64, 64),  # 528
-    "4e": InceptionSpec(256, 160, 320, 32, 128, 128),  # 832
-    "5a": InceptionSpec(256, 160, 320, 32, 128, 128),  # 832, 7x7
-    "5b": InceptionSpec(384, 192, 384, 48, 128, 128),  # 1024
-}
 
 
 class GoogLeNetOutputs(NamedTuple):
@@ -98,36 +76,6 @@ class GoogLeNetOutputs(NamedTuple):
     logits: torch.Tensor
     aux_logits2: torch.Tensor  # head on 4d
     aux_logits1: torch.Tensor  # head on 4a
-
-
-class Inception(nn.Module):
-    """Four parallel branches concatenated on channels (Fig. 2b): 1x1; 1x1 reduce then 3x3;
-    1x1 reduce then 5x5; 3x3 max-pool then 1x1 projection.
-
-    Names are torchvision's (`branch1`..`branch4`), so its weights load by the conv-unit
-    renaming alone. `kernel_5x5` is 5 in the paper, 3 in torchvision.
-    """
-
-    def __init__(self, in_chs: int, spec: InceptionSpec, conv_block: ConvBlock, kernel_5x5: int):
-        super().__init__()
-        self.branch1 = conv_block(in_chs, spec.ch1x1, 1)
-        self.branch2 = nn.Sequential(
-            conv_block(in_chs, spec.ch3x3red, 1),
-            conv_block(spec.ch3x3red, spec.ch3x3, 3),
-        )
-        self.branch3 = nn.Sequential(
-            conv_block(in_chs, spec.ch5x5red, 1),
-            conv_block(spec.ch5x5red, spec.ch5x5, kernel_5x5),
-        )
-        self.branch4 = nn.Sequential(
-            nn.MaxPool2d(kernel_size=3, stride=1, padding=1, ceil_mode=True),
-            conv_block(in_chs, spec.pool_proj, 1),
-        )
-        self.out_channels = spec.out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = (self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x))
-        return torch.cat(branches, 1)
 
 
 class InputTransform(nn.Module):
@@ -140,33 +88,31 @@ class InputTransform(nn.Module):
         return x * (std / 0.5) + (mean - 0.5) / 0.5
 
 
-class InceptionAux(nn.Module):
-    """Auxiliary classifier (Sec. 5): average pool to 4x4, 1x1 conv to 128, FC 1024 + ReLU,
-    dropout 0.7, FC to the classes."""
-
-    def __init__(self, in_chs: int, num_classes: int, conv_block: ConvBlock, pool: nn.Module,
-                 dropout: float):
-        super().__init__()
-        self.pool = pool
-        self.conv = conv_block(in_chs, 128, 1)
-        self.fc1 = nn.Linear(128 * 4 * 4, 1024)
-        self.relu = nn.ReLU(inplace=True)
-        self.dropout = nn.Dropout(p=dropout)
-        self.fc2 = nn.Linear(1024, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(self.pool(x))  # N x 128 x 4 x 4
-        x = torch.flatten(x, 1)  # N x 2048
-        x = self.dropout(self.relu(self.fc1(x)))
-        return self.fc2(x)
-
-
 def _pool_side(side: int, kernel: int, stride: int, ceil_mode: bool) -> int:
     """Output side of an unpadded pool, PyTorch's rule (a last window must start inside)."""
     out = (side - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (out - 1) * stride >= side:
         out -= 1
     return out
+
+
+def _sides_4a_5a(side: int, small_input: bool) -> tuple[int, int]:
+    """Sides of the maps entering 4a and 5a for an input of side `side` (convs keep the
+    side except the native 7x7 stride-2 stem conv)."""
+    if not small_input:
+        side = (side - 1) // 2 + 1  # conv1, 7x7 stride 2 padding 3
+        side = _pool_side(side, 3, 2, True)  # maxpool1
+        side = _pool_side(side, 3, 2, True)  # maxpool2
+    side_4a = _pool_side(side, 3, 2, True)  # maxpool3
+    return side_4a, _pool_side(side_4a, 2, 2, True)  # maxpool4
+
+
+def paper_aux_sides(small_input: bool) -> tuple[int, int]:
+    """The input sides (lo, hi) for which the paper's aux pool (5x5, stride 3, feeding a
+    2048/d-wide FC) gives exactly 4x4: (223, 270) native, (28, 33) small."""
+    fits = [s for s in range(1, 1024) if _pool_side(_sides_4a_5a(s, small_input)[0], 5, 3,
+                                                    False) == 4]
+    return fits[0], fits[-1]
 
 
 class GoogLeNet(ZooModel):
@@ -183,6 +129,7 @@ class GoogLeNet(ZooModel):
         small_input: stem without downsampling, for 28x28 / 32x32 images.
         dropout: before the classifier; None means the form's default (paper 0.4, tv 0.2).
         aux_dropout: inside each auxiliary head (paper: 0.7).
+        width_div: divide every width (stem, Table 1, auxiliary heads) by this.
     """
 
     family = "googlenet"
@@ -191,17 +138,21 @@ class GoogLeNet(ZooModel):
 
     def __init__(
         self,
+        *,
         num_classes: int = 1000,
         in_chans: int = 3,
-        *,
         aux_logits: bool = True,
         torchvision_compat: bool = False,
         transform_input: bool = False,
         small_input: bool = False,
         dropout: float | None = None,
         aux_dropout: float = 0.7,
+        width_div: int = 1,
     ):
         super().__init__()
+        if width_div < 1:
+            raise ValueError(f"googlenet: expected width_div >= 1, got {width_div}")
+        d = width_div
         if transform_input and in_chans != 3:
             raise ValueError(f"googlenet: transform_input needs in_chans=3, got {in_chans}")
         self.transform_input = transform_input
@@ -219,21 +170,21 @@ class GoogLeNet(ZooModel):
 
         # Stem (Fig. 3). small_input keeps its layers but none of its downsampling.
         if small_input:
-            self.conv1 = conv_block(in_chans, 64, 3)
+            self.conv1 = conv_block(in_chans, 64 // d, 3)
             self.maxpool1: nn.Module = nn.Identity()
         else:
-            self.conv1 = conv_block(in_chans, 64, 7, stride=2)
+            self.conv1 = conv_block(in_chans, 64 // d, 7, stride=2)
             self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.lrn1 = lrn()
-        self.conv2 = conv_block(64, 64, 1)
-        self.conv3 = conv_block(64, 192, 3)
+        self.conv2 = conv_block(64 // d, 64 // d, 1)
+        self.conv3 = conv_block(64 // d, 192 // d, 3)
         self.lrn2 = lrn()
         self.maxpool2 = nn.Identity() if small_input else nn.MaxPool2d(3, 2, ceil_mode=True)
 
         def inception(in_chs: int, row: str) -> Inception:
-            return Inception(in_chs, GOOGLENET_TABLE_1[row], conv_block, kernel_5x5)
+            return Inception(in_chs, scaled(GOOGLENET_TABLE_1[row], d), conv_block, kernel_5x5)
 
-        self.inception3a = inception(192, "3a")
+        self.inception3a = inception(192 // d, "3a")
         self.inception3b = inception(self.inception3a.out_channels, "3b")
         self.maxpool3 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.inception4a = inception(self.inception3b.out_channels, "4a")
@@ -249,9 +200,9 @@ class GoogLeNet(ZooModel):
         self.aux2: InceptionAux | None = None
         if aux_logits and num_classes > 0:  # num_classes=0: no classifier, no aux heads
             self.aux1 = InceptionAux(self.inception4a.out_channels, num_classes, conv_block,
-                                     aux_pool(), aux_dropout)
+                                     aux_pool(), aux_dropout, d)
             self.aux2 = InceptionAux(self.inception4d.out_channels, num_classes, conv_block,
-                                     aux_pool(), aux_dropout)
+                                     aux_pool(), aux_dropout, d)
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p=dropout)
@@ -259,26 +210,26 @@ class GoogLeNet(ZooModel):
         if num_classes > 0:
             self.fc = nn.Linear(self.inception5b.out_channels, num_classes)
 
+        # Feature maps: the stem (before maxpool2) and the last module before each later
+        # max-pool; the small stem drops conv1's stride and both stem pools.
+        r = (1, 1, 2, 4) if small_input else (4, 8, 16, 32)
+        self.feature_info = [
+            FeatureInfo("lrn2", self.conv3.out_channels, r[0]),
+            FeatureInfo("inception3b", self.inception3b.out_channels, r[1]),
+            FeatureInfo("inception4e", self.inception4e.out_channels, r[2]),
+            FeatureInfo("inception5b", self.inception5b.out_channels, r[3]),
+        ]
+
         self.num_classes = num_classes
         self.num_features = self.inception5b.out_channels
         self.input_size = (in_chans, 32, 32) if small_input else (in_chans, 224, 224)
-        self._eval_min_side = next(s for s in range(1, 1024) if min(self._sides(s)) >= 1)
-        # The paper's aux pool (5x5, stride 3) feeds a 2048-wide FC, so it must give 4x4.
-        self._aux_sides: tuple[int, int] | None = None
+        self._eval_min_side = next(s for s in range(1, 1024)
+                                   if min(_sides_4a_5a(s, small_input)) >= 1)
+        # The input sides (lo, hi) the paper-form heads take in training (None: no limit).
+        self.aux_sides: tuple[int, int] | None = None
         if self.aux1 is not None and not torchvision_compat:
-            fits = [s for s in range(1, 1024) if _pool_side(self._sides(s)[0], 5, 3, False) == 4]
-            self._aux_sides = (fits[0], fits[-1])
+            self.aux_sides = paper_aux_sides(small_input)
         init_googlenet(self, torchvision_compat=torchvision_compat)
-
-    def _sides(self, side: int) -> tuple[int, int]:
-        """Sides of the maps entering 4a and 5a for an input of side `side` (convs keep the
-        side except the native 7x7 stride-2 stem conv)."""
-        if not self.small_input:
-            side = (side - 1) // 2 + 1  # conv1, 7x7 stride 2 padding 3
-            side = _pool_side(side, 3, 2, True)  # maxpool1
-            side = _pool_side(side, 3, 2, True)  # maxpool2
-        side_4a = _pool_side(side, 3, 2, True)  # maxpool3
-        return side_4a, _pool_side(side_4a, 2, 2, True)  # maxpool4
 
     def _uses_aux(self) -> bool:
         return self.training and self.aux1 is not None
@@ -286,14 +237,14 @@ class GoogLeNet(ZooModel):
     @property
     def min_input_size(self) -> int:
         """Smallest side accepted now: the training-mode paper aux heads need more."""
-        if self._aux_sides is not None and self._uses_aux():
-            return self._aux_sides[0]
+        if self.aux_sides is not None and self._uses_aux():
+            return self.aux_sides[0]
         return self._eval_min_side
 
     def check_input(self, x: torch.Tensor) -> None:
         super().check_input(x)
-        if self._aux_sides is not None and self._uses_aux():
-            lo, hi = self._aux_sides
+        if self.aux_sides is not None and self._uses_aux():
+            lo, hi = self.aux_sides
             if x.shape[2] > hi or x.shape[3] > hi:
                 raise ValueError(
                     f"{self.name}: in training the paper-form auxiliary heads (5x5/3 average "
@@ -340,11 +291,6 @@ class GoogLeNet(ZooModel):
             "maxpool4", "inception5a", "inception5b",
         ]
 
-    def feature_stages(self) -> list[tuple[str, int]]:
-        return [("lrn2", self.conv3.out_channels), ("inception3b", self.inception3b.out_channels),
-                ("inception4e", self.inception4e.out_channels),
-                ("inception5b", self.inception5b.out_channels)]
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(x), 1)  # N x 1024
         return self.fc(self.dropout(x))
@@ -390,12 +336,14 @@ def init_googlenet(model: nn.Module, *, torchvision_compat: bool = False) -> Non
             nn.init.zeros_(m.bias)
 
 
+# The options are GoogLeNet's keyword-only arguments (see `registry`).
 @register_model
-def googlenet(*, num_classes: int = 1000, in_chans: int = 3, aux_logits: bool = True,
-              torchvision_compat: bool = False, transform_input: bool = False,
-              small_input: bool = False, dropout: float | None = None,
-              aux_dropout: float = 0.7) -> GoogLeNet:
+def googlenet(**kw) -> GoogLeNet:
     """GoogLeNet; paper form by default, torchvision's with `torchvision_compat=True`."""
-    return GoogLeNet(num_classes, in_chans, aux_logits=aux_logits,
-                     torchvision_compat=torchvision_compat, transform_input=transform_input,
-                     small_input=small_input, dropout=dropout, aux_dropout=aux_dropout)
+    return GoogLeNet(**kw)
+
+
+def slim_googlenet(width_div: int, **kw) -> GoogLeNet:
+    """The paper form for 28x28 / 32x32 images with every width divided by `width_div` (the
+    inception experiment's CPU-sized net); `kw` as `googlenet`."""
+    return GoogLeNet(small_input=True, width_div=width_div, **kw)

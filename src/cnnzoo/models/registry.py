@@ -2,7 +2,11 @@
 
 Builders are plain functions keyed by their own name. Every builder takes keyword-only
 arguments, so `create_model` can reject a keyword the builder does not know by name
-instead of letting it vanish into a `**kwargs`. `features_only` and `out_indices` work the
+instead of letting it vanish into a `**kwargs`. A one-line builder, `def resnet50(**kw) ->
+ResNet: return ResNet(*RESNET_LAYERS[50], **kw)`, takes the keyword-only parameters of the
+class it returns (its family's options; what comes before the `*` is the architecture, which
+the builder fixes): `register_model` gives it that signature, so `create_model`, `help()` and
+`inspect.signature` all list them. `features_only` and `out_indices` work the
 same for every model, so they live here, not in the builders.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import typing
 from collections.abc import Callable, Sequence
 
 from torch import nn
@@ -21,12 +26,32 @@ _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model builder under its function name; a duplicate name is an error."""
+    """Register a model builder under its function name; a duplicate name is an error.
+
+    A builder that takes `**kw` gets `family_signature(fn)` as its signature."""
     name = fn.__name__
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is registered twice")
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        fn.__signature__ = family_signature(fn)
     _REGISTRY[name] = fn
     return fn
+
+
+def family_signature(fn: Callable[..., nn.Module]) -> inspect.Signature:
+    """The signature of a `**kw` builder: its own keyword-only parameters, then the
+    keyword-only parameters of the class its return annotation names (the family's options)."""
+    cls = typing.get_type_hints(fn).get("return")
+    if not isinstance(cls, type):
+        raise TypeError(f"{fn.__name__}(**kw): a builder that passes keywords on must name the "
+                        "class it returns in its return annotation")
+    own = [p for p in inspect.signature(fn).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    names = {p.name for p in own}
+    options = [p for p in inspect.signature(cls).parameters.values()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in names]
+    return inspect.Signature(own + options, return_annotation=cls)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -60,7 +85,9 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3,
             a list of feature maps, one per selected stage, described by its `feature_info`.
             No classifier weights are built.
         out_indices: the stages to return, as indices into `feature_info` (None: all).
-        **kwargs: keyword options of that model's builder; an unknown one raises TypeError.
+        **kwargs: keyword options of that model's builder (for a one-line builder, the
+            keyword-only parameters of its family's class); an unknown one raises a TypeError
+            that lists the accepted ones.
     """
     builder = get_builder(name)
     accepted = inspect.signature(builder).parameters

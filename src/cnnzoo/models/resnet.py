@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import DropPath
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 
 NormLayer = Callable[[int], nn.Module]
@@ -58,35 +58,16 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-class _ResidualBlock(nn.Module):
-    """What every residual block does after its last norm, in one place: the SE gate, stochastic
-    depth, and the identity path (or none, for the plain twins)."""
-
-    se: nn.Module | None
-    drop_path: nn.Module
-    downsample: nn.Module | None
-    shortcut: bool
-    relu: nn.Module
-
-    def merge(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.se is not None:
-            out = self.se(out)  # SENet: rescale the residual branch before the addition
-        out = self.drop_path(out)
-        if not self.shortcut:  # a plain net's layer pair (He et al. §4.1): no identity path
-            return self.relu(out)
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
-
-
-class BasicBlock(_ResidualBlock):
+class BasicBlock(nn.Module):
     """Two 3x3 convs and an identity (or projection) shortcut: ResNet-18/34, Fig. 2 left.
 
     `downsample` maps the input to the output's shape where they differ (a projection here,
-    the parameter-free option A in `resnet_cifar.py`); `shortcut=False` drops the addition,
-    which makes the block a layer pair of the paper's plain nets.
+    the parameter-free option A in `resnet_cifar.py`). The optional parts act on the residual
+    branch before the addition: `se` (SENet) and `drop_path` (stochastic depth).
     """
 
     expansion = 1
+    shortcut = True  # an identity path; `resnet_cifar.PlainBlock`, the plain twin, has none
 
     def __init__(
         self,
@@ -99,11 +80,8 @@ class BasicBlock(_ResidualBlock):
         se_layer: SELayer | None = None,
         conv_layer: ConvLayer = nn.Conv2d,
         drop_path_rate: float = 0.0,
-        shortcut: bool = True,
     ):
         super().__init__()
-        if not shortcut and downsample is not None:
-            raise ValueError(f"{type(self).__name__}: a block without shortcut takes no downsample")
         self.conv1 = conv3x3(inplanes, planes, stride, conv_layer)
         self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
@@ -112,29 +90,40 @@ class BasicBlock(_ResidualBlock):
         self.se = se_layer(planes) if se_layer is not None else None
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.downsample = downsample
-        self.shortcut = shortcut
         self.stride = stride
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
 
         out = self.conv2(out)
         out = self.bn2(out)
-        return self.merge(out, x)
+
+        if self.se is not None:
+            out = self.se(out)  # SENet: rescale the residual branch before the addition
+        out = self.drop_path(out)  # stochastic depth (nn.Identity at rate 0)
+        if self.downsample is not None:
+            shortcut = self.downsample(x)
+
+        out += shortcut
+        out = self.relu(out)
+        return out
 
 
-class Bottleneck(_ResidualBlock):
+class Bottleneck(nn.Module):
     """1x1 reduce, 3x3, 1x1 expand (x4): ResNet-50/101/152, Fig. 5 right.
 
     The stride sits on the 3x3 conv ("ResNet v1.5"; the paper strides the first 1x1).
     """
 
     expansion = 4
+    shortcut = True
 
     def __init__(
         self,
@@ -147,11 +136,8 @@ class Bottleneck(_ResidualBlock):
         se_layer: SELayer | None = None,
         conv_layer: ConvLayer = nn.Conv2d,
         drop_path_rate: float = 0.0,
-        shortcut: bool = True,
     ):
         super().__init__()
-        if not shortcut and downsample is not None:
-            raise ValueError(f"{type(self).__name__}: a block without shortcut takes no downsample")
         width = planes
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = norm_layer(width)
@@ -163,13 +149,14 @@ class Bottleneck(_ResidualBlock):
         self.se = se_layer(planes * self.expansion) if se_layer is not None else None
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
         self.downsample = downsample
-        self.shortcut = shortcut
         self.stride = stride
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+
         out = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
@@ -180,7 +167,16 @@ class Bottleneck(_ResidualBlock):
 
         out = self.conv3(out)
         out = self.bn3(out)
-        return self.merge(out, x)
+
+        if self.se is not None:
+            out = self.se(out)  # SENet: rescale the residual branch before the addition
+        out = self.drop_path(out)  # stochastic depth (nn.Identity at rate 0)
+        if self.downsample is not None:
+            shortcut = self.downsample(x)
+
+        out += shortcut
+        out = self.relu(out)
+        return out
 
 
 def init_he(model: nn.Module, *, zero_init_residual: bool = False) -> None:
@@ -206,6 +202,8 @@ class ResNet(ZooModel):
     Args:
         block: `BasicBlock` or `Bottleneck` (or a block with the same constructor).
         layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-34/50 (Table 1).
+        se_layer: per-block attention on the residual branch, `se_layer(channels)` (SENet).
+        conv_layers: the 3x3 conv factory of each of the four stages (default nn.Conv2d).
         num_classes: classifier outputs.
         in_chans: input channels.
         small_input: 3x3 stride-1 stem without max-pool, for 28x28 / 32x32 images.
@@ -213,8 +211,9 @@ class ResNet(ZooModel):
             starts as the identity followed by ReLU.
         drop_path_rate: stochastic-depth rate of the last block (linear from 0 at the first).
         norm_layer: norm factory, `norm_layer(channels)`.
-        se_layer: per-block attention on the residual branch, `se_layer(channels)`.
-        conv_layers: the 3x3 conv factory of each of the four stages (default nn.Conv2d).
+
+    The arguments before `*` fix the architecture (each builder sets them); the keyword-only
+    ones are the options `create_model` accepts.
     """
 
     family = "resnet"
@@ -224,6 +223,8 @@ class ResNet(ZooModel):
         self,
         block: type[BasicBlock] | type[Bottleneck],
         layers: Sequence[int],
+        se_layer: SELayer | None = None,
+        conv_layers: Sequence[ConvLayer] | None = None,
         *,
         num_classes: int = 1000,
         in_chans: int = 3,
@@ -231,8 +232,6 @@ class ResNet(ZooModel):
         zero_init_residual: bool = False,
         drop_path_rate: float = 0.0,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        se_layer: SELayer | None = None,
-        conv_layers: Sequence[ConvLayer] | None = None,
     ):
         super().__init__()
         if len(layers) != 4:
@@ -256,16 +255,25 @@ class ResNet(ZooModel):
         self.bn1 = norm_layer(64)
         self.relu = nn.ReLU(inplace=True)
 
+        # Stochastic depth: linear in the block index, 0 at the first block, the rate at the last.
         total = sum(layers)
         rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        starts = [sum(layers[:i]) for i in range(4)]
-        planes = (64, 128, 256, 512)
-        strides = (1, 2, 2, 2)
-        self.layer1, self.layer2, self.layer3, self.layer4 = (
-            self._make_layer(block, planes[i], layers[i], strides[i], conv_layers[i],
-                             rates[starts[i]:starts[i] + layers[i]])
-            for i in range(4)
-        )
+        ends = [sum(layers[:i + 1]) for i in range(4)]
+        self.layer1 = self._make_layer(block, 64, layers[0], 1, conv_layers[0], rates[:ends[0]])
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, conv_layers[1],
+                                       rates[ends[0]:ends[1]])
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, conv_layers[2],
+                                       rates[ends[1]:ends[2]])
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, conv_layers[3],
+                                       rates[ends[2]:])
+        # Feature maps: the stem (after the ReLU, before the max-pool) and each stage.
+        s = 1 if small_input else 2  # the stride of conv1, and of the max-pool
+        e = block.expansion
+        self.feature_info = [FeatureInfo("relu", 64, s), FeatureInfo("layer1", 64 * e, s * s),
+                             FeatureInfo("layer2", 128 * e, 2 * s * s),
+                             FeatureInfo("layer3", 256 * e, 4 * s * s),
+                             FeatureInfo("layer4", 512 * e, 8 * s * s)]
+
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
         if num_classes > 0:
@@ -329,11 +337,6 @@ class ResNet(ZooModel):
     def forward_steps(self) -> list[str]:
         return ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
 
-    def feature_stages(self) -> list[tuple[str, int]]:
-        e = self.num_features // 512  # block.expansion
-        return [("relu", 64), ("layer1", 64 * e), ("layer2", 128 * e), ("layer3", 256 * e),
-                ("layer4", 512 * e)]
-
 
 # Table 1: blocks per stage (conv2_x .. conv5_x).
 RESNET_LAYERS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int, int]]] = {
@@ -345,46 +348,32 @@ RESNET_LAYERS: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, i
 }
 
 
-def _resnet(depth: int, **kwargs) -> ResNet:
-    block, layers = RESNET_LAYERS[depth]
-    return ResNet(block, layers, **kwargs)
-
-
+# One line each: the options are ResNet's keyword-only arguments (see `registry`).
 @register_model
-def resnet18(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-             zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> ResNet:
+def resnet18(**kw) -> ResNet:
     """ResNet-18 (BasicBlock, 2-2-2-2)."""
-    return _resnet(18, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                   zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return ResNet(*RESNET_LAYERS[18], **kw)
 
 
 @register_model
-def resnet34(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-             zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> ResNet:
+def resnet34(**kw) -> ResNet:
     """ResNet-34 (BasicBlock, 3-4-6-3)."""
-    return _resnet(34, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                   zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return ResNet(*RESNET_LAYERS[34], **kw)
 
 
 @register_model
-def resnet50(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-             zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> ResNet:
+def resnet50(**kw) -> ResNet:
     """ResNet-50 (Bottleneck, 3-4-6-3)."""
-    return _resnet(50, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                   zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return ResNet(*RESNET_LAYERS[50], **kw)
 
 
 @register_model
-def resnet101(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-              zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> ResNet:
+def resnet101(**kw) -> ResNet:
     """ResNet-101 (Bottleneck, 3-4-23-3)."""
-    return _resnet(101, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                   zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return ResNet(*RESNET_LAYERS[101], **kw)
 
 
 @register_model
-def resnet152(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-              zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> ResNet:
+def resnet152(**kw) -> ResNet:
     """ResNet-152 (Bottleneck, 3-8-36-3)."""
-    return _resnet(152, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                   zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return ResNet(*RESNET_LAYERS[152], **kw)

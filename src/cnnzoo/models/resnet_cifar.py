@@ -9,9 +9,9 @@ option A: the input subsampled with stride 2 and zero-padded to the new channel 
 residual net and its plain twin (the same layers without the shortcuts) have exactly the same
 parameters.
 
-The block is `resnet.BasicBlock` (`shortcut=False` for the plain twins), and each stage is an
-`nn.Sequential` of blocks (`layer1[0]`, ...), so a lesion experiment can swap one block for
-`nn.Identity()`.
+The block is `resnet.BasicBlock`, or for the plain twins `PlainBlock` (the same layers, no
+addition: only this paper's plain nets need it), and each stage is an `nn.Sequential` of
+blocks (`layer1[0]`, ...), so a lesion experiment can swap one block for `nn.Identity()`.
 
 Deviations from the paper:
 - Option A places the original channels first and the zeros after them; the paper does not
@@ -20,6 +20,9 @@ Deviations from the paper:
 - Weights start with He et al.'s normal init with fan_out, as the ImageNet ResNet here (the
   paper uses [13], He et al. 2015 arXiv:1502.01852, whose §2.2 shows fan_in or fan_out both
   keep the signal's scale).
+
+`make_deformable(model, count)` turns the last `count` 3x3 convs into deformable ones
+with the same weights (the deformable experiment's twin).
 
 Feature maps (`features_only=True`): the stem (conv1-bn1-ReLU) and layer1..layer3, at
 strides 1, 1, 2, 4 (16, 16, 32, 64 channels); a map's side is ceil(input / reduction).
@@ -31,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.models.base import ZooModel
+from cnnzoo.layers import DeformConv2d
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 from cnnzoo.models.resnet import BasicBlock, NormLayer, conv3x3, init_he
 
@@ -58,6 +62,31 @@ class ShortcutA(nn.Module):
         return f"stride={self.stride}, zero_channels={self.extra}"
 
 
+class PlainBlock(BasicBlock):
+    """`BasicBlock` without the identity path: a layer pair of the plain nets (He et al. §4.1).
+
+    The same parameters under the same names, so a plain net loads its residual twin's weights.
+    """
+
+    shortcut = False
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: None = None, *,
+                 norm_layer: NormLayer = nn.BatchNorm2d):
+        if downsample is not None:
+            raise ValueError("PlainBlock: a block without shortcut takes no downsample")
+        super().__init__(inplanes, planes, stride, norm_layer=norm_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)  # no `out += x`: the plain twin
+        return out
+
+
 class CifarResNet(ZooModel):
     """The 6n + 2 layer CIFAR net of He et al. §4.2, residual or plain.
 
@@ -79,10 +108,10 @@ class CifarResNet(ZooModel):
     def __init__(
         self,
         depth: int,
+        shortcut: bool = True,
         *,
         num_classes: int = 10,
         in_chans: int = 3,
-        shortcut: bool = True,
         norm_layer: NormLayer = nn.BatchNorm2d,
         base_width: int = 16,
     ):
@@ -96,7 +125,6 @@ class CifarResNet(ZooModel):
         self.depth = depth
         self._norm_layer = norm_layer
         self._shortcut = shortcut
-        self._widths = (w, 2 * w, 4 * w)
         self.inplanes = w
 
         self.conv1 = conv3x3(in_chans, w)
@@ -105,6 +133,8 @@ class CifarResNet(ZooModel):
         self.layer1 = self._make_layer(w, n, stride=1)
         self.layer2 = self._make_layer(2 * w, n, stride=2)
         self.layer3 = self._make_layer(4 * w, n, stride=2)
+        self.feature_info = [FeatureInfo("relu", w, 1), FeatureInfo("layer1", w, 1),
+                             FeatureInfo("layer2", 2 * w, 2), FeatureInfo("layer3", 4 * w, 4)]
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc: nn.Module = nn.Identity()  # num_classes=0: no classifier
         if num_classes > 0:
@@ -119,15 +149,14 @@ class CifarResNet(ZooModel):
         init_he(self)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        block = BasicBlock if self._shortcut else PlainBlock
         downsample = None
         if self._shortcut and (stride != 1 or self.inplanes != planes):
             downsample = ShortcutA(self.inplanes, planes, stride)
-        layers = [BasicBlock(self.inplanes, planes, stride, downsample,
-                             norm_layer=self._norm_layer, shortcut=self._shortcut)]
+        layers = [block(self.inplanes, planes, stride, downsample, norm_layer=self._norm_layer)]
         self.inplanes = planes
         for _ in range(1, blocks):
-            layers.append(BasicBlock(planes, planes, norm_layer=self._norm_layer,
-                                     shortcut=self._shortcut))
+            layers.append(block(planes, planes, norm_layer=self._norm_layer))
         return nn.Sequential(*layers)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,76 +172,97 @@ class CifarResNet(ZooModel):
     def forward_steps(self) -> list[str]:
         return ["conv1", "bn1", "relu", "layer1", "layer2", "layer3"]
 
-    def feature_stages(self) -> list[tuple[str, int]]:
-        w = self._widths
-        return [("relu", w[0]), ("layer1", w[0]), ("layer2", w[1]), ("layer3", w[2])]
+
+def make_deformable(model: CifarResNet, count: int) -> list[str]:
+    """The deformable twin (Dai et al. 2017, arXiv:1703.06211), in place: the last `count`
+    3x3 convs of the residual stages become `DeformConv2d`s with the same weights and zero
+    offsets, so the model still computes the same function.
+
+    Returns:
+        the paths of the deformable convs, in forward order.
+    """
+    convs = [(block, name, f"{stage}.{i}.{name}")
+             for stage in ("layer1", "layer2", "layer3")
+             for i, block in enumerate(getattr(model, stage)) for name in ("conv1", "conv2")]
+    if not 1 <= count <= len(convs):
+        raise ValueError(f"deform_layers: expected 1..{len(convs)} (the 3x3 convs of the "
+                         f"residual stages), got {count}")
+    for block, name, _ in convs[-count:]:
+        conv: nn.Conv2d = getattr(block, name)
+        dcn = DeformConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                           conv.padding, conv.dilation, bias=conv.bias is not None)
+        with torch.no_grad():
+            dcn.weight.copy_(conv.weight)
+        setattr(block, name, dcn)
+    return [path for _, _, path in convs[-count:]]
 
 
 # §4.2: n = 3, 5, 7, 9, 18, 200 -> 20, 32, 44, 56, 110, 1202 layers. Plain-1202 is not in the
-# paper (its plain nets stop at 110, Fig. 6), so it is not registered.
+# paper (its plain nets stop at 110, Fig. 6), so it is not registered. One line each: the
+# options are CifarResNet's keyword-only arguments (see `registry`).
 
 
 @register_model
-def resnet20(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet20(**kw) -> CifarResNet:
     """CIFAR ResNet-20 (n = 3): 269,722 parameters at 10 classes (paper: 0.27M)."""
-    return CifarResNet(20, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(20, **kw)
 
 
 @register_model
-def resnet32(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet32(**kw) -> CifarResNet:
     """CIFAR ResNet-32 (n = 5): 464,154 parameters at 10 classes (paper: 0.46M)."""
-    return CifarResNet(32, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(32, **kw)
 
 
 @register_model
-def resnet44(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet44(**kw) -> CifarResNet:
     """CIFAR ResNet-44 (n = 7): 658,586 parameters at 10 classes (paper: 0.66M)."""
-    return CifarResNet(44, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(44, **kw)
 
 
 @register_model
-def resnet56(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet56(**kw) -> CifarResNet:
     """CIFAR ResNet-56 (n = 9): 853,018 parameters at 10 classes (paper: 0.85M)."""
-    return CifarResNet(56, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(56, **kw)
 
 
 @register_model
-def resnet110(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet110(**kw) -> CifarResNet:
     """CIFAR ResNet-110 (n = 18): 1,727,962 parameters at 10 classes (paper: 1.7M)."""
-    return CifarResNet(110, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(110, **kw)
 
 
 @register_model
-def resnet1202(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def resnet1202(**kw) -> CifarResNet:
     """CIFAR ResNet-1202 (n = 200): 19,421,274 parameters at 10 classes (paper: 19.4M)."""
-    return CifarResNet(1202, num_classes=num_classes, in_chans=in_chans)
+    return CifarResNet(1202, **kw)
 
 
 @register_model
-def plain20(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain20(**kw) -> CifarResNet:
     """Plain-20: ResNet-20 without shortcuts, the same parameters."""
-    return CifarResNet(20, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(20, shortcut=False, **kw)
 
 
 @register_model
-def plain32(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain32(**kw) -> CifarResNet:
     """Plain-32: ResNet-32 without shortcuts, the same parameters."""
-    return CifarResNet(32, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(32, shortcut=False, **kw)
 
 
 @register_model
-def plain44(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain44(**kw) -> CifarResNet:
     """Plain-44: ResNet-44 without shortcuts, the same parameters."""
-    return CifarResNet(44, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(44, shortcut=False, **kw)
 
 
 @register_model
-def plain56(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain56(**kw) -> CifarResNet:
     """Plain-56: ResNet-56 without shortcuts, the same parameters."""
-    return CifarResNet(56, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(56, shortcut=False, **kw)
 
 
 @register_model
-def plain110(*, num_classes: int = 10, in_chans: int = 3) -> CifarResNet:
+def plain110(**kw) -> CifarResNet:
     """Plain-110: ResNet-110 without shortcuts, the same parameters."""
-    return CifarResNet(110, num_classes=num_classes, in_chans=in_chans, shortcut=False)
+    return CifarResNet(110, shortcut=False, **kw)

@@ -51,46 +51,32 @@ class SEResNet(ResNet):
     paper = "Hu et al. 2018, Squeeze-and-Excitation Networks, arXiv:1709.01507"
 
 
-def _se_resnet(depth: int, **kwargs) -> SEResNet:
-    block, layers = RESNET_LAYERS[depth]
-    return SEResNet(block, layers, se_layer=se_layer, **kwargs)
-
-
+# One line each: the options are ResNet's keyword-only arguments (see `registry`).
 @register_model
-def se_resnet18(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> SEResNet:
+def se_resnet18(**kw) -> SEResNet:
     """SE-ResNet-18 (BasicBlock + SE, 2-2-2-2)."""
-    return _se_resnet(18, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                      zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return SEResNet(*RESNET_LAYERS[18], se_layer=se_layer, **kw)
 
 
 @register_model
-def se_resnet34(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> SEResNet:
+def se_resnet34(**kw) -> SEResNet:
     """SE-ResNet-34 (BasicBlock + SE, 3-4-6-3)."""
-    return _se_resnet(34, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                      zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return SEResNet(*RESNET_LAYERS[34], se_layer=se_layer, **kw)
 
 
 @register_model
-def se_resnet50(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> SEResNet:
+def se_resnet50(**kw) -> SEResNet:
     """SE-ResNet-50 (Bottleneck + SE, 3-4-6-3); timm `seresnet50`, 28,088,024 parameters."""
-    return _se_resnet(50, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                      zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return SEResNet(*RESNET_LAYERS[50], se_layer=se_layer, **kw)
 
 
 @register_model
-def se_resnet101(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                 zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> SEResNet:
+def se_resnet101(**kw) -> SEResNet:
     """SE-ResNet-101 (Bottleneck + SE, 3-4-23-3)."""
-    return _se_resnet(101, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                      zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return SEResNet(*RESNET_LAYERS[101], se_layer=se_layer, **kw)
 
 
 @register_model
-def se_resnet152(*, num_classes: int = 1000, in_chans: int = 3, small_input: bool = False,
-                 zero_init_residual: bool = False, drop_path_rate: float = 0.0) -> SEResNet:
+def se_resnet152(**kw) -> SEResNet:
     """SE-ResNet-152 (Bottleneck + SE, 3-8-36-3)."""
-    return _se_resnet(152, num_classes=num_classes, in_chans=in_chans, small_input=small_input,
-                      zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate)
+    return SEResNet(*RESNET_LAYERS[152], se_layer=se_layer, **kw)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import FeatureInfo, ZooModel
 from cnnzoo.models.registry import register_model
 
 Stages = tuple[tuple[int, ...], ...]
@@ -106,7 +106,10 @@ class VGG(ZooModel):
                 nn.Dropout(p=dropout),
                 nn.Linear(4096, num_classes),
             )
-        self._stage_widths = tuple(stage[-1] for stage in stages)
+        # Feature maps: the ReLU just before each max-pool; stage i runs after i pools.
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        self.feature_info = [FeatureInfo(f"features.{p - 1}", stage[-1], 2**i)
+                             for i, (p, stage) in enumerate(zip(pools, stages, strict=True))]
 
         self.num_classes = num_classes
         self.num_features = width
@@ -135,11 +138,6 @@ class VGG(ZooModel):
 
     def forward_steps(self) -> list[str]:
         return [f"features.{i}" for i in range(len(self.features))]
-
-    def feature_stages(self) -> list[tuple[str, int]]:
-        # The ReLU just before each max-pool.
-        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
-        return [(f"features.{i - 1}", w) for i, w in zip(pools, self._stage_widths, strict=True)]
 
 
 def _vgg(column: str, batch_norm: bool, num_classes: int, in_chans: int, dropout: float) -> VGG:

@@ -550,3 +550,20 @@ def _line(label: str, r: FieldRow) -> str:
     shape = "x".join(map(str, r.output_shape))
     return (f"{label:<46.46}{shape:>18}{_pair_text(r.rf):>10}{_pair_text(r.jump):>7}"
             f"{_pair_text(r.start):>8}  {r.notes}")
+
+
+def feature_receptive_fields(model: nn.Module,
+                             input_shape: Sequence[int] | None = None) -> list[FieldRow]:
+    """The field of each backbone stage of a zoo model, from this one engine.
+
+    One `FieldRow` per entry of `model.feature_info`, in its order: the row of the stage's
+    module (`rf` and `jump` per axis, in input pixels). At the model's native input size a
+    stage's jump equals its declared `reduction`. The model is not modified.
+
+    Args:
+        model: a zoo model (it declares `feature_info`), on any device.
+        input_shape: (C, H, W) or (N, C, H, W); default the model's `input_size`.
+    """
+    shape = tuple(input_shape) if input_shape is not None else tuple(model.input_size)
+    rows = receptive_field(model, shape).by_path()
+    return [rows[stage.module] for stage in model.feature_info]
