@@ -6,6 +6,14 @@ import argparse
 import sys
 import time
 
+import torch
+
+from cnnzoo.models import create_model
+from cnnzoo.profile.compare import DEFAULT_MODELS, check_output_dir, compare, write_comparison
+from cnnzoo.profile.markdown import text_table
+from cnnzoo.profile.profiler import run_profile
+from cnnzoo.profile.timing import TimingOptions
+
 
 def _shape(text: str) -> tuple[int, ...]:
     """'3x224x224' or '8x3x224x224' -> a tuple of ints (argparse type)."""
@@ -29,10 +37,6 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _native_shape(name: str) -> tuple[int, int, int]:
-    import torch
-
-    from cnnzoo.models import create_model
-
     with torch.device("meta"):
         return tuple(create_model(name).input_size)
 
@@ -61,8 +65,6 @@ class ProgressBar:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from cnnzoo.profile.profiler import run_profile
-
     shape = args.input or _native_shape(args.model)
     report = run_profile(args.model, shape, timing=args.timing, batch_sizes=args.batch_sizes,
                          device=args.device, receptive_fields=True)
@@ -75,10 +77,6 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from cnnzoo.profile.compare import DEFAULT_MODELS, check_output_dir, compare, write_comparison
-    from cnnzoo.profile.markdown import text_table
-    from cnnzoo.profile.timing import TimingOptions
-
     check_output_dir(args.out)  # an unwritable DIR fails before minutes of measuring
     options = TimingOptions(warmup=1, repeats=args.repeats, max_repeats=max(20, args.repeats),
                             min_time_s=args.min_time, train=not args.no_train,
