@@ -22,7 +22,8 @@ The model passed in is never changed: timing runs on a deep copy.
 Other processes: on a small machine one busy neighbour can slow a model several times over
 (on 2 cores one slowed ResNet-50 from 63 to 850 ms per image). `OtherLoad` measures the share
 of the CPU they took while a block ran (Linux /proc), and `wait_for_idle` waits for them to
-go quiet, so that a caller can time again or set such numbers aside.
+go quiet; `measure_when_quiet` combines them: it measures again (after a wait) while they
+were busy, and says how busy they were during the measurement it keeps.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +42,8 @@ from torch import nn
 
 from cnnzoo.profile.memory import measure_peak_bytes, resident_bytes
 from cnnzoo.profile.report import TimingRow
+
+T = TypeVar("T")
 
 OPTIMIZER = "SGD(lr=0.01, momentum=0.9)"
 DEFAULT_AUX_WEIGHT = 0.3  # GoogLeNet (Szegedy et al. 2014, section 5): aux losses weighted 0.3
@@ -311,3 +315,26 @@ def wait_for_idle(limit_s: float, *, max_load: float, sample_s: float = 2.0) -> 
         if load.fraction is None or load.fraction <= max_load:
             break
     return time.perf_counter() - start
+
+
+def measure_when_quiet(measure: Callable[[], T], *, max_load: float, attempts: int,
+                       wait_s: float, label: str,
+                       log: Callable[[str], None] = lambda line: None,
+                       ) -> tuple[T, float | None, int]:
+    """Call `measure` under `OtherLoad`; while other processes took over `max_load` of the
+    CPU, wait for them (`wait_for_idle`, up to `wait_s`) and call it again, `attempts` calls
+    at most. Returns the last result, the other processes' share during it (None: unknown)
+    and the calls made; `log` gets one line per call (`label` first) and per wait."""
+    for attempt in range(1, attempts + 1):
+        with OtherLoad() as load:
+            result = measure()
+        busy = load.fraction is not None and load.fraction > max_load
+        share = "unknown" if load.fraction is None else f"{load.fraction:.0%}"
+        log(f"{label}: other processes {share} of the CPU"
+            + ("; timing again" if busy and attempt < attempts else ""))
+        if not busy:
+            break
+        if attempt < attempts:
+            waited = wait_for_idle(wait_s, max_load=max_load)
+            log(f"waited {waited:.0f} s for other processes to go below {max_load:.0%} of the CPU")
+    return result, load.fraction, attempt
