@@ -454,27 +454,34 @@ def _finding(ctx: Context, comparison: Comparison, timing: TimingAnalysis,
         + ", ".join(f"{f.r2:.3f} at batch {b}" for b, f in fits.items())
         + " on a CPU. Their Figure 2 (top-1 vs operations, bubble = parameters) is redrawn "
         "with the published top-1 of the zoo's models.")
-    measured = {
+    measured = _measured(side, comparison, timing, published, user)
+    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
+
+
+def _measured(side: int, comparison: Comparison, timing: TimingAnalysis,
+              published: list[PublishedPoint], user: list[AccuracyPoint]) -> dict[str, Any]:
+    """results.json's `measured`: the dataclasses as JSON (string keys, null for NaN)."""
+    env = timing.env
+    return {
         "image_size": [3, side, side],
         "batch_sizes": list(comparison.batch_sizes),
         "timing_method": {k: env.get(k) for k in (
             "device", "device_name", "threads", "dtype", "torch_version", "warmup",
             "min_repeats", "max_repeats", "min_time_s", "statistic")},
         "timing_wall_s": timing.wall_time_s,
-        "other_load_while_timing": load,  # the largest of the models' "other_load"
+        "other_load_while_timing": timing.other_load,  # the largest of the models' "other_load"
         "thresholds": {"r2_supported": R2_SUPPORTED, "r2_rejected": R2_REJECTED,
                        "r2_leave_one_out": R2_LEAVE_ONE_OUT, "outlier_factor": OUTLIER_FACTOR,
                        "other_load_max": OTHER_LOAD_MAX},
         # JSON has no NaN: a missing leave-one-out r² is null.
         "fits": {str(b): {k: None if isinstance(v, float) and math.isnan(v) else v
-                          for k, v in asdict(f).items()} for b, f in fits.items()},
+                          for k, v in asdict(f).items()} for b, f in timing.fits.items()},
         # JSON keys are strings: the per-batch dicts are keyed "1", "16", ...
         "models": [{k: {str(b): x for b, x in v.items()} if isinstance(v, dict) else v
                     for k, v in asdict(m).items()} for m in timing.models],
         "published": [asdict(q) for q in published],
         "accuracy_points": [asdict(u) for u in user],
     }
-    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
 
 
 # ---- plots --------------------------------------------------------------------------------
