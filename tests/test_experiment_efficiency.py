@@ -16,17 +16,17 @@ from cnnzoo.experiments.efficiency import (
     R2_LEAVE_ONE_OUT,
     R2_REJECTED,
     R2_SUPPORTED,
-    OtherLoad,
-    build_small_model,
     combined_verdict,
     leave_one_out_r2,
     r2_verdict,
-    read_accuracy_points,
     throughput_deviation,
 )
+from cnnzoo.models.narrow import build_small_model
 from cnnzoo.profile.compare import linear_fit
 from cnnzoo.profile.profiler import run_profile
 from cnnzoo.profile.published import published_top1
+from cnnzoo.profile.timing import OtherLoad
+from cnnzoo.train.runlog import read_accuracy_points
 
 DATA = "synthetic:1x28x28:10:400"
 PLOTS = ["accuracy_vs_macs.png", "latency_vs_macs.png", "throughput.png", "accuracy_density.png"]
@@ -231,6 +231,7 @@ def test_throughput_deviation_flags_models_beyond_the_factor():
 def test_a_model_timed_while_the_machine_was_busy_is_timed_again(tmp_path, monkeypatch):
     from cnnzoo.experiments import efficiency
     from cnnzoo.experiments.base import Context
+    from cnnzoo.profile import timing
 
     shares = iter([0.5, 0.0])  # busy on the first attempt, idle on the second
 
@@ -241,9 +242,10 @@ def test_a_model_timed_while_the_machine_was_busy_is_timed_again(tmp_path, monke
         def __exit__(self, *exc):
             self.fraction = next(shares)
 
-    monkeypatch.setattr(efficiency, "OtherLoad", FakeLoad)
+    monkeypatch.setattr(timing, "OtherLoad", FakeLoad)
     waits = []
-    monkeypatch.setattr(efficiency, "wait_for_idle", lambda limit_s: waits.append(limit_s) or 0.0)
+    monkeypatch.setattr(timing, "wait_for_idle",
+                        lambda limit_s, max_load: waits.append(limit_s) or 0.0)
     params = {**PRESETS["tiny"], "models": ["resnet18"]}
     ctx = Context("efficiency", "tiny", params, 0, DATA, None, tmp_path, quiet=True)
     comparison, loads = efficiency._time_zoo(ctx)
@@ -254,7 +256,7 @@ def test_a_model_timed_while_the_machine_was_busy_is_timed_again(tmp_path, monke
 
 
 def test_wait_for_idle_returns_once_the_machine_is_quiet(monkeypatch):
-    from cnnzoo.experiments import efficiency
+    from cnnzoo.profile import timing
 
     shares = iter([0.9, 0.5, 0.05])
 
@@ -265,7 +267,7 @@ def test_wait_for_idle_returns_once_the_machine_is_quiet(monkeypatch):
         def __exit__(self, *exc):
             self.fraction = next(shares)
 
-    monkeypatch.setattr(efficiency, "OtherLoad", FakeLoad)
-    waited = efficiency.wait_for_idle(10.0, sample_s=0.01)
+    monkeypatch.setattr(timing, "OtherLoad", FakeLoad)
+    waited = timing.wait_for_idle(10.0, max_load=OTHER_LOAD_MAX, sample_s=0.01)
     assert 0.03 <= waited < 1.0
     assert next(shares, "done") == "done"  # three samples: busy, busy, quiet

@@ -17,7 +17,6 @@ from PIL import Image
 from cnnzoo.cli import main
 from cnnzoo.cli.profile import ProgressBar
 from cnnzoo.profile import compare as compare_module
-from cnnzoo.profile import plots as plots_module
 from cnnzoo.profile.compare import compare, linear_fit, read_runs, write_comparison
 from cnnzoo.profile.timing import TimingOptions
 
@@ -175,7 +174,8 @@ def test_output_is_replaced_whole_or_not_at_all(report_dir, tmp_path, monkeypatc
         raise RuntimeError("disk full")
 
     # By module object, not dotted path: `cnnzoo.profile` is also the name of the function.
-    monkeypatch.setattr(plots_module, "make_plots", broken_plots)
+    # compare.py imports the writers at its top, so the name is replaced where it is called.
+    monkeypatch.setattr(compare_module, "make_plots", broken_plots)
     with pytest.raises(RuntimeError, match="disk full"):
         write_comparison(comparison, out)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -7,10 +7,10 @@ import sys
 
 import torch
 
+from cnnzoo.models import create_model, list_models
+
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from cnnzoo.models import create_model, list_models
-
     names = list_models(args.pattern)
     if not names:
         print(f"cnnzoo list: no model matches {args.pattern!r}", file=sys.stderr)

@@ -6,7 +6,13 @@ import argparse
 import sys
 import time
 
-from cnnzoo.profile.profiler import check_device
+import torch
+
+from cnnzoo.models import create_model
+from cnnzoo.profile.compare import DEFAULT_MODELS, check_output_dir, compare, write_comparison
+from cnnzoo.profile.markdown import text_table
+from cnnzoo.profile.profiler import check_device, run_profile
+from cnnzoo.profile.timing import TimingOptions
 from cnnzoo.train.device import describe
 
 
@@ -32,10 +38,6 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _native_shape(name: str) -> tuple[int, int, int]:
-    import torch
-
-    from cnnzoo.models import create_model
-
     with torch.device("meta"):
         return tuple(create_model(name).input_size)
 
@@ -64,8 +66,6 @@ class ProgressBar:
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
-    from cnnzoo.profile.profiler import run_profile
-
     shape = args.input or _native_shape(args.model)
     if args.timing:
         print(describe(check_device(args.device), "fp32"), flush=True)  # timed in float32
@@ -80,10 +80,6 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from cnnzoo.profile.compare import DEFAULT_MODELS, check_output_dir, compare, write_comparison
-    from cnnzoo.profile.markdown import text_table
-    from cnnzoo.profile.timing import TimingOptions
-
     check_output_dir(args.out)  # an unwritable DIR fails before minutes of measuring
     print(describe(check_device(args.device), "fp32"), flush=True)  # timed in float32
     options = TimingOptions(warmup=1, repeats=args.repeats, max_repeats=max(20, args.repeats),

@@ -24,7 +24,7 @@ What is measured:
    top-1 (`cnnzoo.profile.published`: other people's numbers, never measured here) against
    MACs counted at the published evaluation crop, bubble area = parameters; (b) accuracy on the
    user's data: small zoo models trained here (`train_models`, test top-1, mean and std over
-   `seeds`) and, with `runs`, the user's own runs (see `read_accuracy_points`).
+   `seeds`) and, with `runs`, the user's own runs (see `cnnzoo.train.runlog.read_accuracy_points`).
 4. Accuracy density (top-1 per million parameters), the paper's accuracy per parameter.
 
 Verdict, per batch size (thresholds `R2_SUPPORTED`, `R2_REJECTED`, `R2_LEAVE_ONE_OUT`):
@@ -64,29 +64,24 @@ images (~45 min).
 
 from __future__ import annotations
 
-import functools
-import glob
-import json
 import math
 import statistics
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
 from cnnzoo.experiments.base import Context, Finding, experiment
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, mean_std, pct
-from cnnzoo.models import create_model
+from cnnzoo.models.narrow import NARROW_VARIANTS, build_small_model
 from cnnzoo.models.registry import get_builder
-from cnnzoo.models.resnet_cifar import CifarResNet
 from cnnzoo.profile.compare import Comparison, compare, linear_fit
+from cnnzoo.profile.plots import figure, label_points, mpl, plain_log_ticks
 from cnnzoo.profile.profiler import run_profile
 from cnnzoo.profile.published import published_top1
-from cnnzoo.profile.timing import TimingOptions
+from cnnzoo.profile.timing import TimingOptions, measure_when_quiet
+from cnnzoo.train.runlog import AccuracyPoint, read_accuracy_points
 
 R2_SUPPORTED = 0.8  # r² at or above: operations predict time
 R2_REJECTED = 0.5  # r² below: they do not
@@ -98,15 +93,7 @@ OTHER_LOAD_MAX = 0.10
 TIMING_ATTEMPTS = 3  # a model timed during such a burst is timed again, up to this many times
 IDLE_WAIT_S = 60.0  # before timing again, wait up to this long for the neighbour to finish
 
-# Small models for the user-data panel: any registry name, or one of these narrower variants
-# (called with num_classes=, in_chans=).
-NARROW_VARIANTS: dict[str, Callable[..., nn.Module]] = {
-    # ResNet-8 with stages 16-32-64 (k = 1): a quarter of the default k = 2's MACs.
-    "compact_resnet8_k1": functools.partial(create_model, "compact_resnet8", widen_factor=1),
-    # CIFAR ResNet-20 at half width (stages 8-16-32): about a quarter of its MACs.
-    "resnet20_w8": functools.partial(CifarResNet, 20, base_width=8),
-}
-
+# `train_models`: any registry name, or one of `cnnzoo.models.narrow.NARROW_VARIANTS`.
 PRESETS = {
     "tiny": {
         "models": ["resnet18", "resnet34", "efficientnet_b0"], "image_size": 32,
@@ -136,33 +123,224 @@ PRESETS = {
 }
 
 
-@dataclass(frozen=True)
-class AccuracyPoint:
-    """One model's accuracy on the user's data, with its cost at the size it was trained at.
+# ---- measure ------------------------------------------------------------------------------
 
-    Attributes:
-        model: model (or variant) name.
-        data: data set the accuracy was measured on.
-        accuracy: top-1 as a fraction (mean over seeds for models trained here).
-        accuracy_std: sample std over seeds (0 for one seed or a run).
-        params: parameters (scalars).
-        macs: multiply-accumulates per image at `image_size`.
-        image_size: (C, H, W) the model was trained and counted at.
-        source: what the accuracy is ("test top-1, trained here", "best val top-1, run").
-        origin: where it came from (this experiment, a run directory, a results.json).
-        epochs: epochs trained.
-    """
+
+@dataclass
+class ModelTiming:
+    """One timed model; the dicts are keyed by batch size."""
 
     model: str
-    data: str
-    accuracy: float
-    accuracy_std: float
     params: int
-    macs: int
-    image_size: tuple[int, int, int]
+    gmacs: float  # per image
+    other_load: float | None  # other processes' CPU share during its accepted timing
+    attempts: int
+    ms_per_image: dict[int, float] = field(default_factory=dict)
+    gmac_per_s: dict[int, float] = field(default_factory=dict)
+    rate_vs_median: dict[int, float] = field(default_factory=dict)
+    outlier: dict[int, bool] = field(default_factory=dict)
+    fit_ratio: dict[int, float] = field(default_factory=dict)  # measured / the line's time
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One batch size's line of ms/image on GMACs/image, its robustness and verdict."""
+
+    slope_ms_per_gmac: float
+    intercept_ms: float
+    r2: float
+    n: int
+    leave_one_out_min_r2: float  # NaN: fewer than 4 models
+    leave_one_out_min_model: str | None
+    median_gmac_per_s: float
+    verdict: str
+
+
+@dataclass(frozen=True)
+class TimingAnalysis:
+    """What the timing shows: per model, per batch size's fit, and how it was measured."""
+
+    models: list[ModelTiming]
+    fits: dict[int, Fit]
+    env: dict[str, Any]
+    other_load: float | None  # the worst model's
+    wall_time_s: float
+
+
+@dataclass(frozen=True)
+class PublishedPoint:
+    """Published top-1, with MACs counted by cnnzoo at the published evaluation crop."""
+
+    model: str
+    top1_percent: float
+    params: int
+    params_source: str  # "published" or "cnnzoo count"
+    gmacs: float
+    eval_size: int
     source: str
-    origin: str
-    epochs: int
+    note: str
+    top1_per_mparams: float
+
+
+@experiment(
+    "efficiency",
+    title="Operations, parameters, accuracy and time across the zoo",
+    paper="Canziani, Paszke, Culurciello 2016, An Analysis of Deep Neural Network Models for "
+          "Practical Applications, arXiv:1605.07678",
+    claim="the number of operations is a reliable estimate of inference time (linear across "
+          "architectures); accuracy, operations and parameters trade off as in their Figure 2",
+    presets=PRESETS,
+)
+def run(ctx: Context) -> Finding:
+    p = ctx.params
+    if p["seeds"] < 1:
+        raise ValueError(f"seeds: expected >= 1, got {p['seeds']}")
+    splits = None
+    if p["train_models"]:
+        splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                             test_size=p["test_size"])
+        for name in p["train_models"]:  # fail fast, before minutes of timing
+            _check_small_model(name, splits, ctx.data)
+    comparison, loads = _time_zoo(ctx)
+    timing = _timing_analysis(comparison, loads)
+    published = _published_points(comparison, p["image_size"])
+    user = _train_small_models(ctx, splits) if splits is not None else []
+    run_notes: list[str] = []
+    if p["runs"]:
+        from_runs, run_notes = read_accuracy_points(p["runs"])
+        user += from_runs
+        ctx.log(f"runs: {len(from_runs)} accuracies read from {p['runs']!r}")
+
+    _plot_accuracy_vs_macs(ctx, published, user)
+    _plot_latency_vs_macs(ctx, timing)
+    _plot_throughput(ctx, timing)
+    _plot_accuracy_density(ctx, published, user)
+    return _finding(ctx, comparison, timing, published, user, run_notes)
+
+
+def _check_small_model(name: str, splits: Splits, data: str) -> None:
+    """A known name whose model takes the data's images; else a one-line ValueError."""
+    if name not in NARROW_VARIANTS:
+        try:
+            get_builder(name)
+        except ValueError as err:
+            raise ValueError(f"train_models: {err} (or one of the variants "
+                             f"{', '.join(NARROW_VARIANTS)})") from None
+    model = build_small_model(name, num_classes=splits.num_classes, in_chans=splits.in_chans)
+    h, w = splits.image_size
+    if getattr(model, "min_input_size", 1) > min(h, w):
+        raise ValueError(f"train_models: {name} needs images of at least "
+                         f"{model.min_input_size} pixels a side; {data}'s are {h}x{w}")
+
+
+def _time_zoo(ctx: Context) -> tuple[Comparison, dict[str, dict[str, Any]]]:
+    """`cnnzoo compare`'s measurement, one model at a time (`measure_when_quiet`): a model
+    timed while other processes took over OTHER_LOAD_MAX of the CPU is timed again (up to
+    TIMING_ATTEMPTS times). Returns the comparison and, per model, the other processes'
+    share during its accepted timing and the attempts it took."""
+    p = ctx.params
+    side = p["image_size"]
+    shape = (3, side, side)
+    options = TimingOptions(warmup=1, repeats=p["repeats"], max_repeats=max(10, p["repeats"]),
+                            min_time_s=p["min_time_s"], train=False, time_train=False)
+    for name in p["models"]:  # fail fast: names and shapes before minutes of timing
+        run_profile(name, (1, *shape), timing=False)
+    ctx.log(f"timing {len(p['models'])} models at 3x{side}x{side}, batches {p['batch_sizes']}")
+    reports, loads, env, wall = [], {}, {}, 0.0
+    for i, name in enumerate(p["models"]):
+        def one_model(name: str = name) -> Comparison:
+            nonlocal wall
+            one = compare([name], image_size=shape, batch_sizes=p["batch_sizes"],
+                          options=options)
+            wall += one.wall_time_s  # every attempt's
+            return one
+
+        one, share, attempts = measure_when_quiet(
+            one_model, max_load=OTHER_LOAD_MAX, attempts=TIMING_ATTEMPTS, wait_s=IDLE_WAIT_S,
+            label=f"[{i + 1}/{len(p['models'])}] {name}", log=ctx.log)
+        reports.append(one.reports[0])
+        loads[name] = {"other_load": share, "attempts": attempts}
+        env = one.env
+    return Comparison(tuple(reports), tuple(p["batch_sizes"]), env=env, wall_time_s=wall), loads
+
+
+def _timing_analysis(comparison: Comparison, loads: dict[str, dict[str, Any]]
+                     ) -> TimingAnalysis:
+    """Per model and batch size: GMACs, ms/image, GMAC/s, deviation; per batch size: the fit."""
+    shares = [v["other_load"] for v in loads.values() if v["other_load"] is not None]
+    other_load = max(shares) if shares else None  # the worst model's timing decides
+    models = [ModelTiming(r.model, r.params, r.macs_per_image / 1e9, **loads[r.model])
+              for r in comparison.reports]
+    fits = {}
+    for b, lf in comparison.fits().items():
+        rows = {r["model"]: r for r in comparison.rows() if r["batch_size"] == b}
+        x = [m.gmacs for m in models]
+        y = [rows[m.model]["latency_per_image_ms"] for m in models]
+        loo = leave_one_out_r2(x, y)
+        # Under 4 models a line without one of them has 2 points: no robustness to speak of.
+        worst = None if any(math.isnan(v) for v in loo) else min(range(len(loo)),
+                                                                  key=lambda i: loo[i])
+        loo_min = math.nan if worst is None else loo[worst]
+        rates, median, outliers = throughput_deviation(x, y)
+        for m, ms, rate, out in zip(models, y, rates, outliers, strict=True):
+            m.ms_per_image[b] = ms
+            m.gmac_per_s[b] = rate
+            m.rate_vs_median[b] = rate / median
+            m.outlier[b] = out
+            m.fit_ratio[b] = ms / (lf.slope * m.gmacs + lf.intercept)
+        fits[b] = Fit(lf.slope, lf.intercept, lf.r2, lf.n, loo_min,
+                      None if worst is None else models[worst].model, median,
+                      r2_verdict(lf.r2, loo_min, other_load))
+    return TimingAnalysis(models, fits, comparison.env, other_load, comparison.wall_time_s)
+
+
+def _published_points(comparison: Comparison, side: int) -> list[PublishedPoint]:
+    """Published top-1 with the published model's parameters (cnnzoo's count where the source
+    gives none) and MACs counted by cnnzoo at the published evaluation crop."""
+    out = []
+    for rep in comparison.reports:
+        pub = published_top1(rep.model)
+        if pub is None:
+            continue
+        macs = rep.macs_per_image if pub.eval_size == side else run_profile(
+            rep.model, (1, 3, pub.eval_size, pub.eval_size), timing=False).macs_per_image
+        # The published model's own count: GoogLeNet's published 6.6 M exclude the auxiliary
+        # heads that cnnzoo's default build carries (and that never run at inference).
+        params = pub.params or rep.params
+        out.append(PublishedPoint(rep.model, pub.top1_percent, params,
+                                  "published" if pub.params else "cnnzoo count", macs / 1e9,
+                                  pub.eval_size, pub.source, pub.note,
+                                  pub.top1_percent / (params / 1e6)))
+    return out
+
+
+def _train_small_models(ctx: Context, splits: Splits) -> list[AccuracyPoint]:
+    p = ctx.params
+    c = splits.in_chans
+    h, w = splits.image_size
+    points = []
+    for name in p["train_models"]:
+        accs, epochs_s = [], 0.0
+        for i in range(p["seeds"]):
+            seed = ctx.seed + i
+            torch.manual_seed(seed)  # the weights' initialisation
+            model = build_small_model(name, num_classes=splits.num_classes, in_chans=c)
+            model, rows = fit(ctx, model, splits, epochs=p["epochs"], seed=seed,
+                              batch_size=p["batch_size"], lr=p["lr"])
+            accs.append(accuracy(model, splits.test))
+            epochs_s += sum(r["epoch_time_s"] for r in rows)
+        size = (c, h, w)
+        counted = run_profile(model, (1, *size), timing=False)  # meta-device count
+        params, macs = counted.params, counted.macs_per_image
+        mean, std = mean_std(accs)
+        ctx.log(f"{name}: test top-1 {pct(mean)} ({params / 1e3:.0f}k params, "
+                f"{macs / 1e6:.1f} MMACs, {epochs_s:.0f} s training)")
+        points.append(AccuracyPoint(name, ctx.data, mean, std, params, macs, size,
+                                    "test top-1, trained here", "this experiment", p["epochs"]))
+    return points
+
+
+# ---- verdict ------------------------------------------------------------------------------
 
 
 def r2_verdict(r2: float, leave_one_out_min: float, other_load: float | None = None) -> str:
@@ -209,337 +387,31 @@ def throughput_deviation(gmacs: Sequence[float], ms_per_image: Sequence[float]
                            for r in rates]
 
 
-class OtherLoad:
-    """Measures the fraction of the machine's CPU time that other processes used while the
-    `with` block ran, from Linux's /proc/stat (all CPUs) and /proc/self/stat (this process,
-    all its threads); `fraction` stays None where /proc is missing.
-    """
-
-    fraction: float | None = None
-
-    def __enter__(self) -> OtherLoad:
-        self._start = _cpu_ticks()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        end = _cpu_ticks()
-        if self._start is not None and end is not None:
-            busy, total, ours = (e - s for e, s in zip(end, self._start, strict=True))
-            self.fraction = max(0.0, busy - ours) / total if total > 0 else None
+# ---- finding ------------------------------------------------------------------------------
 
 
-def _cpu_ticks() -> tuple[int, int, int] | None:
-    """(busy ticks of all CPUs, all ticks of all CPUs, this process's ticks), or None."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-        # /proc/self/stat: the command name may hold spaces; fields after it start at state.
-        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, ValueError, IndexError):
-        return None
-    user, nice, system, idle, iowait, irq, softirq, steal = fields
-    busy = user + nice + system + irq + softirq + steal  # steal: a hypervisor took the CPU
-    return busy, busy + idle + iowait, int(own[11]) + int(own[12])  # utime + stime
-
-
-def wait_for_idle(limit_s: float, *, sample_s: float = 2.0) -> float:
-    """Sleep in `sample_s` steps until other processes use at most OTHER_LOAD_MAX of the CPU
-    over one step, or `limit_s` has passed (or /proc is missing); returns the seconds waited."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < limit_s:
-        with OtherLoad() as load:
-            time.sleep(sample_s)
-        if load.fraction is None or load.fraction <= OTHER_LOAD_MAX:
-            break
-    return time.perf_counter() - start
-
-
-def build_small_model(name: str, *, num_classes: int, in_chans: int) -> nn.Module:
-    """A narrower variant of `NARROW_VARIANTS`, or the registry model `name`."""
-    if name in NARROW_VARIANTS:
-        return NARROW_VARIANTS[name](num_classes=num_classes, in_chans=in_chans)
-    return create_model(name, num_classes=num_classes, in_chans=in_chans)
-
-
-def _check_small_model(name: str, splits: Splits, data: str) -> None:
-    """A known name whose model takes the data's images; else a one-line ValueError."""
-    if name not in NARROW_VARIANTS:
-        try:
-            get_builder(name)
-        except ValueError as err:
-            raise ValueError(f"train_models: {err} (or one of the variants "
-                             f"{', '.join(NARROW_VARIANTS)})") from None
-    model = build_small_model(name, num_classes=splits.num_classes, in_chans=splits.in_chans)
-    h, w = splits.image_size
-    if getattr(model, "min_input_size", 1) > min(h, w):
-        raise ValueError(f"train_models: {name} needs images of at least "
-                         f"{model.min_input_size} pixels a side; {data}'s are {h}x{w}")
-
-
-def _count(model: nn.Module, image_size: tuple[int, int, int]) -> tuple[int, int]:
-    """Parameters and MACs per image of `model` at `image_size` (meta-device count)."""
-    rep = run_profile(model, (1, *image_size), timing=False)
-    return rep.params, rep.macs_per_image
-
-
-def read_accuracy_points(spec: str) -> tuple[list[AccuracyPoint], list[str]]:
-    """Accuracy points from the user's runs, and a note per item that could not be read.
-
-    `spec` is a path or a glob pattern (`**` allowed). Each match may be:
-    - a cnnzoo checkpoint (`*.pt`): its `best_val_acc`, model and options, counted at its
-      preprocess image size;
-    - a run directory (`cnnzoo train --out`): its `best.pt`, else `last.pt`, as above;
-    - a `results.json` of an experiment whose `measured` holds `accuracy_points`, a list of
-      {model, accuracy (fraction), params, macs (per image), data?, image_size?, source?}
-      (this experiment writes one);
-    - a folder of any of these, one level down.
-
-    Raises:
-        ValueError: nothing matches `spec`, or no match holds an accuracy (the notes say why).
-    """
-    from cnnzoo.train import CheckpointError
-
-    matches = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else (
-        [spec] if Path(spec).exists() else [])
-    if not matches:
-        raise ValueError(f"runs: no run directory, checkpoint or results.json matches {spec!r}")
-    items: list[Path] = []
-    for m in map(Path, matches):
-        if m.is_dir() and not (m / "config.json").exists() and not (m / "results.json").exists():
-            items += sorted(p for p in m.iterdir()
-                            if (p / "config.json").exists() or p.suffix == ".pt"
-                            or (p / "results.json").exists() or p.name == "results.json")
-        else:
-            items.append(m / "results.json" if m.is_dir() and not (m / "config.json").exists()
-                         else m)
-    points: list[AccuracyPoint] = []
-    notes: list[str] = []
-    for item in items:
-        try:
-            if item.name.endswith(".json"):
-                points += _points_from_results(item)
-            else:
-                points.append(_point_from_checkpoint(item))
-        except (OSError, ValueError, KeyError, TypeError, CheckpointError) as err:
-            notes.append(f"{item}: {err}")
-    if not points:
-        raise ValueError(f"runs: no accuracy found in {spec!r}: " + "; ".join(notes or ["empty"]))
-    return points, notes
-
-
-def _point_from_checkpoint(path: Path) -> AccuracyPoint:
-    from cnnzoo.train import load_checkpoint
-
-    if path.is_dir():
-        found = [path / f for f in ("best.pt", "last.pt") if (path / f).exists()]
-        if not found:
-            raise ValueError("no best.pt or last.pt (its trained size and options are needed "
-                             "to count its MACs)")
-        path = found[0]
-    ckpt = load_checkpoint(path)
-    if ckpt.get("best_val_acc") is None:
-        raise ValueError("no validation accuracy (trained with val_size=0)")
-    if ckpt.get("model_name") is None:
-        raise ValueError("the model is not a registered one; its MACs cannot be counted")
-    model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"],
-                         in_chans=ckpt["in_chans"], **ckpt["model_options"])
-    h, w = ckpt["preprocess"]["image_size"]
-    size = (int(ckpt["in_chans"]), int(h), int(w))
-    params, macs = _count(model, size)
-    options = "".join(f",{k}={v}" for k, v in sorted(ckpt["model_options"].items()))
-    return AccuracyPoint(ckpt["model_name"] + (f"({options[1:]})" if options else ""),
-                         str(ckpt["config"].get("data", "?")), float(ckpt["best_val_acc"]),
-                         0.0, params, macs, size, "best val top-1, your run",
-                         str(path.parent if path.name in ("best.pt", "last.pt") else path),
-                         int(ckpt.get("epoch", 0)))
-
-
-def _points_from_results(path: Path) -> list[AccuracyPoint]:
-    results = json.loads(path.read_text())
-    rows = results.get("measured", {}).get("accuracy_points")
-    if not rows:
-        raise ValueError("results.json has no measured.accuracy_points")
-    origin = f"{results.get('experiment', '?')} results ({path})"
-    return [AccuracyPoint(
-        str(r["model"]), str(r.get("data", results.get("data", "?"))), float(r["accuracy"]),
-        float(r.get("accuracy_std", 0.0)), int(r["params"]), int(r["macs"]),
-        tuple(r.get("image_size", (0, 0, 0))), str(r.get("source", "top-1, experiment")),
-        origin, int(r.get("epochs", 0))) for r in rows]
-
-
-@experiment(
-    "efficiency",
-    title="Operations, parameters, accuracy and time across the zoo",
-    paper="Canziani, Paszke, Culurciello 2016, An Analysis of Deep Neural Network Models for "
-          "Practical Applications, arXiv:1605.07678",
-    claim="the number of operations is a reliable estimate of inference time (linear across "
-          "architectures); accuracy, operations and parameters trade off as in their Figure 2",
-    presets=PRESETS,
-)
-def efficiency(ctx: Context) -> Finding:
-    p = ctx.params
-    if p["seeds"] < 1:
-        raise ValueError(f"seeds: expected >= 1, got {p['seeds']}")
-    splits = None
-    if p["train_models"]:
-        splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
-                             test_size=p["test_size"])
-        for name in p["train_models"]:  # fail fast, before minutes of timing
-            _check_small_model(name, splits, ctx.data)
-    comparison, loads = _time_zoo(ctx)
-    timing = _timing_analysis(comparison, loads)
-    published = _published_points(comparison, p["image_size"])
-    user = _train_small_models(ctx, splits) if splits is not None else []
-    run_notes: list[str] = []
-    if p["runs"]:
-        from_runs, run_notes = read_accuracy_points(p["runs"])
-        user += from_runs
-        ctx.log(f"runs: {len(from_runs)} accuracies read from {p['runs']!r}")
-
-    _plot_accuracy_vs_macs(ctx, published, user)
-    _plot_latency_vs_macs(ctx, timing)
-    _plot_throughput(ctx, timing)
-    _plot_accuracy_density(ctx, published, user)
-    return _finding(ctx, comparison, timing, published, user, run_notes)
-
-
-def _time_zoo(ctx: Context) -> tuple[Comparison, dict[str, dict[str, Any]]]:
-    """`cnnzoo compare`'s measurement, one model at a time, each under `OtherLoad`: a model
-    timed while other processes took over OTHER_LOAD_MAX of the CPU is timed again (up to
-    TIMING_ATTEMPTS times). Returns the comparison and, per model, the other processes'
-    share during its accepted timing and the attempts it took."""
-    p = ctx.params
-    side = p["image_size"]
-    shape = (3, side, side)
-    options = TimingOptions(warmup=1, repeats=p["repeats"], max_repeats=max(10, p["repeats"]),
-                            min_time_s=p["min_time_s"], train=False, time_train=False)
-    for name in p["models"]:  # fail fast: names and shapes before minutes of timing
-        run_profile(name, (1, *shape), timing=False)
-    ctx.log(f"timing {len(p['models'])} models at 3x{side}x{side}, batches {p['batch_sizes']}")
-    reports, loads, env, wall = [], {}, {}, 0.0
-    for i, name in enumerate(p["models"]):
-        for attempt in range(1, TIMING_ATTEMPTS + 1):
-            with OtherLoad() as load:
-                one = compare([name], image_size=shape, batch_sizes=p["batch_sizes"],
-                              options=options)
-            wall += one.wall_time_s
-            busy = load.fraction is not None and load.fraction > OTHER_LOAD_MAX
-            share = "unknown" if load.fraction is None else f"{load.fraction:.0%}"
-            ctx.log(f"[{i + 1}/{len(p['models'])}] {name}: other processes {share} of the CPU"
-                    + ("; timing again" if busy and attempt < TIMING_ATTEMPTS else ""))
-            if not busy:
-                break
-            if attempt < TIMING_ATTEMPTS:
-                waited = wait_for_idle(IDLE_WAIT_S)
-                ctx.log(f"waited {waited:.0f} s for other processes to go below "
-                        f"{OTHER_LOAD_MAX:.0%} of the CPU")
-        reports.append(one.reports[0])
-        loads[name] = {"other_load": load.fraction, "attempts": attempt}
-        env = one.env
-    return Comparison(tuple(reports), tuple(p["batch_sizes"]), env=env, wall_time_s=wall), loads
-
-
-def _timing_analysis(comparison: Comparison, loads: dict[str, dict[str, Any]]
-                     ) -> dict[str, Any]:
-    """Per model and batch size: GMACs, ms/image, GMAC/s, deviation; per batch size: the fit."""
-    shares = [v["other_load"] for v in loads.values() if v["other_load"] is not None]
-    other_load = max(shares) if shares else None  # the worst model's timing decides
-    models = [{"model": r.model, "params": r.params, "gmacs": r.macs_per_image / 1e9,
-               **loads[r.model], "ms_per_image": {}, "gmac_per_s": {}, "rate_vs_median": {},
-               "outlier": {}, "fit_ratio": {}} for r in comparison.reports]
-    fits = {}
-    for b, lf in comparison.fits().items():
-        rows = {r["model"]: r for r in comparison.rows() if r["batch_size"] == b}
-        x = [m["gmacs"] for m in models]
-        y = [rows[m["model"]]["latency_per_image_ms"] for m in models]
-        loo = leave_one_out_r2(x, y)
-        # Under 4 models a line without one of them has 2 points: no robustness to speak of.
-        worst = None if any(math.isnan(v) for v in loo) else min(range(len(loo)),
-                                                                  key=lambda i: loo[i])
-        loo_min = math.nan if worst is None else loo[worst]
-        rates, median, outliers = throughput_deviation(x, y)
-        for m, ms, rate, out in zip(models, y, rates, outliers, strict=True):
-            m["ms_per_image"][b] = ms
-            m["gmac_per_s"][b] = rate
-            m["rate_vs_median"][b] = rate / median
-            m["outlier"][b] = out
-            m["fit_ratio"][b] = ms / (lf.slope * m["gmacs"] + lf.intercept)
-        fits[b] = {"slope_ms_per_gmac": lf.slope, "intercept_ms": lf.intercept, "r2": lf.r2,
-                   "n": lf.n, "leave_one_out_min_r2": loo_min,
-                   "leave_one_out_min_model": None if worst is None else models[worst]["model"],
-                   "median_gmac_per_s": median,
-                   "verdict": r2_verdict(lf.r2, loo_min, other_load)}
-    return {"models": models, "fits": fits, "env": comparison.env, "other_load": other_load,
-            "wall_time_s": comparison.wall_time_s}
-
-
-def _published_points(comparison: Comparison, side: int) -> list[dict[str, Any]]:
-    """Published top-1 with the published model's parameters (cnnzoo's count where the source
-    gives none) and MACs counted by cnnzoo at the published evaluation crop."""
-    out = []
-    for rep in comparison.reports:
-        pub = published_top1(rep.model)
-        if pub is None:
-            continue
-        macs = rep.macs_per_image if pub.eval_size == side else run_profile(
-            rep.model, (1, 3, pub.eval_size, pub.eval_size), timing=False).macs_per_image
-        # The published model's own count: GoogLeNet's published 6.6 M exclude the auxiliary
-        # heads that cnnzoo's default build carries (and that never run at inference).
-        params = pub.params or rep.params
-        out.append({"model": rep.model, "top1_percent": pub.top1_percent, "params": params,
-                    "params_source": "published" if pub.params else "cnnzoo count",
-                    "gmacs": macs / 1e9, "eval_size": pub.eval_size, "source": pub.source,
-                    "note": pub.note, "top1_per_mparams": pub.top1_percent / (params / 1e6)})
-    return out
-
-
-def _train_small_models(ctx: Context, splits: Splits) -> list[AccuracyPoint]:
-    p = ctx.params
-    c = splits.in_chans
-    h, w = splits.image_size
-    points = []
-    for name in p["train_models"]:
-        accs, epochs_s = [], 0.0
-        for i in range(p["seeds"]):
-            seed = ctx.seed + i
-            torch.manual_seed(seed)  # the weights' initialisation
-            model = build_small_model(name, num_classes=splits.num_classes, in_chans=c)
-            model, rows = fit(ctx, model, splits, epochs=p["epochs"], seed=seed,
-                              batch_size=p["batch_size"], lr=p["lr"])
-            accs.append(accuracy(model, splits.test))
-            epochs_s += sum(r["epoch_time_s"] for r in rows)
-        size = (c, h, w)
-        params, macs = _count(model, size)
-        mean, std = mean_std(accs)
-        ctx.log(f"{name}: test top-1 {pct(mean)} ({params / 1e3:.0f}k params, "
-                f"{macs / 1e6:.1f} MMACs, {epochs_s:.0f} s training)")
-        points.append(AccuracyPoint(name, ctx.data, mean, std, params, macs, size,
-                                    "test top-1, trained here", "this experiment", p["epochs"]))
-    return points
-
-
-def _finding(ctx: Context, comparison: Comparison, timing: dict[str, Any],
-             published: list[dict[str, Any]], user: list[AccuracyPoint],
+def _finding(ctx: Context, comparison: Comparison, timing: TimingAnalysis,
+             published: list[PublishedPoint], user: list[AccuracyPoint],
              run_notes: list[str]) -> Finding:
-    fits = timing["fits"]
-    claims = {f"operations predict time, batch {b}": f["verdict"] for b, f in fits.items()}
-    verdict = combined_verdict([f["verdict"] for f in fits.values()])
-    env = timing["env"]
+    fits = timing.fits
+    claims = {f"operations predict time, batch {b}": f.verdict for b, f in fits.items()}
+    verdict = combined_verdict([f.verdict for f in fits.values()])
+    env = timing.env
     fit_text = "; ".join(
-        f"batch {b}: r² = {f['r2']:.3f} ({f['slope_ms_per_gmac']:.1f} ms/GMAC + "
-        f"{f['intercept_ms']:.1f} ms), " + (
-            f"lowest leave-one-out r² {f['leave_one_out_min_r2']:.3f} without "
-            f"{f['leave_one_out_min_model']}" if f["leave_one_out_min_model"] else
+        f"batch {b}: r² = {f.r2:.3f} ({f.slope_ms_per_gmac:.1f} ms/GMAC + "
+        f"{f.intercept_ms:.1f} ms), " + (
+            f"lowest leave-one-out r² {f.leave_one_out_min_r2:.3f} without "
+            f"{f.leave_one_out_min_model}" if f.leave_one_out_min_model else
             "no leave-one-out r² (fewer than 4 models)") for b, f in fits.items())
     outliers = []
     for b, f in fits.items():
-        names = [f"{m['model']} ({m['gmac_per_s'][b]:.1f} GMAC/s, "
-                 f"{m['rate_vs_median'][b]:.2f}x the median)"
-                 for m in timing["models"] if m["outlier"][b]]
-        outliers.append(f"batch {b} (median {f['median_gmac_per_s']:.1f} GMAC/s): "
+        names = [f"{m.model} ({m.gmac_per_s[b]:.1f} GMAC/s, {m.rate_vs_median[b]:.2f}x the "
+                 "median)" for m in timing.models if m.outlier[b]]
+        outliers.append(f"batch {b} (median {f.median_gmac_per_s:.1f} GMAC/s): "
                         + (", ".join(names) if names else "none"))
     side = ctx.params["image_size"]
-    load = timing["other_load"]
-    retimed = sum(m["attempts"] > 1 for m in timing["models"])
+    load = timing.other_load
+    retimed = sum(m.attempts > 1 for m in timing.models)
     load_text = ("other processes' share of the CPU while timing was not measured (no /proc)"
                  if load is None else
                  f"other processes used at most {load:.0%} of the CPU time while a model was "
@@ -558,10 +430,10 @@ def _finding(ctx: Context, comparison: Comparison, timing: dict[str, Any],
         f"time by more than {OUTLIER_FACTOR:g}x: "
         + "; ".join(outliers) + ".")
     details = [
-        f"{m['model']}: {m['params'] / 1e6:.2f} M params, {m['gmacs']:.3f} GMACs, "
-        + ", ".join(f"batch {b}: {m['ms_per_image'][b]:.1f} ms/image, "
-                    f"{m['gmac_per_s'][b]:.1f} GMAC/s, {m['fit_ratio'][b]:.2f}x the line"
-                    for b in fits) for m in timing["models"]]
+        f"{m.model}: {m.params / 1e6:.2f} M params, {m.gmacs:.3f} GMACs, "
+        + ", ".join(f"batch {b}: {m.ms_per_image[b]:.1f} ms/image, "
+                    f"{m.gmac_per_s[b]:.1f} GMAC/s, {m.fit_ratio[b]:.2f}x the line"
+                    for b in fits) for m in timing.models]
     if user:
         best = max(user, key=lambda u: u.accuracy)
         cheapest = min(user, key=lambda u: u.macs)
@@ -574,82 +446,72 @@ def _finding(ctx: Context, comparison: Comparison, timing: dict[str, Any],
             + f". Most accurate: {best.model}; cheapest: {cheapest.model} "
               f"({pct(cheapest.accuracy)} at {cheapest.macs / best.macs:.2f}x its MACs).")
     details += [f"runs not read: {n}" for n in run_notes]
-    details += [f"Published figure for {q['model']}: {q['note']}." for q in published
-                if q["note"]]
+    details += [f"Published figure for {q.model}: {q.note}." for q in published if q.note]
     paper = (
         "Canziani et al. time their networks on an NVIDIA Jetson TX1 and find inference time "
         "linear in the operation count across architectures, with VGG by far the most "
         "expensive in operations and parameters; here the line's r² is "
-        + ", ".join(f"{f['r2']:.3f} at batch {b}" for b, f in fits.items())
+        + ", ".join(f"{f.r2:.3f} at batch {b}" for b, f in fits.items())
         + " on a CPU. Their Figure 2 (top-1 vs operations, bubble = parameters) is redrawn "
         "with the published top-1 of the zoo's models.")
-    measured = {
+    measured = _measured(side, comparison, timing, published, user)
+    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
+
+
+def _measured(side: int, comparison: Comparison, timing: TimingAnalysis,
+              published: list[PublishedPoint], user: list[AccuracyPoint]) -> dict[str, Any]:
+    """results.json's `measured`: the dataclasses as JSON (string keys, null for NaN)."""
+    env = timing.env
+    return {
         "image_size": [3, side, side],
         "batch_sizes": list(comparison.batch_sizes),
         "timing_method": {k: env.get(k) for k in (
             "device", "device_name", "threads", "dtype", "torch_version", "warmup",
             "min_repeats", "max_repeats", "min_time_s", "statistic")},
-        "timing_wall_s": timing["wall_time_s"],
-        "other_load_while_timing": load,  # the largest of the models' "other_load"
+        "timing_wall_s": timing.wall_time_s,
+        "other_load_while_timing": timing.other_load,  # the largest of the models' "other_load"
         "thresholds": {"r2_supported": R2_SUPPORTED, "r2_rejected": R2_REJECTED,
                        "r2_leave_one_out": R2_LEAVE_ONE_OUT, "outlier_factor": OUTLIER_FACTOR,
                        "other_load_max": OTHER_LOAD_MAX},
         # JSON has no NaN: a missing leave-one-out r² is null.
         "fits": {str(b): {k: None if isinstance(v, float) and math.isnan(v) else v
-                          for k, v in f.items()} for b, f in fits.items()},
-        "models": [{**m, **{k: {str(b): v for b, v in m[k].items()} for k in (
-            "ms_per_image", "gmac_per_s", "rate_vs_median", "outlier", "fit_ratio")}}
-            for m in timing["models"]],
-        "published": published,
+                          for k, v in asdict(f).items()} for b, f in timing.fits.items()},
+        # JSON keys are strings: the per-batch dicts are keyed "1", "16", ...
+        "models": [{k: {str(b): x for b, x in v.items()} if isinstance(v, dict) else v
+                    for k, v in asdict(m).items()} for m in timing.models],
+        "published": [asdict(q) for q in published],
         "accuracy_points": [asdict(u) for u in user],
     }
-    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
 
 
-# Plots. Drawn on Figure objects with the Agg canvas (no pyplot state); labels are placed by
-# the comparison report's own helpers so that crowded names (ResNet-50 / SE-ResNet-50) stay
-# readable.
+# ---- plots --------------------------------------------------------------------------------
+# Drawn with the comparison report's own helpers (`cnnzoo.profile.plots`: the Agg canvas, no
+# pyplot state), whose label placement keeps crowded names (ResNet-50 / SE-ResNet-50) readable.
 
 
-def _figure(ncols: int, width: float = 7.0, height: float = 5.0):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-    return fig, axes
-
-
-def _hardware(timing: dict[str, Any]) -> str:
-    env = timing["env"]
+def _hardware(timing: TimingAnalysis) -> str:
+    env = timing.env
     return f"{env.get('device_name')}, {env.get('threads')} threads, fp32"
 
 
-def _plot_accuracy_vs_macs(ctx: Context, published: list[dict[str, Any]],
+def _plot_accuracy_vs_macs(ctx: Context, published: list[PublishedPoint],
                            user: list[AccuracyPoint]) -> None:
-    from matplotlib import colormaps
-    from matplotlib.lines import Line2D
-
-    from cnnzoo.profile.plots import label_points, plain_log_ticks
-
+    colormaps, Line2D = mpl().colormaps, mpl().Line2D
     panels = (1 if published else 0) + (1 if user else 0)
     if not panels:
         return
-    fig, axes = _figure(panels)
+    fig, axes = figure(panels, width=7.0, height=5.0)
     ax_iter = iter(axes)
     if published:
         ax = next(ax_iter)
-        biggest = max(q["params"] for q in published)
+        biggest = max(q.params for q in published)
         labels = []
         for i, q in enumerate(published):
-            size = 2000 * q["params"] / biggest + 30  # bubble area proportional to parameters
-            ax.scatter(q["gmacs"], q["top1_percent"], s=size, color=colormaps["tab10"](i % 10),
+            size = 2000 * q.params / biggest + 30  # bubble area proportional to parameters
+            ax.scatter(q.gmacs, q.top1_percent, s=size, color=colormaps["tab10"](i % 10),
                        alpha=0.55, edgecolors="black", linewidths=0.5)
-            labels.append((q["gmacs"], q["top1_percent"],
-                           f"{q['model']} ({q['params'] / 1e6:.1f} M)", size))
+            labels.append((q.gmacs, q.top1_percent, f"{q.model} ({q.params / 1e6:.1f} M)",
+                           size))
         ax.set_xscale("log")
         ax.margins(x=0.25, y=0.15)
         plain_log_ticks(ax.xaxis)
@@ -694,16 +556,13 @@ def _plot_accuracy_vs_macs(ctx: Context, published: list[dict[str, Any]],
     ctx.save_plot(fig, "accuracy_vs_macs.png")
 
 
-def _plot_latency_vs_macs(ctx: Context, timing: dict[str, Any]) -> None:
-    from cnnzoo.profile.plots import label_points
-
-    fits = timing["fits"]
+def _plot_latency_vs_macs(ctx: Context, timing: TimingAnalysis) -> None:
+    fits = timing.fits
     if not fits:
         return
-    fig, axes = _figure(len(fits), width=6.0)
+    fig, axes = figure(len(fits), width=6.0, height=5.0)
     for ax, (b, f) in zip(axes, fits.items(), strict=True):
-        pts = [(m["gmacs"], m["ms_per_image"][b], m["model"], m["outlier"][b])
-               for m in timing["models"]]
+        pts = [(m.gmacs, m.ms_per_image[b], m.model, m.outlier[b]) for m in timing.models]
         for out in (False, True):
             sel = [q for q in pts if q[3] == out]
             ax.scatter([q[0] for q in sel], [q[1] for q in sel], s=40,
@@ -711,43 +570,41 @@ def _plot_latency_vs_macs(ctx: Context, timing: dict[str, Any]) -> None:
                        label=(f"outlier: GMAC/s beyond {OUTLIER_FACTOR:g}x the median" if out
                               else "model") if sel else None)
         xmax = max(q[0] for q in pts) * 1.05
-        ax.plot([0, xmax], [f["intercept_ms"], f["intercept_ms"] + f["slope_ms_per_gmac"] * xmax],
+        ax.plot([0, xmax], [f.intercept_ms, f.intercept_ms + f.slope_ms_per_gmac * xmax],
                 color="black", lw=1,
-                label=f"{f['slope_ms_per_gmac']:.1f} ms/GMAC + {f['intercept_ms']:.1f} ms, "
-                      f"r² = {f['r2']:.3f}\nlowest leave-one-out r² = "
-                      f"{f['leave_one_out_min_r2']:.3f}")
+                label=f"{f.slope_ms_per_gmac:.1f} ms/GMAC + {f.intercept_ms:.1f} ms, "
+                      f"r² = {f.r2:.3f}\nlowest leave-one-out r² = "
+                      f"{f.leave_one_out_min_r2:.3f}")
         label_points(ax, [(q[0], q[1], q[2]) for q in pts], fontsize=7)
         ax.set_xlabel("GMACs per image")
         ax.set_ylabel(f"inference time per image at batch {b} (ms, median)")
-        ax.set_title(f"Batch {b}: {f['verdict']}", fontsize=10)
+        ax.set_title(f"Batch {b}: {f.verdict}", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Do operations predict inference time? {_hardware(timing)}", fontsize=11)
     ctx.save_plot(fig, "latency_vs_macs.png")
 
 
-def _plot_throughput(ctx: Context, timing: dict[str, Any]) -> None:
-    from matplotlib import colormaps
-
-    fits = timing["fits"]
+def _plot_throughput(ctx: Context, timing: TimingAnalysis) -> None:
+    fits = timing.fits
     if not fits:
         return
-    models = sorted(timing["models"], key=lambda m: m["gmacs"])
-    fig, (ax,) = _figure(1, width=8.0, height=0.35 * len(models) * len(fits) + 1.8)
+    models = sorted(timing.models, key=lambda m: m.gmacs)
+    fig, (ax,) = figure(1, width=8.0, height=0.35 * len(models) * len(fits) + 1.8)
     height = 0.8 / len(fits)
     for j, (b, f) in enumerate(fits.items()):
-        color = colormaps["viridis"](j / max(1, len(fits) - 1) * 0.8)
+        color = mpl().colormaps["viridis"](j / max(1, len(fits) - 1) * 0.8)
         ys = [i + (j - (len(fits) - 1) / 2) * height for i in range(len(models))]
-        rates = [m["gmac_per_s"][b] for m in models]
+        rates = [m.gmac_per_s[b] for m in models]
         bars = ax.barh(ys, rates, height=height, color=color, label=f"batch {b}")
         for bar, m in zip(bars, models, strict=True):
-            if m["outlier"][b]:
+            if m.outlier[b]:
                 bar.set_hatch("//")
                 bar.set_edgecolor("tab:red")
-        med = f["median_gmac_per_s"]
+        med = f.median_gmac_per_s
         ax.axvline(med, color=color, ls="-", lw=1)
         for bound in (med / OUTLIER_FACTOR, med * OUTLIER_FACTOR):
             ax.axvline(bound, color=color, ls=":", lw=1)
-    ax.set_yticks(range(len(models)), [f"{m['model']} ({m['gmacs']:.2f})" for m in models],
+    ax.set_yticks(range(len(models)), [f"{m.model} ({m.gmacs:.2f})" for m in models],
                   fontsize=8)
     ax.set_xlabel("achieved GMAC/s (GMACs per image / median time per image)")
     ax.set_title(f"Where operations misjudge time: achieved GMAC/s per model (GMACs)\n"
@@ -757,10 +614,10 @@ def _plot_throughput(ctx: Context, timing: dict[str, Any]) -> None:
     ctx.save_plot(fig, "throughput.png")
 
 
-def _plot_accuracy_density(ctx: Context, published: list[dict[str, Any]],
+def _plot_accuracy_density(ctx: Context, published: list[PublishedPoint],
                            user: list[AccuracyPoint]) -> None:
     several = len({u.data for u in user}) > 1
-    panels = [(q["model"], q["top1_per_mparams"]) for q in published], [
+    panels = [(q.model, q.top1_per_mparams) for q in published], [
         (u.model + (f" ({u.data})" if several else ""), 100 * u.accuracy / (u.params / 1e6))
         for u in user]
     titles = ("Published ImageNet top-1 (%) per million parameters",
@@ -768,7 +625,7 @@ def _plot_accuracy_density(ctx: Context, published: list[dict[str, Any]],
     shown = [(bars, title) for bars, title in zip(panels, titles, strict=True) if bars]
     if not shown:
         return
-    fig, axes = _figure(len(shown), width=6.5)
+    fig, axes = figure(len(shown), width=6.5, height=5.0)
     for ax, (bars, title) in zip(axes, shown, strict=True):
         bars = sorted(bars, key=lambda nb: -nb[1])
         ax.bar([n for n, _ in bars], [d for _, d in bars], color="tab:blue")

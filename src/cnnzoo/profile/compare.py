@@ -19,19 +19,19 @@ three forward passes and VGG-16 alone is half of the default set's operations.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from cnnzoo.fileio import atomic_write_text, current_umask
+from cnnzoo.profile.html import render_html
+from cnnzoo.profile.markdown import render_markdown
+from cnnzoo.profile.plots import make_plots
 from cnnzoo.profile.profiler import (
     check_batch_sizes,
     check_device,
@@ -39,9 +39,21 @@ from cnnzoo.profile.profiler import (
     environment,
     run_profile,
 )
-from cnnzoo.profile.published import published_top1
-from cnnzoo.profile.report import ProfileReport, rows_to_csv
+from cnnzoo.profile.report import (
+    Comparison,
+    LinearFit,
+    MeasuredAccuracy,
+    finite,
+    linear_fit,
+    rows_to_csv,
+)
 from cnnzoo.profile.timing import TimingOptions
+
+# The comparison's data classes live in report.py, below the writers; they are imported
+# from here as before.
+__all__ = ["COMPARE_TIMING", "DEFAULT_BATCH_SIZES", "DEFAULT_MODELS", "Comparison",
+           "LinearFit", "MeasuredAccuracy", "check_output_dir", "compare", "linear_fit",
+           "read_runs", "write_comparison"]
 
 DEFAULT_MODELS = (
     "alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "densenet121", "se_resnet50",
@@ -51,120 +63,6 @@ DEFAULT_BATCH_SIZES = (1, 4, 16)
 # Enough for a stable median within the 5-minute budget on 2 cores (docs/profile.md).
 COMPARE_TIMING = TimingOptions(warmup=1, repeats=3, max_repeats=20, min_time_s=0.5,
                                time_train=False)
-
-
-@dataclass(frozen=True)
-class MeasuredAccuracy:
-    """Best validation top-1 of one of the user's training runs (fraction in [0, 1])."""
-
-    model: str
-    top1: float
-    data: str
-    run: str
-    epochs: int
-
-
-@dataclass(frozen=True)
-class LinearFit:
-    """Least-squares line y = slope * x + intercept and its coefficient of determination."""
-
-    slope: float
-    intercept: float
-    r2: float
-    n: int
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Profiles of several models at one image size, timed at several batch sizes.
-
-    Attributes:
-        reports: one `ProfileReport` per model (counted at batch 1, timed per batch size).
-        batch_sizes: the timed batch sizes.
-        measured: measured accuracy per model from `--runs` (empty without runs).
-        env: hardware and software of the measurement.
-        wall_time_s: seconds the whole comparison took.
-    """
-
-    reports: tuple[ProfileReport, ...]
-    batch_sizes: tuple[int, ...]
-    measured: dict[str, MeasuredAccuracy] = field(default_factory=dict)
-    env: dict[str, Any] = field(default_factory=dict)
-    wall_time_s: float = 0.0
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One flat row per model x batch size (the results.csv table)."""
-        out = []
-        for rep in self.reports:
-            pub = published_top1(rep.model)
-            meas = self.measured.get(rep.model)
-            for t in rep.timings:
-                out.append({
-                    "model": rep.model,
-                    "family": rep.family,
-                    "image_shape": "x".join(map(str, rep.input_shape[1:])),
-                    "batch_size": t.batch_size,
-                    "params": rep.params,
-                    "param_bytes": rep.param_bytes,
-                    "macs_per_image": rep.macs_per_image,
-                    "flops_per_image": 2 * rep.macs_per_image,
-                    "activation_bytes_per_image": rep.activation_bytes // rep.input_shape[0],
-                    "latency_ms_median": t.latency_ms_median,
-                    "latency_ms_p90": t.latency_ms_p90,
-                    "latency_per_image_ms": t.latency_per_image_ms,
-                    "throughput_images_per_s": t.throughput_images_per_s,
-                    "train_step_ms_median": t.train_step_ms_median,
-                    "train_step_ms_p90": t.train_step_ms_p90,
-                    "peak_inference_bytes": t.peak_inference_bytes,
-                    "peak_train_bytes": t.peak_train_bytes,
-                    "inference_repeats": t.inference_repeats,
-                    "train_repeats": t.train_repeats,
-                    "top1_published_percent": pub.top1_percent if pub else None,
-                    "top1_published_source": pub.source if pub else None,
-                    "top1_measured_percent": 100 * meas.top1 if meas else None,
-                    "top1_measured_data": meas.data if meas else None,
-                    "device": self.env.get("device"),
-                    "device_name": self.env.get("device_name"),
-                    "threads": self.env.get("threads"),
-                    "torch_version": self.env.get("torch_version"),
-                    "date": self.env.get("date"),
-                })
-        return out
-
-    def fits(self) -> dict[int, LinearFit]:
-        """Per batch size: latency per image (ms) against GMACs per image, least squares."""
-        fits = {}
-        for b in self.batch_sizes:
-            pts = [(r["macs_per_image"] / 1e9, r["latency_per_image_ms"])
-                   for r in self.rows() if r["batch_size"] == b]
-            if len(pts) >= 3:
-                fits[b] = linear_fit([p[0] for p in pts], [p[1] for p in pts])
-        return fits
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "env": self.env,
-            "batch_sizes": list(self.batch_sizes),
-            "wall_time_s": self.wall_time_s,
-            "rows": self.rows(),
-            "macs_vs_latency_fits": {str(b): f.__dict__ for b, f in self.fits().items()},
-            "measured_accuracy": {k: v.__dict__ for k, v in self.measured.items()},
-            "reports": [_report_without_layers(r) for r in self.reports],
-        }
-
-
-def linear_fit(x: Sequence[float], y: Sequence[float]) -> LinearFit:
-    """Ordinary least squares of y on x, with r^2 = 1 - SS_res / SS_tot."""
-    n = len(x)
-    mx, my = sum(x) / n, sum(y) / n
-    sxx = sum((a - mx) ** 2 for a in x)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    slope = sxy / sxx if sxx else 0.0
-    intercept = my - slope * mx
-    ss_res = sum((b - (slope * a + intercept)) ** 2 for a, b in zip(x, y, strict=True))
-    ss_tot = sum((b - my) ** 2 for b in y)
-    r2 = 1 - ss_res / ss_tot if ss_tot else float("nan")
-    return LinearFit(slope, intercept, r2, n)
 
 
 def compare(
@@ -261,15 +159,11 @@ def write_comparison(comparison: Comparison, out_dir: str | os.PathLike) -> Path
     Everything is written to a fresh folder beside `out_dir` and renamed into place at the
     end, so `out_dir` holds either the previous complete report or the new one.
     """
-    from cnnzoo.profile.html import render_html
-    from cnnzoo.profile.markdown import render_markdown
-    from cnnzoo.profile.plots import make_plots
-
     out = Path(out_dir)
     staging = _staging_dir(out)
     try:
         data = comparison.to_dict()
-        atomic_write_text(staging / "results.json", json.dumps(_finite(data), indent=2) + "\n")
+        atomic_write_text(staging / "results.json", json.dumps(finite(data), indent=2) + "\n")
         atomic_write_text(staging / "results.csv", rows_to_csv(comparison.rows()))
         plots = make_plots(comparison, staging / "plots")
         atomic_write_text(staging / "report.md", render_markdown(comparison, plots))
@@ -302,20 +196,3 @@ def _swap_into_place(staging: Path, out: Path) -> None:
     os.replace(staging, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _report_without_layers(report: ProfileReport) -> dict[str, Any]:
-    d = report.to_dict()
-    d.pop("layers")
-    return _finite(d)
-
-
-def _finite(obj):
-    """JSON has no NaN: None in its place."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

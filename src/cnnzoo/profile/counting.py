@@ -24,7 +24,6 @@ and sizes.
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 import itertools
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from torch.utils.hooks import RemovableHandle
 
 from cnnzoo.profile.memory import LiveActivations, saved_for_backward_bytes
 from cnnzoo.profile.meta import MetaShortcuts
+from cnnzoo.profile.meta import meta_copy as meta_copy  # its home before meta.py
 from cnnzoo.profile.report import LayerRow
 
 
@@ -47,23 +47,6 @@ class ForwardCount:
     macs: int
     layers: tuple[LayerRow, ...]
     activation_bytes: int
-
-
-def meta_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of `model` whose parameters and buffers live on the meta device.
-
-    The copy is made without copying any data: `deepcopy` is handed, through its memo, a
-    meta twin for every parameter and buffer. The original is not touched.
-    """
-    memo: dict[int, torch.Tensor] = {}
-    for t in itertools.chain(model.parameters(), model.buffers()):
-        if id(t) in memo:
-            continue
-        twin = torch.empty_like(t, device="meta")
-        if isinstance(t, nn.Parameter):
-            twin = nn.Parameter(twin, requires_grad=t.requires_grad)
-        memo[id(t)] = twin
-    return copy.deepcopy(model, memo)
 
 
 def parameter_stats(model: nn.Module) -> tuple[int, int, int, int]:
@@ -79,7 +62,7 @@ def parameter_stats(model: nn.Module) -> tuple[int, int, int, int]:
 def count_forward(model: nn.Module, x: torch.Tensor) -> ForwardCount:
     """MACs, per-layer rows and the activation peak of one eval-mode forward of `x`.
 
-    `model` must be a disposable copy (e.g. from `meta_copy`): it is put in eval mode and
+    `model` must be a disposable copy (e.g. from `meta.meta_copy`): it is put in eval mode and
     carries hooks for the duration of the call.
     """
     model.eval()

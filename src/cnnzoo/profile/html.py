@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from cnnzoo.profile.markdown import HEADERS, method_lines, summary_table
 
 if TYPE_CHECKING:
-    from cnnzoo.profile.compare import Comparison
     from cnnzoo.profile.plots import Plot
+    from cnnzoo.profile.report import Comparison
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;

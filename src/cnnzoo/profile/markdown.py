@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from cnnzoo.profile.published import published_top1
 
 if TYPE_CHECKING:
-    from cnnzoo.profile.compare import Comparison
     from cnnzoo.profile.plots import Plot
+    from cnnzoo.profile.report import Comparison
 
 MIB = 2**20
 HEADERS = (

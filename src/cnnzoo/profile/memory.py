@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity
+from torch.profiler import profile as torch_profile
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -146,9 +148,7 @@ def measure_peak_bytes(fn: Callable[[], object], device: torch.device | str) -> 
 
 
 def _cpu_peak_growth(fn: Callable[[], object]) -> int:
-    from torch.profiler import ProfilerActivity, profile
-
-    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    prof = torch_profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     with _quiet_stderr():  # Kineto prints "profiler_start/stop" lines on fd 2
         prof.start()
     try:

@@ -1,4 +1,10 @@
-"""Shortcuts for the meta device, where a shape is all an operator has to produce.
+"""The meta device: a model's copy there, the input check, and shortcuts for its operators.
+
+`meta_model` gives the profiler and the receptive-field tracker their throw-away copy of a
+model (built on meta from a registry name, or copied with `meta_copy`); `check_input_shape`
+is the one input check both apply.
+
+Shortcuts: on the meta device a shape is all an operator has to produce.
 
 Many operators have no C++ meta kernel: on meta tensors PyTorch runs their Python reference
 decompositions, which do the full dtype, broadcasting and stride analysis in Python. For a
@@ -13,8 +19,16 @@ FLOP counter and the memory tracker see the tensors these shortcuts create.
 
 from __future__ import annotations
 
+import copy
+import itertools
+from collections.abc import Sequence
+
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from cnnzoo.models import create_model
+from cnnzoo.models.registry import get_builder
 
 aten = torch.ops.aten
 
@@ -76,3 +90,58 @@ def _same_layout(args, kwargs) -> bool:
         ):
             return False
     return True
+
+
+def check_input_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """(N, C, H, W) from a 4- or 3-element shape of positive ints, else one-line ValueError."""
+    shape = tuple(shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise ValueError(f"input shape: expected (N, C, H, W) or (C, H, W) ints, got {shape}")
+    if shape[0] < 1:
+        raise ValueError(f"batch size must be >= 1, got {shape[0]} in input shape {shape}")
+    if min(shape[1:]) < 1:
+        raise ValueError(f"input shape: expected positive C, H, W, got {shape}")
+    return shape
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` whose parameters and buffers live on the meta device.
+
+    The copy is made without copying any data: `deepcopy` is handed, through its memo, a
+    meta twin for every parameter and buffer. The original is not touched.
+    """
+    memo: dict[int, torch.Tensor] = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if id(t) in memo:
+            continue
+        twin = torch.empty_like(t, device="meta")
+        if isinstance(t, nn.Parameter):
+            twin = nn.Parameter(twin, requires_grad=t.requires_grad)
+        memo[id(t)] = twin
+    return copy.deepcopy(model, memo)
+
+
+def meta_model(model_or_name: nn.Module | str, in_chans: int, *, caller: str
+               ) -> tuple[str, nn.Module]:
+    """(name, a disposable meta-device model): built on meta from a registry name, or a
+    `meta_copy` of a module; `caller` names the function in the error for anything else.
+
+    Raises:
+        ValueError: an unknown name (listing the closest ones).
+        TypeError: neither a module nor a name.
+    """
+    if isinstance(model_or_name, str):
+        get_builder(model_or_name)  # unknown name: ValueError listing the closest ones
+        try:
+            # MetaShortcuts turns weight initialisation into no-ops: meta tensors hold no values.
+            with torch.device("meta"), MetaShortcuts():
+                return model_or_name, create_model(model_or_name, in_chans=in_chans)
+        except NotImplementedError:  # an initialiser without a meta kernel: build, then copy
+            return model_or_name, meta_copy(create_model(model_or_name, in_chans=in_chans))
+    if not isinstance(model_or_name, nn.Module):
+        raise TypeError(f"{caller}: expected an nn.Module or a model name, got "
+                        f"{type(model_or_name).__name__}")
+    name = getattr(model_or_name, "name", None) or type(model_or_name).__name__
+    return str(name), meta_copy(model_or_name)

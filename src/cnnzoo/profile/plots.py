@@ -1,19 +1,21 @@
 """The comparison's figures, after Canziani et al. 2016 (arXiv:1605.07678), as PNG files.
 
-matplotlib is imported inside `make_plots` and drawn through its Agg canvas directly (no
-pyplot, no global backend switch), so importing cnnzoo costs nothing and a notebook's
-backend is left alone.
+matplotlib is imported on first use, by `mpl()`, and drawn through its Agg canvas directly
+(no pyplot, no global backend switch), so importing cnnzoo costs nothing and a notebook's
+backend is left alone. The experiments draw with the same helpers (`figure`, `mpl`,
+`label_points`, `plain_log_ticks`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import SimpleNamespace
 
-if TYPE_CHECKING:
-    from cnnzoo.profile.compare import Comparison
+from cnnzoo.profile.published import published_top1
+from cnnzoo.profile.report import Comparison
 
 MIB = 2**20
 
@@ -35,16 +37,35 @@ def make_plots(comparison: Comparison, out_dir: Path) -> list[Plot]:
     return [p for p in (make(comparison, out_dir) for make in makers) if p is not None]
 
 
-def _figure(ncols: int = 1):
+@functools.cache
+def mpl() -> SimpleNamespace:
+    """The matplotlib names the plots use, imported on the first call."""
+    # Lazy on purpose: matplotlib is an optional, heavy import that only drawing needs.
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    fig = Figure(figsize=(7.5 * ncols if ncols > 1 else 8, 5.2), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
+    return SimpleNamespace(colormaps=colormaps, FigureCanvasAgg=FigureCanvasAgg, Figure=Figure,
+                           Line2D=Line2D, FuncFormatter=FuncFormatter, LogLocator=LogLocator,
+                           NullFormatter=NullFormatter)
+
+
+def figure(ncols: int, *, width: float, height: float, dpi: float | None = None):
+    """A figure of `ncols` gridded axes side by side, each `width` x `height` inches, on the
+    Agg canvas (no pyplot); returns (figure, list of axes)."""
+    m = mpl()
+    fig = m.Figure(figsize=(width * ncols, height), dpi=dpi, layout="constrained")
+    m.FigureCanvasAgg(fig)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     for ax in axes:
         ax.grid(True, alpha=0.3)
     return fig, axes
+
+
+def _figure(ncols: int = 1):
+    return figure(ncols, width=7.5 if ncols > 1 else 8, height=5.2, dpi=100)
 
 
 def _save(fig, out_dir: Path, file: str, title: str, caption: str) -> Plot:
@@ -54,11 +75,10 @@ def _save(fig, out_dir: Path, file: str, title: str, caption: str) -> Plot:
 
 def plain_log_ticks(axis) -> None:
     """Log-scale ticks at 1, 2, 5 x 10^k, labelled as plain numbers (200, not 2 x 10^2)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
+    m = mpl()
+    axis.set_major_locator(m.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(m.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(m.NullFormatter())
 
 
 def label_points(ax, points: list[tuple], *, dx_px: float = 6, fontsize: int = 8) -> None:
@@ -88,16 +108,13 @@ def label_points(ax, points: list[tuple], *, dx_px: float = 6, fontsize: int = 8
 
 
 def _colors(comparison: Comparison) -> dict[str, tuple]:
-    from matplotlib import colormaps
-
-    palette = [colormaps["tab10"](i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # grey is the legend
+    tab10 = mpl().colormaps["tab10"]
+    palette = [tab10(i) for i in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # grey (7) is the legend's
     return {r.model: palette[i % len(palette)] for i, r in enumerate(comparison.reports)}
 
 
 def _accuracy_points(comparison: Comparison):
     """(report, published Published or None, measured or None) per model."""
-    from cnnzoo.profile.published import published_top1
-
     return [(r, published_top1(r.model), comparison.measured.get(r.model))
             for r in comparison.reports]
 
@@ -144,8 +161,7 @@ def _accuracy_vs_macs(comparison: Comparison, out_dir: Path) -> Plot | None:
 
 
 def _source_legend(ax, points) -> None:
-    from matplotlib.lines import Line2D
-
+    Line2D = mpl().Line2D
     handles = []
     if any(p for _, p, _ in points):
         handles.append(Line2D([], [], marker="o", ls="", color="gray", alpha=0.6,
@@ -231,9 +247,7 @@ def _macs_vs_latency(comparison: Comparison, out_dir: Path) -> Plot | None:
     fits = comparison.fits()
     if not fits:
         return None
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
+    cmap = mpl().colormaps["viridis"]
     fig, (ax,) = _figure()
     rows = comparison.rows()
     for i, (batch, fit) in enumerate(sorted(fits.items())):

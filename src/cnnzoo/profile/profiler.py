@@ -12,10 +12,16 @@ import torch
 from torch import nn
 
 from cnnzoo.fileio import cpu_name
-from cnnzoo.profile.counting import count_forward, meta_copy, parameter_stats, train_saved_bytes
-from cnnzoo.profile.meta import MetaShortcuts
+from cnnzoo.models import create_model
+from cnnzoo.profile.counting import count_forward, parameter_stats, train_saved_bytes
+from cnnzoo.profile.meta import check_input_shape, meta_model
+from cnnzoo.profile.receptive_field import receptive_field
 from cnnzoo.profile.report import LayerRow, ProfileReport
 from cnnzoo.profile.timing import OPTIMIZER, TimingOptions, measure
+
+# `check_input_shape` lives in meta.py beside the meta copy; compare imports it from here.
+__all__ = ["check_batch_sizes", "check_device", "check_input_shape", "environment", "profile",
+           "run_profile"]
 
 
 def profile(
@@ -76,25 +82,24 @@ def run_profile(
     ):
         raise ValueError("profile: a model on the meta device has no values to time; "
                          "pass a real model or its name, or timing=False")
-    name, family, meta_model = _meta_model(model_or_name, shape[1])
+    name, meta = meta_model(model_or_name, shape[1], caller="profile")
+    family = getattr(meta, "family", "")
     notes: list[str] = []
     x = torch.empty(shape, device="meta")
-    counted = _checked(name, shape, lambda: count_forward(meta_model, x))
+    counted = _checked(name, shape, lambda: count_forward(meta, x))
     try:
-        saved = train_saved_bytes(meta_model, x)
+        saved = train_saved_bytes(meta, x)
     except (ValueError, RuntimeError) as err:  # e.g. batch-norm on one value per channel
         saved = None
         notes.append(f"no train-mode forward at {_shape_str(shape)}: {_first_line(err)}")
     layers = counted.layers
     if receptive_fields:
-        layers = _with_receptive_fields(layers, meta_model, shape, notes)
-    params, trainable, p_bytes, b_bytes = parameter_stats(meta_model)
+        layers = _with_receptive_fields(layers, meta, shape, notes)
+    params, trainable, p_bytes, b_bytes = parameter_stats(meta)
     timings = ()
     if timing:
         real = model_or_name
         if isinstance(real, str):
-            from cnnzoo.models import create_model
-
             real = create_model(real, in_chans=shape[1])
         timings = tuple(measure(real, shape[1:], tuple(batch_sizes), device=device,
                                 options=options, on_batch=on_batch, notes=notes))
@@ -130,8 +135,6 @@ def _with_receptive_fields(layers: Sequence[LayerRow], meta_model: nn.Module,
     A module called several times (a bottleneck's shared ReLU) gets the field of its first
     call, the call its `output_shape` and `order` describe (`layer_columns` gives the last).
     """
-    from cnnzoo.profile.receptive_field import receptive_field  # it imports this module
-
     try:
         fields = receptive_field(meta_model, shape)
     except ValueError as err:
@@ -141,20 +144,6 @@ def _with_receptive_fields(layers: Sequence[LayerRow], meta_model: nn.Module,
                for f in fields.rows if f.call == 0}
     return tuple(dataclasses.replace(r, **columns[r.path]) if r.path in columns else r
                  for r in layers)
-
-
-def check_input_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
-    """(N, C, H, W) from a 4- or 3-element shape of positive ints, else one-line ValueError."""
-    shape = tuple(shape)
-    if len(shape) == 3:
-        shape = (1, *shape)
-    if len(shape) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-        raise ValueError(f"input shape: expected (N, C, H, W) or (C, H, W) ints, got {shape}")
-    if shape[0] < 1:
-        raise ValueError(f"batch size must be >= 1, got {shape[0]} in input shape {shape}")
-    if min(shape[1:]) < 1:
-        raise ValueError(f"input shape: expected positive C, H, W, got {shape}")
-    return shape
 
 
 def check_batch_sizes(batch_sizes: Sequence[int]) -> tuple[int, ...]:
@@ -205,27 +194,6 @@ def environment(device: str | torch.device, *, timing: bool, options: TimingOpti
             optimizer=OPTIMIZER,
         )
     return env
-
-
-def _meta_model(model_or_name: nn.Module | str, in_chans: int) -> tuple[str, str, nn.Module]:
-    if isinstance(model_or_name, str):
-        from cnnzoo.models import create_model
-        from cnnzoo.models.registry import get_builder
-
-        get_builder(model_or_name)  # unknown name: ValueError listing the closest ones
-        try:
-            # MetaShortcuts turns weight initialisation into no-ops: meta tensors hold no values.
-            with torch.device("meta"), MetaShortcuts():
-                model = create_model(model_or_name, in_chans=in_chans)
-        except NotImplementedError:  # an initialiser without a meta kernel: build, then copy
-            model = meta_copy(create_model(model_or_name, in_chans=in_chans))
-        return model_or_name, getattr(model, "family", ""), model
-    if not isinstance(model_or_name, nn.Module):
-        raise TypeError(
-            f"profile: expected an nn.Module or a model name, got {type(model_or_name).__name__}"
-        )
-    name = getattr(model_or_name, "name", None) or type(model_or_name).__name__
-    return str(name), getattr(model_or_name, "family", ""), meta_copy(model_or_name)
 
 
 def _checked(name: str, shape: tuple, fn):

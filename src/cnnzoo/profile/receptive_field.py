@@ -55,9 +55,11 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakTensorKeyDictionary
 
 from cnnzoo.layers import DeformConv2d
-from cnnzoo.profile.counting import meta_copy
-from cnnzoo.profile.meta import MetaShortcuts
-from cnnzoo.profile.profiler import check_input_shape
+from cnnzoo.profile.meta import MetaShortcuts, check_input_shape, meta_model
+from cnnzoo.profile.summary import pair_text
+
+# Re-exported: `summary_columns` lived here before it moved beside the table it fills.
+from cnnzoo.profile.summary import summary_columns as summary_columns
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def receptive_field(
     """
     shape = check_input_shape(input_shape)
     shape = (1, *shape[1:])  # the field does not depend on the batch
-    name, model = _meta_model(model_or_name, shape[1])
+    name, model = meta_model(model_or_name, shape[1], caller="receptive_field")
     model.eval()
     tracker = _FieldTracker(image=shape[2:])
     x = torch.empty(shape, device="meta")
@@ -218,23 +220,6 @@ def layer_columns(report: ReceptiveFieldReport) -> dict[str, dict]:
     `dataclasses.replace` on a profile `LayerRow`; modules never called are absent."""
     return {path: {"rf": r.rf, "jump": r.jump, "rf_notes": r.notes}
             for path, r in report.by_path().items()}
-
-
-def summary_columns(rf, jump, rf_notes: str = "") -> tuple[str, str]:
-    """The RF and jump cells of a table row: ("427", "32"), ("427+", "32"), ("global", "--").
-
-    Markers on the RF: "+" global context (an SE gate: every unit also sees the whole image),
-    "~" the nominal grid of a deformable conv (input-dependent), "<=" an upper bound. A module
-    the forward never called (rf None) reads ("--", "--").
-    """
-    if rf is None:
-        return "--", "--"
-    if "global" in rf_notes.split(", "):
-        return "global", "--"
-    text = ("<=" if "upper bound" in rf_notes else "") + _pair_text(rf)
-    text += "+" if "global context" in rf_notes else ""
-    text += "~" if "input-dependent" in rf_notes else ""
-    return text, _pair_text(jump)
 
 
 # --- fields -------------------------------------------------------------------------------
@@ -521,35 +506,10 @@ def _row(path: str, type_: str, call: int, out: torch.Tensor, f: _Field) -> Fiel
     )
 
 
-def _meta_model(model_or_name: nn.Module | str, in_chans: int) -> tuple[str, nn.Module]:
-    if isinstance(model_or_name, str):
-        from cnnzoo.models import create_model
-        from cnnzoo.models.registry import get_builder
-
-        get_builder(model_or_name)  # unknown name: ValueError listing the closest ones
-        try:
-            with torch.device("meta"), MetaShortcuts():
-                return model_or_name, create_model(model_or_name, in_chans=in_chans)
-        except NotImplementedError:  # an initialiser without a meta kernel: build, then copy
-            return model_or_name, meta_copy(create_model(model_or_name, in_chans=in_chans))
-    if not isinstance(model_or_name, nn.Module):
-        raise TypeError("receptive_field: expected an nn.Module or a model name, got "
-                        f"{type(model_or_name).__name__}")
-    name = getattr(model_or_name, "name", None) or type(model_or_name).__name__
-    return str(name), meta_copy(model_or_name)
-
-
-def _pair_text(v) -> str:
-    if v is None:
-        return "--"
-    a, b = (f"{x:g}" for x in v)
-    return a if a == b else f"{a}x{b}"
-
-
 def _line(label: str, r: FieldRow) -> str:
     shape = "x".join(map(str, r.output_shape))
-    return (f"{label:<46.46}{shape:>18}{_pair_text(r.rf):>10}{_pair_text(r.jump):>7}"
-            f"{_pair_text(r.start):>8}  {r.notes}")
+    return (f"{label:<46.46}{shape:>18}{pair_text(r.rf):>10}{pair_text(r.jump):>7}"
+            f"{pair_text(r.start):>8}  {r.notes}")
 
 
 def feature_receptive_fields(model: nn.Module,

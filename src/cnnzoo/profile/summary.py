@@ -2,15 +2,21 @@
 
 Besides torchinfo's columns, each row shows what one unit of the module's output sees: its
 theoretical receptive field and jump (cumulative stride) in input pixels, from
-`cnnzoo.profile.receptive_field` (cells by its `summary_columns`, explained by `RF_LEGEND`).
+`cnnzoo.profile.receptive_field` (cells by `summary_columns`, explained by `RF_LEGEND`).
+
+This module reads a `report.ProfileReport` (and its `LayerRow`s) by attribute and imports
+nothing of the profiler: `ProfileReport.table` and `str(report)` call `format_summary`, so
+the report depends on its text form, not the other way round.
 """
 
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
-from cnnzoo.profile.receptive_field import summary_columns
-from cnnzoo.profile.report import LayerRow, ProfileReport
+# A `report.ProfileReport` and a `report.LayerRow`, read by attribute (see the docstring).
+ProfileReport = Any
+LayerRow = Any
 
 RF_LEGEND = (
     "RF (px): theoretical receptive field of one output unit, in input pixels (H x W where "
@@ -134,6 +140,33 @@ def _stage_cells(report: ProfileReport) -> list[tuple[str, ...]]:
         cells.append((f"{r.path} ({r.type}, not called)", "--", f"{r.params:,}", "--", "--",
                       "--", "--"))
     return cells
+
+
+def summary_columns(rf, jump, rf_notes: str = "") -> tuple[str, str]:
+    """The RF and jump cells of a table row: ("427", "32"), ("427+", "32"), ("global", "--").
+
+    Markers on the RF: "+" global context (an SE gate: every unit also sees the whole image),
+    "~" the nominal grid of a deformable conv (input-dependent), "<=" an upper bound. A module
+    the forward never called (rf None) reads ("--", "--").
+    """
+    if rf is None:
+        return "--", "--"
+    if "global" in rf_notes.split(", "):
+        return "global", "--"
+    text = ("<=" if "upper bound" in rf_notes else "") + pair_text(rf)
+    text += "+" if "global context" in rf_notes else ""
+    text += "~" if "input-dependent" in rf_notes else ""
+    return text, pair_text(jump)
+
+
+
+
+def pair_text(v) -> str:
+    """(427, 427) -> "427", (7, 9) -> "7x9", None -> "--" (height x width where they differ)."""
+    if v is None:
+        return "--"
+    a, b = (f"{x:g}" for x in v)
+    return a if a == b else f"{a}x{b}"
 
 
 def _totals(report: ProfileReport, width: int) -> list[str]:

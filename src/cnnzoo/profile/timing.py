@@ -18,6 +18,12 @@ Method, per batch size (fp32, fixed random input):
   because CUDA kernels run asynchronously.
 
 The model passed in is never changed: timing runs on a deep copy.
+
+Other processes: on a small machine one busy neighbour can slow a model several times over
+(on 2 cores one slowed ResNet-50 from 63 to 850 ms per image). `OtherLoad` measures the share
+of the CPU they took while a block ran (Linux /proc), and `wait_for_idle` waits for them to
+go quiet; `measure_when_quiet` combines them: it measures again (after a wait) while they
+were busy, and says how busy they were during the measurement it keeps.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +42,8 @@ from torch import nn
 
 from cnnzoo.profile.memory import measure_peak_bytes, resident_bytes
 from cnnzoo.profile.report import TimingRow
+
+T = TypeVar("T")
 
 OPTIMIZER = "SGD(lr=0.01, momentum=0.9)"
 DEFAULT_AUX_WEIGHT = 0.3  # GoogLeNet (Szegedy et al. 2014, section 5): aux losses weighted 0.3
@@ -261,3 +271,70 @@ def _row(batch: int, options: TimingOptions, infer, train) -> TimingRow:
         inference_repeats=len(times),
         train_repeats=t_repeats,
     )
+
+
+class OtherLoad:
+    """Measures the fraction of the machine's CPU time that other processes used while the
+    `with` block ran, from Linux's /proc/stat (all CPUs) and /proc/self/stat (this process,
+    all its threads); `fraction` stays None where /proc is missing.
+    """
+
+    fraction: float | None = None
+
+    def __enter__(self) -> OtherLoad:
+        self._start = _cpu_ticks()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_ticks()
+        if self._start is not None and end is not None:
+            busy, total, ours = (e - s for e, s in zip(end, self._start, strict=True))
+            self.fraction = max(0.0, busy - ours) / total if total > 0 else None
+
+
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """(busy ticks of all CPUs, all ticks of all CPUs, this process's ticks), or None."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+        # /proc/self/stat: the command name may hold spaces; fields after it start at state.
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq + steal  # steal: a hypervisor took the CPU
+    return busy, busy + idle + iowait, int(own[11]) + int(own[12])  # utime + stime
+
+
+def wait_for_idle(limit_s: float, *, max_load: float, sample_s: float = 2.0) -> float:
+    """Sleep in `sample_s` steps until other processes use at most `max_load` of the CPU
+    over one step, or `limit_s` has passed (or /proc is missing); returns the seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        with OtherLoad() as load:
+            time.sleep(sample_s)
+        if load.fraction is None or load.fraction <= max_load:
+            break
+    return time.perf_counter() - start
+
+
+def measure_when_quiet(measure: Callable[[], T], *, max_load: float, attempts: int,
+                       wait_s: float, label: str,
+                       log: Callable[[str], None] = lambda line: None,
+                       ) -> tuple[T, float | None, int]:
+    """Call `measure` under `OtherLoad`; while other processes took over `max_load` of the
+    CPU, wait for them (`wait_for_idle`, up to `wait_s`) and call it again, `attempts` calls
+    at most. Returns the last result, the other processes' share during it (None: unknown)
+    and the calls made; `log` gets one line per call (`label` first) and per wait."""
+    for attempt in range(1, attempts + 1):
+        with OtherLoad() as load:
+            result = measure()
+        busy = load.fraction is not None and load.fraction > max_load
+        share = "unknown" if load.fraction is None else f"{load.fraction:.0%}"
+        log(f"{label}: other processes {share} of the CPU"
+            + ("; timing again" if busy and attempt < attempts else ""))
+        if not busy:
+            break
+        if attempt < attempts:
+            waited = wait_for_idle(wait_s, max_load=max_load)
+            log(f"waited {waited:.0f} s for other processes to go below {max_load:.0%} of the CPU")
+    return result, load.fraction, attempt

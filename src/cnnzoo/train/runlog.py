@@ -9,6 +9,7 @@ instead of holding rows of an epoch that will be trained again.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import os
@@ -16,13 +17,17 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
 from cnnzoo._version import __version__
+from cnnzoo.checkpoint import CheckpointError, load_checkpoint
 from cnnzoo.fileio import atomic_write_text, cpu_name
+from cnnzoo.models import create_model
+from cnnzoo.profile.profiler import run_profile
 from cnnzoo.train.device import cpu_bf16_units
 
 
@@ -139,3 +144,117 @@ class Progress:
         if self.enabled:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+
+# ---- reading runs back: accuracy points for the experiments' plots --------------------------
+
+
+@dataclass(frozen=True)
+class AccuracyPoint:
+    """One model's accuracy on the user's data, with its cost at the size it was trained at.
+
+    Attributes:
+        model: model (or variant) name.
+        data: data set the accuracy was measured on.
+        accuracy: top-1 as a fraction (mean over seeds for models trained here).
+        accuracy_std: sample std over seeds (0 for one seed or a run).
+        params: parameters (scalars).
+        macs: multiply-accumulates per image at `image_size`.
+        image_size: (C, H, W) the model was trained and counted at.
+        source: what the accuracy is ("test top-1, trained here", "best val top-1, run").
+        origin: where it came from (this experiment, a run directory, a results.json).
+        epochs: epochs trained.
+    """
+
+    model: str
+    data: str
+    accuracy: float
+    accuracy_std: float
+    params: int
+    macs: int
+    image_size: tuple[int, int, int]
+    source: str
+    origin: str
+    epochs: int
+
+
+def read_accuracy_points(spec: str) -> tuple[list[AccuracyPoint], list[str]]:
+    """Accuracy points from the user's runs, and a note per item that could not be read.
+
+    `spec` is a path or a glob pattern (`**` allowed). Each match may be:
+    - a cnnzoo checkpoint (`*.pt`): its `best_val_acc`, model and options, counted at its
+      preprocess image size;
+    - a run directory (`cnnzoo train --out`): its `best.pt`, else `last.pt`, as above;
+    - a `results.json` of an experiment whose `measured` holds `accuracy_points`, a list of
+      {model, accuracy (fraction), params, macs (per image), data?, image_size?, source?}
+      (the efficiency experiment writes one);
+    - a folder of any of these, one level down.
+
+    Raises:
+        ValueError: nothing matches `spec`, or no match holds an accuracy (the notes say why).
+    """
+    matches = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else (
+        [spec] if Path(spec).exists() else [])
+    if not matches:
+        raise ValueError(f"runs: no run directory, checkpoint or results.json matches {spec!r}")
+    items: list[Path] = []
+    for m in map(Path, matches):
+        if m.is_dir() and not (m / "config.json").exists() and not (m / "results.json").exists():
+            items += sorted(p for p in m.iterdir()
+                            if (p / "config.json").exists() or p.suffix == ".pt"
+                            or (p / "results.json").exists() or p.name == "results.json")
+        else:
+            items.append(m / "results.json" if m.is_dir() and not (m / "config.json").exists()
+                         else m)
+    points: list[AccuracyPoint] = []
+    notes: list[str] = []
+    for item in items:
+        try:
+            if item.name.endswith(".json"):
+                points += _points_from_results(item)
+            else:
+                points.append(_point_from_checkpoint(item))
+        except (OSError, ValueError, KeyError, TypeError, CheckpointError) as err:
+            notes.append(f"{item}: {err}")
+    if not points:
+        raise ValueError(f"runs: no accuracy found in {spec!r}: " + "; ".join(notes or ["empty"]))
+    return points, notes
+
+
+def _point_from_checkpoint(path: Path) -> AccuracyPoint:
+    if path.is_dir():
+        found = [path / f for f in ("best.pt", "last.pt") if (path / f).exists()]
+        if not found:
+            raise ValueError("no best.pt or last.pt (its trained size and options are needed "
+                             "to count its MACs)")
+        path = found[0]
+    ckpt = load_checkpoint(path)
+    if ckpt.get("best_val_acc") is None:
+        raise ValueError("no validation accuracy (trained with val_size=0)")
+    if ckpt.get("model_name") is None:
+        raise ValueError("the model is not a registered one; its MACs cannot be counted")
+    model = create_model(ckpt["model_name"], num_classes=ckpt["num_classes"],
+                         in_chans=ckpt["in_chans"], **ckpt["model_options"])
+    h, w = ckpt["preprocess"]["image_size"]
+    size = (int(ckpt["in_chans"]), int(h), int(w))
+    counted = run_profile(model, (1, *size), timing=False)  # meta-device count
+    options = "".join(f",{k}={v}" for k, v in sorted(ckpt["model_options"].items()))
+    return AccuracyPoint(ckpt["model_name"] + (f"({options[1:]})" if options else ""),
+                         str(ckpt["config"].get("data", "?")), float(ckpt["best_val_acc"]),
+                         0.0, counted.params, counted.macs_per_image, size,
+                         "best val top-1, your run",
+                         str(path.parent if path.name in ("best.pt", "last.pt") else path),
+                         int(ckpt.get("epoch", 0)))
+
+
+def _points_from_results(path: Path) -> list[AccuracyPoint]:
+    results = json.loads(path.read_text())
+    rows = results.get("measured", {}).get("accuracy_points")
+    if not rows:
+        raise ValueError("results.json has no measured.accuracy_points")
+    origin = f"{results.get('experiment', '?')} results ({path})"
+    return [AccuracyPoint(
+        str(r["model"]), str(r.get("data", results.get("data", "?"))), float(r["accuracy"]),
+        float(r.get("accuracy_std", 0.0)), int(r["params"]), int(r["macs"]),
+        tuple(r.get("image_size", (0, 0, 0))), str(r.get("source", "top-1, experiment")),
+        origin, int(r.get("epochs", 0))) for r in rows]
