@@ -23,7 +23,7 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +39,20 @@ from cnnzoo.fileio import atomic_write, atomic_write_text, cpu_name
 # "mixed": some parts hold and some do not (the summary says which).
 VERDICTS = ("supported", "not supported", "inconclusive", "mixed")
 DEFAULT_DATA = "fashion-mnist"
+
+
+def combine_verdicts(verdicts: Iterable[str]) -> str:
+    """The one rule for several verdicts (claims, or one claim's cases) taken together.
+
+    All alike give that verdict (all supported: supported; all not supported: not supported;
+    all inconclusive: inconclusive); any two that differ give "mixed", also when one of them is
+    "inconclusive" (a claim that could not be shown does not hold here either); none at all
+    gives "inconclusive" (nothing was measured).
+    """
+    found = list(verdicts)
+    if not found:
+        return "inconclusive"
+    return found[0] if len(set(found)) == 1 else "mixed"
 
 
 @dataclass

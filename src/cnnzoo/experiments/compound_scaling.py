@@ -69,7 +69,7 @@ import torch
 from torch import nn
 
 from cnnzoo.data.augment import resize
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.models.efficientnet import ALPHA, BETA, GAMMA, CompoundScaling, EfficientNet, MBConv
 
@@ -367,7 +367,7 @@ def _finding(ctx: Context, splits: Splits, results: list[Trained]) -> Finding:
     best_claim = top["verdict"]
     claims = {"each single dimension saturates": sat_claim,
               "compound is best for the MACs": best_claim}
-    verdict = sat_claim if sat_claim == best_claim else "mixed"
+    verdict = combine_verdicts(claims.values())
 
     seeds_note = (f"{p['seeds']} seeds, mean" if p["seeds"] > 1
                   else "one seed, so differences under ~1 point are noise")

@@ -63,7 +63,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.models.densenet import DenseBlock, DenseNet
 from cnnzoo.models.resnet_cifar import CifarResNet
@@ -252,8 +252,7 @@ def _finding(ctx: Context, splits: Splits, nets: dict[str, Any],
     else:
         claims["later layers reuse early features"] = "mixed"
 
-    verdicts = set(claims.values())
-    verdict = verdicts.pop() if len(verdicts) == 1 else "mixed"
+    verdict = combine_verdicts(claims.values())
     _plots(ctx, nets, heatmaps)
 
     dname = f"DenseNet-BC-{p['dense_depth']} (k={p['growth_rate']})"

@@ -36,7 +36,7 @@ Verdict (each claim, from the seed-mean numbers; drops are in accuracy points):
   random sets, and which blocks a set holds matters, so a larger step only counts against
   the claim when its excess over 3x the average step is more than 2 standard errors of the
   step (from the spread over the sets); otherwise the claim is "inconclusive".
-All four supported: "supported"; none: "not supported"; otherwise "mixed", naming which.
+All four alike give their verdict, otherwise "mixed", naming which (`combine_verdicts`).
 If either intact net is less than TRAINED_MIN_MARGIN (20) points above chance, it has not
 learned enough to lose anything, and every claim is "inconclusive".
 
@@ -69,7 +69,7 @@ from cnnzoo.experiments._veit import (
     residual_blocks,
     train_cifar_net,
 )
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import Splits, accuracy, load_splits, mean_std
 from cnnzoo.models.resnet_cifar import CifarResNet
 
@@ -243,11 +243,6 @@ def _claims(s: dict[str, Any], trained: bool) -> dict[str, str]:
     return claims
 
 
-def _overall(claims: dict[str, str]) -> str:
-    verdicts = set(claims.values())
-    return verdicts.pop() if len(verdicts) == 1 else "mixed"
-
-
 def _plots(ctx: Context, s: dict[str, Any], names: list[str], downsampling: list[bool],
            chance: float, depth: int) -> None:
     import matplotlib
@@ -323,7 +318,7 @@ def lesion(ctx: Context) -> Finding:
     trained = min(s["resnet"]["baseline_mean"],
                   s["plain"]["baseline_mean"]) >= chance + TRAINED_MIN_MARGIN / 100
     claims = _claims(s, trained)
-    verdict = _overall(claims)
+    verdict = combine_verdicts(claims.values())
     _plots(ctx, s, names, downsampling, chance, p["depth"])
 
     r, pl = s["resnet"], s["plain"]

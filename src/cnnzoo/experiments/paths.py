@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnzoo.experiments._veit import BlockParts, block_parts, residual_blocks, train_cifar_net
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import load_splits, mean_std, normalized_batch
 from cnnzoo.models.resnet_cifar import CifarResNet
 
@@ -245,11 +245,6 @@ def _paths_one(ctx: Context, splits: Any, seed: int) -> dict[str, Any]:
             "magnitude_std": stds, "measurements": counts, "total": total, "shares": shares}
 
 
-def _combine(claims: dict[str, str]) -> str:
-    verdicts = set(claims.values())
-    return verdicts.pop() if len(verdicts) == 1 else "mixed"
-
-
 def _plots(ctx: Context, n: int, counts: list[int], s: dict[str, Any], seeds: int) -> None:
     import matplotlib
 
@@ -356,7 +351,7 @@ def paths(ctx: Context) -> Finding:
     trained = mean_std(val)[0] >= chance + TRAINED_MIN_MARGIN / 100
     if not trained:  # the claim is about trained nets; an untrained one cannot test it
         claims = dict.fromkeys(claims, "inconclusive")
-    verdict = _combine(claims)
+    verdict = combine_verdicts(claims.values())
     _plots(ctx, n, counts, s, len(runs))
 
     lo, hi = s["effective_range"]

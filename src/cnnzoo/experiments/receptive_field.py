@@ -49,7 +49,7 @@ Verdict (explicit thresholds):
   spread over `seeds` seeds and the bootstrap over images); per family / per train depth.
 - per claim: every family/depth alike gives that verdict, otherwise mixed; a single seed
   gives no training noise, so its changes can only be inconclusive or not supported.
-- overall: supported if every claim is, not supported if none is, otherwise mixed.
+- overall: `combine_verdicts` (base.py): every claim alike gives that verdict, otherwise mixed.
 
 Deviations from the paper: ResNets with batch norm and strides instead of Luo et al.'s
 uniform/random stacks of stride-1 convs; mosaic images instead of noise; CIFAR-style nets of
@@ -72,7 +72,7 @@ import torch
 from torch import nn
 
 from cnnzoo.data import normalize
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import fit, load_splits, mean_std, pct
 from cnnzoo.experiments.deformable import make_deformable
 from cnnzoo.models.resnet_cifar import CifarResNet
@@ -290,10 +290,6 @@ def change_verdict(a: list[dict], b: list[dict]) -> tuple[str, float, float]:
     return "inconclusive", rel, z
 
 
-def combine(verdicts: list[str]) -> str:
-    return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
-
-
 # ---- the experiment -----------------------------------------------------------------------
 
 
@@ -409,11 +405,11 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
     theory_grows = all(theory[b]["rf"] > theory[a]["rf"] for a, b in zip(depths, depths[1:],
                                                                          strict=False))
     yes = lambda ok: "supported" if ok else "not supported"  # noqa: E731
-    claims["depth enlarges the RF (theoretical and effective)"] = combine(
+    claims["depth enlarges the RF (theoretical and effective)"] = combine_verdicts(
         [yes(theory_grows and per[f]["grows"]) for f in per])
-    claims["the ERF is much smaller than the theoretical RF"] = combine(
+    claims["the ERF is much smaller than the theoretical RF"] = combine_verdicts(
         [yes(per[f]["smaller"]) for f in per])
-    claims["the ERF grows like sqrt(depth)"] = combine(
+    claims["the ERF grows like sqrt(depth)"] = combine_verdicts(
         [yes(per[f]["vs_rf"] is not None and EXPONENT[0] <= per[f]["vs_rf"]["exponent"]
              <= EXPONENT[1]) for f in per])
     every = [s for state in stats.values() for fam in state.values() for runs in fam.values()
@@ -422,15 +418,13 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
     claims["the ERF is Gaussian-like"] = yes(gauss_share >= 0.75)
     training = {f"{f}-{d}": change_verdict(init[f][d], stats["trained"][f][d])
                 for f in FAMILIES for d in p["train_depths"]}
-    claims["training changes the ERF"] = combine([v for v, _, _ in training.values()])
+    claims["training changes the ERF"] = combine_verdicts([v for v, _, _ in training.values()])
     deform = {f"{d}": change_verdict(stats["trained"]["residual"][d],
                                      stats["trained"]["deformable"][d])
               for d in p["train_depths"]}
-    claims["deformable offsets change the ERF (trained)"] = combine(
+    claims["deformable offsets change the ERF (trained)"] = combine_verdicts(
         [v for v, _, _ in deform.values()])
-    values = list(claims.values())
-    verdict = ("supported" if all(v == "supported" for v in values) else "not supported"
-               if all(v == "not supported" for v in values) else "mixed")
+    verdict = combine_verdicts(claims.values())
 
     def cell(runs: list[dict]) -> dict[str, Any]:
         out = {k: mean_std([r[k] for r in runs]) for k in ("r95", "r50", "ratio",

@@ -62,7 +62,7 @@ import torch
 from torch import nn
 
 from cnnzoo.data import ImageDataset, normalize
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.layers import SqueezeExcite
 from cnnzoo.models.resnet import BasicBlock, init_he
@@ -313,8 +313,7 @@ def _finding(ctx: Context, splits: Splits, names: dict[bool, str], params: dict[
         "class-specific deeper": "supported" if rise >= SPECIFICITY_RISE
         else "not supported" if rise <= 0 else "inconclusive",
     }
-    verdicts = set(claims.values())
-    verdict = verdicts.pop() if len(verdicts) == 1 else "mixed"
+    verdict = combine_verdicts(claims.values())
 
     imagenet = _imagenet_counts() if p["imagenet_counts"] else None
     seeds_note = (f"{p['seeds']} seeds, mean +- std" if p["seeds"] > 1
