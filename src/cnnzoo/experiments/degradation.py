@@ -23,8 +23,7 @@ the difference over a 0.5-point floor, so one seed needs a 1-point difference):
 - claim 2, "with shortcuts deeper is at least as good": supported when
   margin(ResNet-deep, ResNet-shallow) <= 2 (the deeper ResNet is not worse beyond that
   tolerance); otherwise not supported.
-- overall: the common verdict when both agree; "mixed" when one is supported and the other
-  not; otherwise inconclusive.
+- overall (`combine_verdicts`): the common verdict when both agree, otherwise "mixed".
 
 Deviations from the paper:
 - Data: Fashion-MNIST subsets by default (28x28x1), not CIFAR-10; `--data cifar10` works.
@@ -48,7 +47,7 @@ from typing import Any
 
 import torch
 
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import accuracy, fit, load_splits, margin, mean_std, pct
 
 # How many standard errors (common.margin) make a difference; one seed: 2 x 0.5 points.
@@ -90,14 +89,7 @@ def claim_verdicts(plain_margin: float, resnet_margin: float) -> tuple[str, str,
     else:
         deeper_plain = "inconclusive"
     deeper_resnet = "supported" if resnet_margin <= SIGNIFICANT else "not supported"
-    pair = {deeper_plain, deeper_resnet}
-    if len(pair) == 1:
-        overall = deeper_plain
-    elif pair == {"supported", "not supported"}:
-        overall = "mixed"
-    else:
-        overall = "inconclusive"
-    return deeper_plain, deeper_resnet, overall
+    return deeper_plain, deeper_resnet, combine_verdicts([deeper_plain, deeper_resnet])
 
 
 @experiment(

@@ -43,8 +43,7 @@ the theory: Var(y_l) = fan_in Var(w) Var(y_(l-1)) / 2 through ReLU, so f = 1 for
   when either is off by more than 0.1, inconclusive in between.
 - "Xavier / default shrink it geometrically, as theory says": supported when both have f
   within 10% of the padded theory and R² >= 0.95; not supported otherwise.
-Overall: the common verdict of all claims; "mixed" when some are supported and some not;
-otherwise inconclusive.
+Overall (`combine_verdicts`): the common verdict of all claims, otherwise "mixed".
 
 Deviations: Fashion-MNIST (28x28x1) by default, width 8 in quick (the paper's 16 in full), a
 few hundred steps rather than a full run; the no-BN nets are only measured at initialisation
@@ -68,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import fit, load_splits, normalized_batch
 
 VANISH = 0.01  # T below this: the gradient vanishes with depth
@@ -219,15 +218,6 @@ def log_linear_fit(values: list[float]) -> tuple[float, float]:
     return math.exp(slope), r2
 
 
-def combine(verdicts: list[str]) -> str:
-    found = set(verdicts)
-    if len(found) == 1:
-        return verdicts[0]
-    if {"supported", "not supported"} <= found:
-        return "mixed"
-    return "inconclusive"
-
-
 @experiment(
     "gradient-flow",
     title="Gradient flow through depth, and signal scale under He / Xavier / default init",
@@ -340,7 +330,7 @@ def gradient_flow(ctx: Context) -> Finding:
         and act[i]["r2"] >= GEOMETRIC_R2 for i in ("xavier", "pytorch-default"))
     claims["Xavier and PyTorch-default init shrink it geometrically, as theory predicts"] = (
         "supported" if shrink_ok else "not supported")
-    verdict = combine(list(claims.values()))
+    verdict = combine_verdicts(claims.values())
 
     measured = {
         "depths": depths, "settings": {s: v[0] for s, v in SETTINGS.items()},
