@@ -96,11 +96,12 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
+ALIASES: dict[str, str] = {}  # an old name -> the registered name (looked up, never listed)
 
 
 def experiment(name: str, *, title: str, paper: str, claim: str,
-               presets: dict[str, dict[str, Any]]) -> Callable:
-    """Register `fn(ctx) -> Finding` as the experiment `name`.
+               presets: dict[str, dict[str, Any]], aliases: tuple[str, ...] = ()) -> Callable:
+    """Register `fn(ctx) -> Finding` as the experiment `name` (also found by `aliases`).
 
     Every preset must define the same keys (the overridable parameters), and `tiny`, `quick`
     and `full` must exist.
@@ -117,6 +118,7 @@ def experiment(name: str, *, title: str, paper: str, claim: str,
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is registered twice")
         EXPERIMENTS[name] = Experiment(name, title, paper, claim, presets, fn)
+        ALIASES.update(dict.fromkeys(aliases, name))
         return fn
 
     return register
@@ -187,7 +189,8 @@ class ExperimentResult:
 
 
 def get_experiment(name: str) -> Experiment:
-    _load_all()
+    """The registered experiment `name` (or the one that `name` is an old alias of)."""
+    name = ALIASES.get(name, name)
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; expected one of "
                          f"{', '.join(sorted(EXPERIMENTS))}")
@@ -195,14 +198,9 @@ def get_experiment(name: str) -> Experiment:
 
 
 def list_experiments() -> list[str]:
-    """Names of the registered experiments, sorted."""
-    _load_all()
+    """Names of the registered experiments, sorted (the registry is full: importing this
+    module imports its package first, and the package's __init__ imports every experiment)."""
     return sorted(EXPERIMENTS)
-
-
-def _load_all() -> None:
-    # Importing the package registers every experiment module (see __init__.py).
-    import cnnzoo.experiments  # noqa: F401
 
 
 def resolve_params(exp: Experiment, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +274,7 @@ def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
         **overrides: preset parameters to change, e.g. epochs=3.
     """
     exp = get_experiment(name)
+    name = exp.name  # an old alias runs, and is recorded, under the registered name
     params = resolve_params(exp, preset, overrides)
     out_dir = Path(out) if out is not None else Path("experiments") / f"{name}-{preset}"
     if out_dir.exists() and not out_dir.is_dir():

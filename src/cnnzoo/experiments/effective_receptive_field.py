@@ -1,4 +1,4 @@
-"""Experiment `receptive-field`: effective vs theoretical receptive fields.
+"""Experiment `effective-receptive-field`: effective vs theoretical receptive fields.
 
 Luo, Li, Urtasun, Zemel 2016, "Understanding the Effective Receptive Field in Deep
 Convolutional Neural Networks", NIPS 2016, arXiv:1701.04128 (https://arxiv.org/abs/1701.04128).
@@ -304,7 +304,7 @@ def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int
 
 
 @experiment(
-    "receptive-field",
+    "effective-receptive-field",
     title="Effective receptive fields: Gaussian, smaller than the theoretical field",
     paper="Luo et al. 2016, Understanding the Effective Receptive Field in Deep Convolutional "
           "Neural Networks, arXiv:1701.04128",
@@ -312,6 +312,7 @@ def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int
           "smaller than the theoretical one and grows like sqrt(depth); training and deformable "
           "offsets change it.",
     presets=PRESETS,
+    aliases=("receptive-field",),  # the old name (before issue 16): `cnnzoo experiment` takes it
 )
 def run(ctx: Context) -> Finding:
     from cnnzoo import receptive_field

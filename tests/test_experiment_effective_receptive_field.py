@@ -1,4 +1,4 @@
-"""Experiment `receptive-field`: the tiny preset end to end, and the heatmap statistics."""
+"""Experiment `effective-receptive-field`: the tiny preset end to end, and the heatmap stats."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnzoo.experiments import run_experiment
-from cnnzoo.experiments.receptive_field import (
+from cnnzoo.experiments.effective_receptive_field import (
     CHANGE,
     build,
     calibrate_bn,
@@ -32,7 +32,7 @@ def gaussian(shape, centre, sy, sx):
 
 
 def test_tiny_preset_writes_consistent_results(tmp_path):
-    result = run_experiment("receptive-field", "tiny", data="synthetic:1x28x28:10:400",
+    result = run_experiment("effective-receptive-field", "tiny", data="synthetic:1x28x28:10:400",
                             out=tmp_path, quiet=True)
     saved = json.loads((tmp_path / "results.json").read_text())
     for name in ("erf_heatmaps.png", "erf_by_depth.png", "erf_radius.png"):
@@ -148,7 +148,7 @@ def test_change_verdict_thresholds():
 
 
 def test_gaussian_test_discounts_pixel_noise():
-    from cnnzoo.experiments.receptive_field import gaussian_like, heatmap_stats
+    from cnnzoo.experiments.effective_receptive_field import gaussian_like, heatmap_stats
 
     g = torch.Generator().manual_seed(0)
     noise = -torch.log(torch.rand(4, 61, 61, generator=g))  # multiplicative, mean 1, sd 1
@@ -166,7 +166,7 @@ def test_gaussian_test_discounts_pixel_noise():
 
 
 def test_edge_mass_flags_a_field_cut_by_the_canvas():
-    from cnnzoo.experiments.receptive_field import EDGE, heatmap_stats
+    from cnnzoo.experiments.effective_receptive_field import EDGE, heatmap_stats
 
     inside = torch.tensor(gaussian((41, 41), (20, 20), 3.0, 3.0), dtype=torch.float32)
     assert heatmap_stats(inside[None], (20, 20), 41, 1, 0)["edge_mass"] < 1e-6
