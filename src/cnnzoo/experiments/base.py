@@ -1,10 +1,10 @@
 """The experiment framework: a registry of claims, and the run that turns one into files.
 
-An experiment is a function `fn(ctx: Context) -> Finding` registered with `@experiment`, with
-named presets (`tiny` for the plumbing test, `quick` for < 10 minutes on 2 CPU cores, `full`
-for the paper's settings as far as a CPU allows). `run_experiment` resolves the preset and the
-user's overrides, seeds everything, calls the function and writes, atomically, into the
-output directory:
+An experiment is a module whose entry point `run(ctx: Context) -> Finding` is registered
+with `@experiment`, with named presets (`tiny` for the plumbing test, `quick` for < 10 minutes
+on 2 CPU cores, `full` for the paper's settings as far as a CPU allows). `run_experiment`
+resolves the preset and the user's overrides, seeds everything, calls `run` and writes,
+atomically, into the output directory:
 
     results.json   the measured numbers (`Finding.measured`), the verdict, the parameters,
                    the data, the seed, the environment (CPU, threads, torch) and the run time
@@ -17,6 +17,7 @@ that it is one of `VERDICTS`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import cnnzoo
 from cnnzoo.fileio import atomic_write, atomic_write_text, cpu_name
 
 # "supported": the numbers show the claimed effect; "not supported": they contradict it;
@@ -159,21 +161,31 @@ class Context:
 
     def save_plot(self, fig: Any, filename: str, *, dpi: int = 110) -> Path:
         """Write a matplotlib figure as PNG (atomically) and close it."""
-        import io
-
-        import matplotlib.pyplot as plt
-
         if not filename.endswith(".png"):
             raise ValueError(f"save_plot: expected a .png file name, got {filename!r}")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
+        pyplot().close(fig)
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / filename
         atomic_write(path, lambda f: f.write(buf.getvalue()))
         if filename not in self.plots:
             self.plots.append(filename)
         return path
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, for the experiments' plots.
+
+    Imported here, lazily, on purpose: matplotlib takes about a second to import, and
+    registering or listing the experiments (every CLI start) must not pay for it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @dataclass
@@ -238,8 +250,6 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 def environment() -> dict[str, Any]:
     """Where the numbers were measured: CPU, threads, versions."""
-    import cnnzoo
-
     return {
         "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),

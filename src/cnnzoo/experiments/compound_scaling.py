@@ -69,9 +69,10 @@ import torch
 from torch import nn
 
 from cnnzoo.data.augment import resize
-from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.models.efficientnet import ALPHA, BETA, GAMMA, CompoundScaling, EfficientNet, MBConv
+from cnnzoo.profile import profile
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"base_width": 0.25, "base_depth": 0.2, "base_resolution": 16, "phis": [1.0, 2.0],
@@ -254,7 +255,7 @@ class Trained:
           "accuracy for the MACs.",
     presets=PRESETS,
 )
-def compound_scaling_experiment(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     if not p["phis"] or any(b <= a for a, b in zip(p["phis"], p["phis"][1:], strict=False)) \
             or p["phis"][0] <= 0:
@@ -271,8 +272,6 @@ def compound_scaling_experiment(ctx: Context) -> Finding:
 
     def params_macs(s: CompoundScaling) -> tuple[int, int]:
         if s not in counts:
-            from cnnzoo.profile import profile
-
             report = profile(build(s, in_chans=in_chans, num_classes=classes),
                              (1, in_chans, s.resolution, s.resolution))
             counts[s] = report.params, report.macs
@@ -457,10 +456,7 @@ COLORS = {"width": "tab:blue", "depth": "tab:green", "resolution": "tab:purple",
 
 
 def _plot_curves(ctx: Context, curve: dict[str, list[Trained]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for m in METHODS:
@@ -490,10 +486,7 @@ def _plot_curves(ctx: Context, curve: dict[str, list[Trained]]) -> None:
 
 
 def _plot_dimensions(ctx: Context, curve: dict[str, list[Trained]], base: Trained) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
     for ax, m in zip(axes, ("width", "depth", "resolution"), strict=True):

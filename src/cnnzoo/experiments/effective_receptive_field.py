@@ -72,10 +72,11 @@ import torch
 from torch import nn
 
 from cnnzoo.data import normalize
-from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import fit, load_splits, mean_std, pct
 from cnnzoo.experiments.deformable import make_deformable
 from cnnzoo.models.resnet_cifar import CifarResNet
+from cnnzoo.profile.receptive_field import receptive_field
 
 FAMILIES = ("plain", "residual", "deformable")
 MASS = 0.95
@@ -315,8 +316,6 @@ def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int
     aliases=("receptive-field",),  # the old name (before issue 16): `cnnzoo experiment` takes it
 )
 def run(ctx: Context) -> Finding:
-    from cnnzoo import receptive_field
-
     p = ctx.params
     if any(d not in p["depths"] for d in p["train_depths"]):
         raise ValueError(f"train_depths {p['train_depths']}: each must be one of depths "
@@ -503,14 +502,13 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
 
 
 def _draw(ax, heat: np.ndarray, t: dict[str, Any], r95: float, title: str) -> None:
-    import matplotlib.patches as patches
-
+    plt = pyplot()
     ax.imshow(heat / heat.max(), cmap="inferno", vmin=0, vmax=1)
     cy, cx = t["centre"]
     half = (t["rf"] - 1) / 2
-    ax.add_patch(patches.Rectangle((cx - half - 0.5, cy - half - 0.5), t["rf"], t["rf"],
-                                   fill=False, ec="cyan", lw=1, ls="--"))
-    ax.add_patch(patches.Circle((cx, cy), r95, fill=False, ec="lime", lw=1))
+    ax.add_patch(plt.Rectangle((cx - half - 0.5, cy - half - 0.5), t["rf"], t["rf"],
+                               fill=False, ec="cyan", lw=1, ls="--"))
+    ax.add_patch(plt.Circle((cx, cy), r95, fill=False, ec="lime", lw=1))
     ax.set_xlim(-0.5, heat.shape[1] - 0.5)
     ax.set_ylim(heat.shape[0] - 0.5, -0.5)
     ax.set_xticks([])
@@ -519,7 +517,7 @@ def _draw(ax, heat: np.ndarray, t: dict[str, Any], r95: float, title: str) -> No
 
 
 def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [(f, d) for d in p["train_depths"] for f in FAMILIES]
     fig, axes = plt.subplots(len(rows), 2, figsize=(5, 2.5 * len(rows)), squeeze=False)
@@ -535,7 +533,7 @@ def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
 
 
 def _plot_depth_row(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fams = ("plain", "residual")
     fig, axes = plt.subplots(len(fams), len(p["depths"]), squeeze=False,
@@ -552,7 +550,7 @@ def _plot_depth_row(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
 
 
 def _plot_radius(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     depths = p["depths"]

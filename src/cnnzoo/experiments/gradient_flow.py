@@ -67,8 +67,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import fit, load_splits, normalized_batch
+from cnnzoo.models.resnet_cifar import CifarResNet
 
 VANISH = 0.01  # T below this: the gradient vanishes with depth
 HEALTHY = 0.1  # T at or above this: it does not
@@ -151,8 +152,6 @@ def vanish_verdict(trend: float) -> str:
 
 def build_net(depth: int, shortcut: bool, bn: bool, init: str, width: int, in_chans: int,
               num_classes: int) -> nn.Module:
-    from cnnzoo.models.resnet_cifar import CifarResNet
-
     model = CifarResNet(depth, shortcut=shortcut, base_width=width, in_chans=in_chans,
                         num_classes=num_classes,
                         norm_layer=nn.BatchNorm2d if bn else nn.Identity)
@@ -227,7 +226,7 @@ def log_linear_fit(values: list[float]) -> tuple[float, float]:
           "initialisation keeps the signal scale in ReLU nets.",
     presets=PRESETS,
 )
-def gradient_flow(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     depths = p["depths"]
     if (not isinstance(depths, list) or len(depths) < 2
@@ -396,19 +395,10 @@ def gradient_flow(ctx: Context) -> Finding:
     return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_profiles(ctx: Context, profiles: dict, depths: list[int], kind: str, filename: str,
                   what: str) -> None:
     """Rows: settings; columns: plain / residual; one line per depth (first seed), log y."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(SETTINGS), 2, figsize=(8.5, 2.1 * len(SETTINGS)))
     for row, (setting, (label, *_rest)) in enumerate(SETTINGS.items()):
         for col, family in enumerate(("plain", "residual")):
@@ -431,7 +421,7 @@ def plot_profiles(ctx: Context, profiles: dict, depths: list[int], kind: str, fi
 
 def plot_trends(ctx: Context, summary: dict, depths: list[int]) -> None:
     """First / last attenuation against depth, per setting and family, for both measures."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, kind, title in ((axes[0], "output_grad", "backpropagated gradient"),
                             (axes[1], "weight_grad", "weight gradient")):
@@ -455,7 +445,7 @@ def plot_trends(ctx: Context, summary: dict, depths: list[int]) -> None:
 def plot_activations(ctx: Context, stacks: dict[str, list[list[float]]], act: dict,
                      depth: int, width: int) -> None:
     """Conv-output std per layer (geometric mean over draws) with the padded theory."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     layers = list(range(1, depth + 1))
     for k, init in enumerate(INITS):

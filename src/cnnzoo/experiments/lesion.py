@@ -69,7 +69,7 @@ from cnnzoo.experiments._veit import (
     residual_blocks,
     train_cifar_net,
 )
-from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, load_splits, mean_std
 from cnnzoo.models.resnet_cifar import CifarResNet
 
@@ -245,10 +245,7 @@ def _claims(s: dict[str, Any], trained: bool) -> dict[str, str]:
 
 def _plots(ctx: Context, s: dict[str, Any], names: list[str], downsampling: list[bool],
            chance: float, depth: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     colors = {"resnet": "tab:blue", "plain": "tab:red"}
     labels = {"resnet": f"ResNet-{depth}", "plain": f"plain-{depth}"}
@@ -301,7 +298,7 @@ def _plots(ctx: Context, s: dict[str, Any], names: list[str], downsampling: list
           "deleting one layer of a plain net collapses it; more deletions degrade smoothly.",
     presets=PRESETS,
 )
-def lesion(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     if p["seeds"] < 1 or p["draws"] < 1:
         raise ValueError(f"lesion: expected seeds >= 1 and draws >= 1, got seeds={p['seeds']}, "

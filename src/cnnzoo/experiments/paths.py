@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnzoo.experiments._veit import BlockParts, block_parts, residual_blocks, train_cifar_net
-from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import load_splits, mean_std, normalized_batch
 from cnnzoo.models.resnet_cifar import CifarResNet
 
@@ -246,10 +246,7 @@ def _paths_one(ctx: Context, splits: Any, seed: int) -> dict[str, Any]:
 
 
 def _plots(ctx: Context, n: int, counts: list[int], s: dict[str, Any], seeds: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ks = list(range(n + 1))
     fractions = [c / 2**n for c in counts]
@@ -297,7 +294,7 @@ def _plots(ctx: Context, n: int, counts: list[int], s: dict[str, Any], seeds: in
           "ResNet most of the gradient comes from paths much shorter than n/2.",
     presets=PRESETS,
 )
-def paths(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     for key in ("seeds", "samples", "batches", "grad_batch"):
         if p[key] < 1:

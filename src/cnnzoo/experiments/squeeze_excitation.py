@@ -62,11 +62,12 @@ import torch
 from torch import nn
 
 from cnnzoo.data import ImageDataset, normalize
-from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.layers import SqueezeExcite
 from cnnzoo.models.resnet import BasicBlock, init_he
 from cnnzoo.models.resnet_cifar import CifarResNet
+from cnnzoo.profile import profile
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"depth": 8, "width": 4, "reduction": 4, "train_size": 200, "val_size": 100,
@@ -199,8 +200,6 @@ class Trained:
 
 def count(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
     """Parameters and MACs of one image of `shape` (C, H, W), from cnnzoo.profile."""
-    from cnnzoo.profile import profile
-
     report = profile(model, (1, *shape))
     return report.params, report.macs
 
@@ -213,7 +212,7 @@ def count(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
           "are class-agnostic early and class-specific deeper in the network.",
     presets=PRESETS,
 )
-def squeeze_excitation(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     if p["depth"] < 8 or (p["depth"] - 2) % 6:
         raise ValueError(f"depth: expected 6n + 2 with n >= 1 (8, 14, 20, ...), got {p['depth']}")
@@ -435,8 +434,6 @@ def _spearman(x: list[float], y: list[float]) -> float:
 
 def _imagenet_counts() -> dict[str, Any]:
     """Parameters and MACs of the zoo's ResNet-50 and SE-ResNet-50 at 224x224 (meta device)."""
-    from cnnzoo.profile import profile
-
     a = profile("resnet50", (1, 3, 224, 224))
     b = profile("se_resnet50", (1, 3, 224, 224))
     return {"resnet50_params": a.params, "se_resnet50_params": b.params,
@@ -446,10 +443,7 @@ def _imagenet_counts() -> dict[str, Any]:
 
 def _plot_cost(ctx: Context, names: dict[bool, str], params: dict[bool, int],
                macs: dict[bool, int], acc: dict[bool, list[float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [names[False], names[True]]
     colors = ["tab:gray", "tab:orange"]
@@ -485,10 +479,7 @@ def _plot_cost(ctx: Context, names: dict[bool, str], params: dict[bool, int],
 
 def _plot_fig6(ctx: Context, means: dict[str, torch.Tensor], chosen: list[str],
                classes: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 3.5), squeeze=False)
     cmap = plt.get_cmap("tab10")
@@ -513,10 +504,7 @@ def _plot_fig6(ctx: Context, means: dict[str, torch.Tensor], chosen: list[str],
 def _plot_specificity(ctx: Context, blocks: list[str], spec: dict[str, float],
                       chance: dict[str, float], spread: dict[str, float],
                       level: dict[str, float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = np.arange(len(blocks))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
