@@ -11,11 +11,8 @@ import torch
 from torch import nn
 
 from cnnzoo.experiments import run_experiment
-from cnnzoo.experiments.effective_receptive_field import (
-    CHANGE,
-    build,
+from cnnzoo.experiments._erf_maps import (
     calibrate_bn,
-    change_verdict,
     erf_heatmaps,
     fit_gaussian,
     fit_square,
@@ -24,6 +21,7 @@ from cnnzoo.experiments.effective_receptive_field import (
     power_fit,
     sqrt_fit,
 )
+from cnnzoo.experiments.effective_receptive_field import CHANGE, build, change_verdict
 
 
 def gaussian(shape, centre, sy, sx):
