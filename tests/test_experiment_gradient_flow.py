@@ -11,19 +11,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments._gradients import (
+    activation_stds,
+    attenuation,
+    depth_trend,
+    gradient_profile,
+    log_linear_fit,
+    valid_tap_fraction,
+)
 from cnnzoo.experiments.base import combine_verdicts
 from cnnzoo.experiments.gradient_flow import (
     HE_TOLERANCE,
     HEALTHY,
     SETTINGS,
     THEORY,
-    activation_stds,
-    attenuation,
     build_net,
-    depth_trend,
-    gradient_profile,
-    log_linear_fit,
-    valid_tap_fraction,
     vanish_verdict,
 )
 
