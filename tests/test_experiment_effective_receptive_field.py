@@ -146,7 +146,8 @@ def test_change_verdict_thresholds():
 
 
 def test_gaussian_test_discounts_pixel_noise():
-    from cnnzoo.experiments.effective_receptive_field import gaussian_like, heatmap_stats
+    from cnnzoo.experiments._erf_maps import heatmap_stats
+    from cnnzoo.experiments.effective_receptive_field import gaussian_like
 
     g = torch.Generator().manual_seed(0)
     noise = -torch.log(torch.rand(4, 61, 61, generator=g))  # multiplicative, mean 1, sd 1
@@ -164,7 +165,7 @@ def test_gaussian_test_discounts_pixel_noise():
 
 
 def test_edge_mass_flags_a_field_cut_by_the_canvas():
-    from cnnzoo.experiments.effective_receptive_field import EDGE, heatmap_stats
+    from cnnzoo.experiments._erf_maps import EDGE, heatmap_stats
 
     inside = torch.tensor(gaussian((41, 41), (20, 20), 3.0, 3.0), dtype=torch.float32)
     assert heatmap_stats(inside[None], (20, 20), 41, 1, 0)["edge_mass"] < 1e-6

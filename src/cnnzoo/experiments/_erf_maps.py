@@ -5,12 +5,16 @@ a centre unit (Luo et al. 2016), and the radii and shape fits that summarise one
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from cnnzoo.experiments.common import mean_std
+
 MASS = 0.95  # r95: the radius of the disc that holds this share of a heatmap's mass
+EDGE = 2  # px: gradient mass this close to the canvas border means the field is cut off
 
 
 def mosaic(images: torch.Tensor, count: int, side: int, generator: torch.Generator
@@ -142,3 +146,30 @@ def power_fit(x: list[float], y: list[float]) -> dict[str, float]:
     sst = ((ly - ly.mean()) ** 2).sum()
     return {"exponent": float(a), "coef": float(np.exp(b)),
             "r2": float(1 - (resid**2).sum() / sst) if sst > 0 else 1.0}
+
+
+def heatmap_stats(maps: torch.Tensor, centre: tuple[float, float], rf_side: float,
+                  bootstrap: int, seed: int) -> dict[str, Any]:
+    """Every number of one net's ERF, from its per-image heatmaps (N, H, W)."""
+    per_image = maps.double().numpy()
+    total = per_image.mean(0).sum()
+    heat = per_image.mean(0) / total
+    # summed variance of the mean heatmap's pixels (same normalisation): the pixel noise
+    noise = float(per_image.var(0, ddof=1).sum() / len(per_image) / total**2) \
+        if len(per_image) > 1 else 0.0
+    rng = np.random.default_rng(seed)
+    boots = [mass_radius(per_image[rng.integers(0, len(per_image), len(per_image))].mean(0),
+                         centre) for _ in range(bootstrap)]
+    r95 = mass_radius(heat, centre)
+    radii = [second_moment_radius(m, centre) for m in per_image if m.sum() > 0]
+    m, s = mean_std(radii)
+    border = np.ones_like(heat, dtype=bool)
+    border[EDGE:-EDGE, EDGE:-EDGE] = False
+    return {
+        "r95": r95, "r95_se": float(np.std(boots, ddof=1)) if bootstrap > 1 else 0.0,
+        # mass at the canvas border: the field reaches past the input, r95 is a lower bound
+        "edge_mass": float(heat[border].sum()),
+        "r50": mass_radius(heat, centre, 0.5), "ratio": 2 * r95 / rf_side,
+        "gauss": fit_gaussian(heat, centre, noise), "square": fit_square(heat, centre, noise),
+        "per_image_radius_cv": s / m if m > 0 else math.nan, "heat": heat,
+    }

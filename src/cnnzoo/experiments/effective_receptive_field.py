@@ -65,6 +65,7 @@ at depths 8, 20, 32 on 20,000 images x 8 epochs).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,18 +73,16 @@ import torch
 
 from cnnzoo.data import normalize
 from cnnzoo.experiments._erf_maps import (
+    EDGE,
     calibrate_bn,
     erf_heatmaps,
-    fit_gaussian,
-    fit_square,
-    mass_radius,
+    heatmap_stats,
     mosaic,
     power_fit,
-    second_moment_radius,
     sqrt_fit,
 )
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
-from cnnzoo.experiments.common import fit, load_splits, mean_std, pct
+from cnnzoo.experiments.common import Splits, fit, load_splits, mean_std, pct
 from cnnzoo.experiments.deformable import make_deformable
 from cnnzoo.models.resnet_cifar import CifarResNet
 from cnnzoo.profile.receptive_field import receptive_field
@@ -95,7 +94,6 @@ GROWTH = 1.2  # r95 at the deepest depth / at the shallowest
 EXPONENT = (0.3, 0.7)  # sqrt(depth) growth: the power-fit exponent lies here
 CHANGE = 0.10  # relative change of r95 that counts as a change...
 Z = 3.0  # ...when it is also this many standard errors
-EDGE = 2  # px: gradient mass this close to the canvas border means the field is cut off
 
 PRESETS = {
     "tiny": dict(depths=[8, 14], train_depths=[8], width=4, deform_layers=2, seeds=2,
@@ -110,73 +108,7 @@ PRESETS = {
 }
 
 
-# ---- heatmap statistics -------------------------------------------------------------------
-
-
-def heatmap_stats(maps: torch.Tensor, centre: tuple[float, float], rf_side: float,
-                  bootstrap: int, seed: int) -> dict[str, Any]:
-    """Every number of one net's ERF, from its per-image heatmaps (N, H, W)."""
-    per_image = maps.double().numpy()
-    total = per_image.mean(0).sum()
-    heat = per_image.mean(0) / total
-    # summed variance of the mean heatmap's pixels (same normalisation): the pixel noise
-    noise = float(per_image.var(0, ddof=1).sum() / len(per_image) / total**2) \
-        if len(per_image) > 1 else 0.0
-    rng = np.random.default_rng(seed)
-    boots = [mass_radius(per_image[rng.integers(0, len(per_image), len(per_image))].mean(0),
-                         centre) for _ in range(bootstrap)]
-    r95 = mass_radius(heat, centre)
-    radii = [second_moment_radius(m, centre) for m in per_image if m.sum() > 0]
-    m, s = mean_std(radii)
-    border = np.ones_like(heat, dtype=bool)
-    border[EDGE:-EDGE, EDGE:-EDGE] = False
-    return {
-        "r95": r95, "r95_se": float(np.std(boots, ddof=1)) if bootstrap > 1 else 0.0,
-        # mass at the canvas border: the field reaches past the input, r95 is a lower bound
-        "edge_mass": float(heat[border].sum()),
-        "r50": mass_radius(heat, centre, 0.5), "ratio": 2 * r95 / rf_side,
-        "gauss": fit_gaussian(heat, centre, noise), "square": fit_square(heat, centre, noise),
-        "per_image_radius_cv": s / m if m > 0 else math.nan, "heat": heat,
-    }
-
-
-def gaussian_like(stats: dict[str, Any]) -> bool:
-    g, sq = stats["gauss"]["r2"], stats["square"]["r2"]
-    return math.isfinite(g) and g >= GAUSS_R2 and not g <= sq
-
-
-# ---- verdict helpers ----------------------------------------------------------------------
-
-
-def change_verdict(a: list[dict], b: list[dict]) -> tuple[str, float, float]:
-    """Is r95 of b (one stats dict per seed) different from a's? -> (verdict, relative change,
-    z). SE: the spread over seeds plus the bootstrap SE; one seed cannot be supported."""
-    ra, rb = [s["r95"] for s in a], [s["r95"] for s in b]
-    ma, sa = mean_std(ra)
-    mb, sb = mean_std(rb)
-    boot = sum(s["r95_se"] ** 2 for s in a) / len(a) ** 2 + sum(
-        s["r95_se"] ** 2 for s in b) / len(b) ** 2
-    se = math.sqrt(sa**2 / len(ra) + sb**2 / len(rb) + boot)
-    rel = (mb - ma) / ma
-    z = abs(mb - ma) / se if se > 0 else math.inf
-    if abs(rel) < CHANGE:
-        return "not supported", rel, z
-    if z >= Z and min(len(ra), len(rb)) > 1:
-        return "supported", rel, z
-    return "inconclusive", rel, z
-
-
-# ---- the experiment -----------------------------------------------------------------------
-
-
-def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int,
-          num_classes: int, seed: int) -> CifarResNet:
-    torch.manual_seed(seed)
-    model = CifarResNet(depth, base_width=width, in_chans=in_chans, num_classes=num_classes,
-                        shortcut=family != "plain")
-    if family == "deformable":
-        make_deformable(model, deform_layers)
-    return model
+# ---- the experiment: measure, verdict, finding, plots ------------------------------------
 
 
 @experiment(
@@ -196,12 +128,59 @@ def run(ctx: Context) -> Finding:
         raise ValueError(f"train_depths {p['train_depths']}: each must be one of depths "
                          f"{p['depths']}")
     splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"])
-    side = p["erf_size"]
-    c = splits.in_chans
     g = torch.Generator().manual_seed(ctx.seed + 7)
-    canvases = mosaic(splits.test.images, p["erf_images"], side, g)
+    canvases = mosaic(splits.test.images, p["erf_images"], p["erf_size"], g)
     x = normalize(canvases.float(), splits.train.mean, splits.train.std)
 
+    m = measure(ctx, splits, x)
+    v = judge(p, m)
+    result = finding(ctx, m, v)
+    _plot_heatmaps(ctx, p, m.theory, m.stats)
+    _plot_depth_row(ctx, p, m.theory, m.stats)
+    _plot_radius(ctx, p, m.theory, m.stats)
+    return result
+
+
+# ---- measure ------------------------------------------------------------------------------
+
+
+def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int,
+          num_classes: int, seed: int) -> CifarResNet:
+    torch.manual_seed(seed)
+    model = CifarResNet(depth, base_width=width, in_chans=in_chans, num_classes=num_classes,
+                        shortcut=family != "plain")
+    if family == "deformable":
+        make_deformable(model, deform_layers)
+    return model
+
+
+def gaussian_like(stats: dict[str, Any]) -> bool:
+    g, sq = stats["gauss"]["r2"], stats["square"]["r2"]
+    return math.isfinite(g) and g >= GAUSS_R2 and not g <= sq
+
+
+@dataclass
+class Erfs:
+    """What `measure` found.
+
+    Attributes:
+        theory: depth -> the theoretical field: rf and jump (px), the centre unit's centre in
+            the input (px), input_dependent, clipped (the field is wider than the input).
+        stats: state ("init", "trained") -> family -> depth -> `heatmap_stats` per seed.
+        accs: family -> train depth -> validation accuracy per seed after training.
+    """
+
+    theory: dict[int, dict[str, Any]]
+    stats: dict[str, dict[str, dict[int, list[dict[str, Any]]]]]
+    accs: dict[str, dict[int, list[float]]]
+
+
+def measure(ctx: Context, splits: Splits, x: torch.Tensor) -> Erfs:
+    """Theoretical fields per depth, then the ERF of every family, depth and seed at init and,
+    at the train depths, after training."""
+    p = ctx.params
+    side = p["erf_size"]
+    c = splits.in_chans
     theory: dict[int, dict[str, Any]] = {}
     for depth in p["depths"]:
         f = receptive_field(build("residual", depth, p["width"], p["deform_layers"], c, 10,
@@ -246,20 +225,52 @@ def run(ctx: Context) -> Finding:
             ctx.log(f"seed {seed} {family}: init r95 " + ", ".join(
                 f"{d}: {runs[-1]['r95']:.1f}" for d, runs in stats["init"][family].items()))
 
-    finding = judge(ctx, p, theory, stats, accs)
-    _plot_heatmaps(ctx, p, theory, stats)
-    _plot_depth_row(ctx, p, theory, stats)
-    _plot_radius(ctx, p, theory, stats)
-    return finding
+    return Erfs(theory, stats, accs)
 
 
-def mean_of(runs: list[dict], key: str) -> float:
-    return mean_std([r[key] for r in runs])[0]
+# ---- verdict ------------------------------------------------------------------------------
 
 
-def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict) -> Finding:
+def change_verdict(a: list[dict], b: list[dict]) -> tuple[str, float, float]:
+    """Is r95 of b (one stats dict per seed) different from a's? -> (verdict, relative change,
+    z). SE: the spread over seeds plus the bootstrap SE; one seed cannot be supported."""
+    ra, rb = [s["r95"] for s in a], [s["r95"] for s in b]
+    ma, sa = mean_std(ra)
+    mb, sb = mean_std(rb)
+    boot = sum(s["r95_se"] ** 2 for s in a) / len(a) ** 2 + sum(
+        s["r95_se"] ** 2 for s in b) / len(b) ** 2
+    se = math.sqrt(sa**2 / len(ra) + sb**2 / len(rb) + boot)
+    rel = (mb - ma) / ma
+    z = abs(mb - ma) / se if se > 0 else math.inf
+    if abs(rel) < CHANGE:
+        return "not supported", rel, z
+    if z >= Z and min(len(ra), len(rb)) > 1:
+        return "supported", rel, z
+    return "inconclusive", rel, z
+
+
+@dataclass
+class Verdicts:
+    """What `judge` concluded: the claims, and the numbers behind them.
+
+    Attributes:
+        claims: claim -> verdict.
+        per: family (plain, residual) -> grows, smaller, and the power/sqrt fits of r95.
+        gauss_share: the share of all heatmaps that are Gaussian-like.
+        training, deform: case -> (verdict, relative change, z) of `change_verdict`.
+    """
+
+    claims: dict[str, str]
+    per: dict[str, dict[str, Any]]
+    gauss_share: float
+    training: dict[str, tuple[str, float, float]]
+    deform: dict[str, tuple[str, float, float]]
+
+
+def judge(p: dict[str, Any], m: Erfs) -> Verdicts:
+    """Every claim's verdict, by the module docstring's rules."""
     depths = p["depths"]
-    lo, hi = depths[0], depths[-1]
+    theory, stats = m.theory, m.stats
     init = stats["init"]
     claims: dict[str, str] = {}
     per: dict[str, dict[str, Any]] = {}
@@ -299,7 +310,25 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
               for d in p["train_depths"]}
     claims["deformable offsets change the ERF (trained)"] = combine_verdicts(
         [v for v, _, _ in deform.values()])
-    verdict = combine_verdicts(claims.values())
+    return Verdicts(claims, per, gauss_share, training, deform)
+
+
+# ---- finding ------------------------------------------------------------------------------
+
+
+def mean_of(runs: list[dict], key: str) -> float:
+    return mean_std([r[key] for r in runs])[0]
+
+
+def finding(ctx: Context, m: Erfs, v: Verdicts) -> Finding:
+    """results.json's numbers and finding.md's text."""
+    p, theory, stats, accs = ctx.params, m.theory, m.stats, m.accs
+    claims, per, gauss_share, training, deform = (v.claims, v.per, v.gauss_share, v.training,
+                                                  v.deform)
+    depths = p["depths"]
+    lo, hi = depths[0], depths[-1]
+    init = stats["init"]
+    rfs = [theory[d]["rf"] for d in depths]
 
     def cell(runs: list[dict]) -> dict[str, Any]:
         out = {k: mean_std([r[k] for r in runs]) for k in ("r95", "r50", "ratio",
@@ -366,7 +395,7 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
                        f"canvas border for {', '.join(cut)}: the field reaches past the input, "
                        "so its r95 is a lower bound")
     return Finding(
-        verdict, summary, measured, claims=claims, details=details,
+        combine_verdicts(claims.values()), summary, measured, claims=claims, details=details,
         paper=("Luo et al. show the ERF is Gaussian, grows as O(sqrt(n)) with n layers while "
                "the theoretical RF grows as O(n), so the ERF occupies a fraction shrinking as "
                "O(1/sqrt(n)); and that it grows during training (CIFAR-10 and CamVid). "
@@ -393,7 +422,6 @@ def _draw(ax, heat: np.ndarray, t: dict[str, Any], r95: float, title: str) -> No
 
 def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
     plt = pyplot()
-
     rows = [(f, d) for d in p["train_depths"] for f in FAMILIES]
     fig, axes = plt.subplots(len(rows), 2, figsize=(5, 2.5 * len(rows)), squeeze=False)
     for k, (f, d) in enumerate(rows):
@@ -409,7 +437,6 @@ def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
 
 def _plot_depth_row(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
     plt = pyplot()
-
     fams = ("plain", "residual")
     fig, axes = plt.subplots(len(fams), len(p["depths"]), squeeze=False,
                              figsize=(2.2 * len(p["depths"]), 2.4 * len(fams)))
@@ -426,7 +453,6 @@ def _plot_depth_row(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
 
 def _plot_radius(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
     plt = pyplot()
-
     fig, ax = plt.subplots(figsize=(6, 4))
     depths = p["depths"]
     grid = np.linspace(min(depths), max(depths), 100)
