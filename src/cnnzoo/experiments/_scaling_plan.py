@@ -8,7 +8,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cnnzoo.models.efficientnet import ALPHA, BETA, GAMMA, CompoundScaling
+from torch import nn
+
+from cnnzoo.models.efficientnet import ALPHA, BETA, GAMMA, CompoundScaling, EfficientNet, MBConv
 
 GRID_STEP = 2 ** (1 / 8)  # width and depth multipliers are searched on this geometric grid
 MAX_FACTOR = 16.0  # the largest width or depth multiplier (or resolution ratio) searched
@@ -100,3 +102,18 @@ def plan(base: CompoundScaling, phis: Sequence[float],
             factor = match(base, method, target, macs_of)
             variants.append(Variant(method, step, single(base, method, factor), factor))
     return variants
+
+
+def build(scaling: CompoundScaling, *, in_chans: int, num_classes: int) -> EfficientNet:
+    """The B0-layout network at `scaling` (B0's stride-2 stem; no dropout, no drop path).
+
+    The last norm of every residual MBConv starts at zero (Goyal et al. 2017,
+    arXiv:1706.02677), so each block starts as the identity: with a few hundred SGD steps,
+    a deep variant would otherwise lose to its own harder start rather than to its shape.
+    """
+    model = EfficientNet(scaling, drop_rate=0.0, drop_path_rate=0.0, num_classes=num_classes,
+                         in_chans=in_chans)
+    for block in model.modules():
+        if isinstance(block, MBConv) and block.use_residual:
+            nn.init.zeros_(block.project[1].weight)  # project = conv, norm (no activation)
+    return model
