@@ -104,3 +104,13 @@ def spearman(x: list[float], y: list[float]) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return 0.0
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def fig6_blocks(blocks: list[str]) -> list[str]:
+    """The last block of the first stage, of the middle stage and of the last stage."""
+    last_of = {}
+    for b in blocks:
+        last_of[stage_of(b)] = b
+    stages = sorted(last_of)
+    return list(dict.fromkeys([last_of[stages[0]], last_of[stages[len(stages) // 2]],
+                               last_of[stages[-1]]]))

@@ -64,6 +64,7 @@ from cnnzoo.experiments._se_gates import (
     class_means,
     class_specificity,
     collect_gates,
+    fig6_blocks,
     se_blocks,
     shuffled_specificity,
     spearman,
@@ -130,6 +131,19 @@ class Trained:
     rows: list[dict[str, Any]]
 
 
+@dataclass
+class Measured:
+    """Both networks' counts and trained runs, and the SE gates' statistics, per variant
+    (False: the plain ResNet, True: the SE-ResNet)."""
+
+    names: dict[bool, str]
+    params: dict[bool, int]
+    macs: dict[bool, int]
+    runs: dict[bool, list[Trained]]
+    gate_stats: list[dict[str, Any]]  # per seed: block -> `_gate_stats`
+    fig6_means: dict[str, torch.Tensor]  # block -> class-mean gates (first seed)
+
+
 def count(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
     """Parameters and MACs of one image of `shape` (C, H, W), from cnnzoo.profile."""
     report = profile(model, (1, *shape))
@@ -184,7 +198,7 @@ def run(ctx: Context) -> Finding:
                     fig6_means = {name: class_means(g, splits.test.labels, splits.num_classes)
                                   for name, g in gates.items()}
 
-    return _finding(ctx, splits, names, params, macs, runs, gate_stats, fig6_means)
+    return _finding(ctx, splits, Measured(names, params, macs, runs, gate_stats, fig6_means))
 
 
 def _train(ctx: Context, model: nn.Module, splits: Splits,
@@ -213,10 +227,10 @@ def _gate_stats(gates: dict[str, torch.Tensor], labels: torch.Tensor,
     return out
 
 
-def _finding(ctx: Context, splits: Splits, names: dict[bool, str], params: dict[bool, int],
-             macs: dict[bool, int], runs: dict[bool, list[Trained]],
-             gate_stats: list[dict[str, Any]], fig6_means: dict[str, torch.Tensor]) -> Finding:
+def _finding(ctx: Context, splits: Splits, m: Measured) -> Finding:
     p = ctx.params
+    names, params, macs, runs = m.names, m.params, m.macs, m.runs
+    gate_stats, fig6_means = m.gate_stats, m.fig6_means
     extra_params = params[True] / params[False] - 1
     extra_macs = macs[True] / macs[False] - 1
     acc = {se: [r.test_acc for r in runs[se]] for se in runs}
@@ -318,13 +332,13 @@ def _finding(ctx: Context, splits: Splits, names: dict[bool, str], params: dict[
         "stage_specificity": {str(s): v for s, v in stage_spec.items()},
         "specificity_rise": rise,
         "specificity_spearman": rho,
-        "fig6_blocks": _fig6_blocks(blocks),
-        "fig6_class_mean_gates": {b: fig6_means[b].tolist() for b in _fig6_blocks(blocks)},
+        "fig6_blocks": fig6_blocks(blocks),
+        "fig6_class_mean_gates": {b: fig6_means[b].tolist() for b in fig6_blocks(blocks)},
         "classes": list(splits.test.classes),
         "imagenet_counts": imagenet,
     }
     _plot_cost(ctx, names, params, macs, acc)
-    _plot_fig6(ctx, fig6_means, _fig6_blocks(blocks), list(splits.test.classes))
+    _plot_fig6(ctx, fig6_means, fig6_blocks(blocks), list(splits.test.classes))
     _plot_specificity(ctx, blocks, spec, chance, spread, level)
     return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
 
@@ -335,16 +349,6 @@ def _pc(new: float, old: float) -> str:
 
 def _curve(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in ("train_loss", "train_acc", "val_acc")}
-
-
-def _fig6_blocks(blocks: list[str]) -> list[str]:
-    """The last block of the first stage, of the middle stage and of the last stage."""
-    last_of = {}
-    for b in blocks:
-        last_of[stage_of(b)] = b
-    stages = sorted(last_of)
-    return list(dict.fromkeys([last_of[stages[0]], last_of[stages[len(stages) // 2]],
-                               last_of[stages[-1]]]))
 
 
 def _imagenet_counts() -> dict[str, Any]:
@@ -359,7 +363,6 @@ def _imagenet_counts() -> dict[str, Any]:
 def _plot_cost(ctx: Context, names: dict[bool, str], params: dict[bool, int],
                macs: dict[bool, int], acc: dict[bool, list[float]]) -> None:
     plt = pyplot()
-
     labels = [names[False], names[True]]
     colors = ["tab:gray", "tab:orange"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
@@ -395,7 +398,6 @@ def _plot_cost(ctx: Context, names: dict[bool, str], params: dict[bool, int],
 def _plot_fig6(ctx: Context, means: dict[str, torch.Tensor], chosen: list[str],
                classes: list[str]) -> None:
     plt = pyplot()
-
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 3.5), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, name in zip(axes[0], chosen, strict=True):
@@ -420,7 +422,6 @@ def _plot_specificity(ctx: Context, blocks: list[str], spec: dict[str, float],
                       chance: dict[str, float], spread: dict[str, float],
                       level: dict[str, float]) -> None:
     plt = pyplot()
-
     x = np.arange(len(blocks))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ax = axes[0]
