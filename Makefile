@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 # Every experiment's quick preset (about 30 minutes on 2 CPU cores), then docs/experiments.md.
 EXPERIMENTS := degradation gradient-flow lesion paths inception dense-vs-residual \
-	squeeze-excitation compound-scaling deformable efficiency receptive-field
+	squeeze-excitation compound-scaling deformable efficiency effective-receptive-field
 experiments: $(STAMP)
 	set -e; for e in $(EXPERIMENTS); do \
 		$(BIN)/cnnzoo experiment $$e --preset quick --out docs/experiments/$$e; done

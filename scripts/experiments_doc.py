@@ -20,14 +20,15 @@ from cnnzoo.fileio import atomic_write_text
 
 # The issues' order: ResNet's claims first, then the later architectures, then the backbones.
 ORDER = ["degradation", "gradient-flow", "lesion", "paths", "inception", "dense-vs-residual",
-         "squeeze-excitation", "compound-scaling", "deformable", "efficiency", "receptive-field"]
+         "squeeze-excitation", "compound-scaling", "deformable", "efficiency",
+         "effective-receptive-field"]
 
 # The full presets were not run here; these are the estimates their modules' docstrings give
 # (from the quick runs' per-image costs, 2 CPU cores).
 FULL_ESTIMATE = {"degradation": "20-30 h", "gradient-flow": "~3 h", "lesion": "~12 h",
                  "paths": "~6 h", "inception": "~40 h", "dense-vs-residual": "~60 h",
                  "squeeze-excitation": "~4 h", "compound-scaling": "~6 h", "deformable": "~40 min",
-                 "efficiency": "~1 h", "receptive-field": "~40 min"}
+                 "efficiency": "~1 h", "effective-receptive-field": "~40 min"}
 
 INTRO = """# Experiments: the course's claims, measured
 

@@ -8,20 +8,10 @@ import math
 import pytest
 
 from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments._scaling_plan import GRID_STEP, compound, match, plan
 from cnnzoo.experiments.common import margin
-from cnnzoo.experiments.compound_scaling import (
-    ALPHA,
-    BETA,
-    GAMMA,
-    GRID_STEP,
-    MARGIN,
-    CompoundScaling,
-    compound,
-    gain_drop,
-    match,
-    plan,
-    three_way,
-)
+from cnnzoo.experiments.compound_scaling import MARGIN, gain_drop, three_way
+from cnnzoo.models.efficientnet import ALPHA, BETA, GAMMA, CompoundScaling
 
 
 def test_tiny_preset_writes_consistent_results(tmp_path):

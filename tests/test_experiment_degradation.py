@@ -68,8 +68,9 @@ def test_claim_rules():
     assert claim_verdicts(3.0, -5.0) == ("supported", "supported", "supported")
     assert claim_verdicts(-3.0, 2.5) == ("not supported", "not supported", "not supported")
     assert claim_verdicts(3.0, 2.5) == ("supported", "not supported", "mixed")
-    assert claim_verdicts(1.9, 1.0) == ("inconclusive", "supported", "inconclusive")
-    assert claim_verdicts(2.0, 2.0) == ("inconclusive", "supported", "inconclusive")
+    # issue 16's one rule, combine_verdicts (the overall was "inconclusive" under the old rule)
+    assert claim_verdicts(1.9, 1.0) == ("inconclusive", "supported", "mixed")
+    assert claim_verdicts(2.0, 2.0) == ("inconclusive", "supported", "mixed")
 
 
 @pytest.mark.parametrize("depths", [[56, 20], [20, 21], [20], [20, 56, 110], "20,56", [20, 20]])

@@ -9,17 +9,19 @@ import torch
 
 from cnnzoo.data import make_synthetic
 from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments._se_gates import (
+    class_means,
+    class_specificity,
+    collect_gates,
+    se_blocks,
+    shuffled_specificity,
+)
 from cnnzoo.experiments.squeeze_excitation import (
     MARGIN,
     MAX_EXTRA_MACS,
     MAX_EXTRA_PARAMS,
     SPECIFICITY_RISE,
     cifar_resnet,
-    class_means,
-    class_specificity,
-    collect_gates,
-    se_blocks,
-    shuffled_specificity,
 )
 
 

@@ -109,12 +109,19 @@ def test_every_claim_of_the_issues_is_an_experiment_with_three_presets():
 
     wanted = {"degradation", "gradient-flow", "lesion", "paths", "inception", "dense-vs-residual",
               "squeeze-excitation", "compound-scaling", "deformable", "efficiency",
-              "receptive-field"}
+              "effective-receptive-field"}
     assert wanted <= set(list_experiments())
     for name in wanted:
         exp = get_experiment(name)
         assert {"tiny", "quick", "full"} <= set(exp.presets)
         assert exp.paper and exp.claim and exp.title
+
+
+def test_the_old_name_receptive_field_still_finds_the_renamed_experiment():
+    from cnnzoo.experiments import get_experiment, list_experiments
+
+    assert get_experiment("receptive-field").name == "effective-receptive-field"
+    assert "receptive-field" not in list_experiments()
 
 
 def test_data_without_a_test_split_holds_one_out_of_training(tmp_path):

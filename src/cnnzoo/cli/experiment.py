@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+
+from cnnzoo.experiments import get_experiment, list_experiments, run_experiment
+from cnnzoo.experiments.base import resolve_params
 
 
 def _override(text: str) -> tuple[str, str]:
@@ -39,9 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnzoo.experiments import get_experiment, list_experiments, run_experiment
-    from cnnzoo.experiments.base import resolve_params
-
     if args.list or args.name is None:
         if args.name is None and not args.list:
             raise ValueError("give an experiment name, or --list")
@@ -53,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
     exp = get_experiment(args.name)
     overrides = dict(args.overrides)
     if args.show_params:
-        import json
-
         print(json.dumps(resolve_params(exp, args.preset, overrides), indent=2))
         return 0
     result = run_experiment(args.name, args.preset, data=args.data, data_dir=args.data_dir,

@@ -1,10 +1,10 @@
 """The experiment framework: a registry of claims, and the run that turns one into files.
 
-An experiment is a function `fn(ctx: Context) -> Finding` registered with `@experiment`, with
-named presets (`tiny` for the plumbing test, `quick` for < 10 minutes on 2 CPU cores, `full`
-for the paper's settings as far as a CPU allows). `run_experiment` resolves the preset and the
-user's overrides, seeds everything, calls the function and writes, atomically, into the
-output directory:
+An experiment is a module whose entry point `run(ctx: Context) -> Finding` is registered
+with `@experiment`, with named presets (`tiny` for the plumbing test, `quick` for < 10 minutes
+on 2 CPU cores, `full` for the paper's settings as far as a CPU allows). `run_experiment`
+resolves the preset and the user's overrides, seeds everything, calls `run` and writes,
+atomically, into the output directory:
 
     results.json   the measured numbers (`Finding.measured`), the verdict, the parameters,
                    the data, the seed, the environment (CPU, threads, torch) and the run time
@@ -17,13 +17,14 @@ that it is one of `VERDICTS`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import cnnzoo
 from cnnzoo.fileio import atomic_write, atomic_write_text, cpu_name
 
 # "supported": the numbers show the claimed effect; "not supported": they contradict it;
@@ -39,6 +41,20 @@ from cnnzoo.fileio import atomic_write, atomic_write_text, cpu_name
 # "mixed": some parts hold and some do not (the summary says which).
 VERDICTS = ("supported", "not supported", "inconclusive", "mixed")
 DEFAULT_DATA = "fashion-mnist"
+
+
+def combine_verdicts(verdicts: Iterable[str]) -> str:
+    """The one rule for several verdicts (claims, or one claim's cases) taken together.
+
+    All alike give that verdict (all supported: supported; all not supported: not supported;
+    all inconclusive: inconclusive); any two that differ give "mixed", also when one of them is
+    "inconclusive" (a claim that could not be shown does not hold here either); none at all
+    gives "inconclusive" (nothing was measured).
+    """
+    found = list(verdicts)
+    if not found:
+        return "inconclusive"
+    return found[0] if len(set(found)) == 1 else "mixed"
 
 
 @dataclass
@@ -82,11 +98,12 @@ class Experiment:
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
+ALIASES: dict[str, str] = {}  # an old name -> the registered name (looked up, never listed)
 
 
 def experiment(name: str, *, title: str, paper: str, claim: str,
-               presets: dict[str, dict[str, Any]]) -> Callable:
-    """Register `fn(ctx) -> Finding` as the experiment `name`.
+               presets: dict[str, dict[str, Any]], aliases: tuple[str, ...] = ()) -> Callable:
+    """Register `fn(ctx) -> Finding` as the experiment `name` (also found by `aliases`).
 
     Every preset must define the same keys (the overridable parameters), and `tiny`, `quick`
     and `full` must exist.
@@ -103,6 +120,7 @@ def experiment(name: str, *, title: str, paper: str, claim: str,
         if name in EXPERIMENTS:
             raise ValueError(f"experiment {name!r} is registered twice")
         EXPERIMENTS[name] = Experiment(name, title, paper, claim, presets, fn)
+        ALIASES.update(dict.fromkeys(aliases, name))
         return fn
 
     return register
@@ -143,21 +161,31 @@ class Context:
 
     def save_plot(self, fig: Any, filename: str, *, dpi: int = 110) -> Path:
         """Write a matplotlib figure as PNG (atomically) and close it."""
-        import io
-
-        import matplotlib.pyplot as plt
-
         if not filename.endswith(".png"):
             raise ValueError(f"save_plot: expected a .png file name, got {filename!r}")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-        plt.close(fig)
+        pyplot().close(fig)
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / filename
         atomic_write(path, lambda f: f.write(buf.getvalue()))
         if filename not in self.plots:
             self.plots.append(filename)
         return path
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend, for the experiments' plots.
+
+    Imported here, lazily, on purpose: matplotlib takes about a second to import, and
+    registering or listing the experiments (every CLI start) must not pay for it.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 @dataclass
@@ -173,7 +201,8 @@ class ExperimentResult:
 
 
 def get_experiment(name: str) -> Experiment:
-    _load_all()
+    """The registered experiment `name` (or the one that `name` is an old alias of)."""
+    name = ALIASES.get(name, name)
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; expected one of "
                          f"{', '.join(sorted(EXPERIMENTS))}")
@@ -181,14 +210,9 @@ def get_experiment(name: str) -> Experiment:
 
 
 def list_experiments() -> list[str]:
-    """Names of the registered experiments, sorted."""
-    _load_all()
+    """Names of the registered experiments, sorted (the registry is full: importing this
+    module imports its package first, and the package's __init__ imports every experiment)."""
     return sorted(EXPERIMENTS)
-
-
-def _load_all() -> None:
-    # Importing the package registers every experiment module (see __init__.py).
-    import cnnzoo.experiments  # noqa: F401
 
 
 def resolve_params(exp: Experiment, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -226,8 +250,6 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 
 def environment() -> dict[str, Any]:
     """Where the numbers were measured: CPU, threads, versions."""
-    import cnnzoo
-
     return {
         "cpu": cpu_name(),
         "logical_cpus": os.cpu_count(),
@@ -262,6 +284,7 @@ def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
         **overrides: preset parameters to change, e.g. epochs=3.
     """
     exp = get_experiment(name)
+    name = exp.name  # an old alias runs, and is recorded, under the registered name
     params = resolve_params(exp, preset, overrides)
     out_dir = Path(out) if out is not None else Path("experiments") / f"{name}-{preset}"
     if out_dir.exists() and not out_dir.is_dir():

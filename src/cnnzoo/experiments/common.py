@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from cnnzoo.data import ImageDataset, load_dataset, normalize, train_val_split
+from cnnzoo.data.dataset import channel_stats
 from cnnzoo.experiments.base import Context
+from cnnzoo.train import train
 
 
 @dataclass
@@ -80,8 +82,6 @@ def load_splits(ctx: Context, *, train_size: int, val_size: int, test_size: int 
 
 
 def _restat(ds: ImageDataset) -> ImageDataset:
-    from cnnzoo.data.dataset import channel_stats
-
     mean, std = channel_stats(ds.images)
     return ImageDataset(ds.images, ds.labels, ds.classes, mean, std, ds.name)
 
@@ -94,8 +94,6 @@ def fit(ctx: Context, model: nn.Module, splits: Splits, *, epochs: int, seed: in
     val_loss, val_acc, lr, epoch_time_s, ...). Options are TrainConfig fields (lr, batch_size,
     schedule, weight_decay, crop_padding, hflip, ...); nothing is written to disk.
     """
-    from cnnzoo.train import train
-
     result = train(model, splits.train, val_data=splits.val, epochs=epochs,
                    seed=ctx.seed if seed is None else seed, quiet=True, out=None, **options)
     return result.model, result.metrics

@@ -60,18 +60,24 @@ images, 12 epochs, 2 seeds) estimated at ~6 hours on 2 cores from the trial's co
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from cnnzoo.data.augment import resize
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments._scaling_plan import Variant, build, plan
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
-from cnnzoo.models.efficientnet import ALPHA, BETA, GAMMA, CompoundScaling, EfficientNet, MBConv
+from cnnzoo.models.efficientnet import CompoundScaling
+from cnnzoo.profile import profile
+
+METHODS = ("width", "depth", "resolution", "compound")
+MARGIN = 2.0  # standard errors, as common.margin
+FLOOR = 0.005  # the standard error floor of one accuracy (0.5 points), as common.margin
+PAPER_FIG8_GAIN = 2.5  # points: compound over single-dimension scaling of B0, at most
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"base_width": 0.25, "base_depth": 0.2, "base_resolution": 16, "phis": [1.0, 2.0],
@@ -85,115 +91,90 @@ PRESETS: dict[str, dict[str, Any]] = {
              "test_size": 10000, "epochs": 12, "batch_size": 64, "lr": 0.05, "seeds": 2},
 }
 
-METHODS = ("width", "depth", "resolution", "compound")
-GRID_STEP = 2 ** (1 / 8)  # width and depth multipliers are searched on this geometric grid
-MAX_FACTOR = 16.0  # the largest width or depth multiplier (or resolution ratio) searched
-MARGIN = 2.0  # standard errors, as common.margin
-FLOOR = 0.005  # the standard error floor of one accuracy (0.5 points), as common.margin
-PAPER_FIG8_GAIN = 2.5  # points: compound over single-dimension scaling of B0, at most
+
+# ---- the experiment: measure, verdict, finding, plots ------------------------------------
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One network of the study.
+@experiment(
+    "compound-scaling",
+    title="Compound scaling: width, depth, resolution alone vs together",
+    paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural "
+          "Networks, arXiv:1905.11946 (Fig. 3, 4 and 8)",
+    claim="Scaling width, depth or resolution alone saturates; compound scaling gives the best "
+          "accuracy for the MACs.",
+    presets=PRESETS,
+)
+def run(ctx: Context) -> Finding:
+    p = ctx.params
+    if not p["phis"] or any(b <= a for a, b in zip(p["phis"], p["phis"][1:], strict=False)) \
+            or p["phis"][0] <= 0:
+        raise ValueError(f"phis: expected increasing positive compound coefficients, e.g. "
+                         f"[1.0, 2.0], got {p['phis']}")
+    if p["seeds"] < 1:
+        raise ValueError(f"seeds: expected >= 1, got {p['seeds']}")
+    base = CompoundScaling(p["base_width"], p["base_depth"], p["base_resolution"])
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                         test_size=p["test_size"])
+    in_chans, classes = splits.in_chans, splits.num_classes
 
-    Attributes:
-        method: "baseline", or the scaled dimension ("width", "depth", "resolution",
-            "compound").
-        step: 0 for the baseline, i for the i-th budget (the compound variant at phis[i-1]).
-        scaling: its width / depth multipliers and input side.
-        factor: the scaled dimension relative to the baseline (phi for compound).
-    """
+    counts: dict[CompoundScaling, tuple[int, int]] = {}
 
-    method: str
-    step: int
-    scaling: CompoundScaling
-    factor: float
+    def params_macs(s: CompoundScaling) -> tuple[int, int]:
+        if s not in counts:
+            report = profile(build(s, in_chans=in_chans, num_classes=classes),
+                             (1, in_chans, s.resolution, s.resolution))
+            counts[s] = report.params, report.macs
+        return counts[s]
 
-
-def build(scaling: CompoundScaling, *, in_chans: int, num_classes: int) -> EfficientNet:
-    """The B0-layout network at `scaling` (B0's stride-2 stem; no dropout, no drop path).
-
-    The last norm of every residual MBConv starts at zero (Goyal et al. 2017,
-    arXiv:1706.02677), so each block starts as the identity: with a few hundred SGD steps,
-    a deep variant would otherwise lose to its own harder start rather than to its shape.
-    """
-    model = EfficientNet(scaling, drop_rate=0.0, drop_path_rate=0.0, num_classes=num_classes,
-                         in_chans=in_chans)
-    for block in model.modules():
-        if isinstance(block, MBConv) and block.use_residual:
-            nn.init.zeros_(block.project[1].weight)  # project = conv, norm (no activation)
-    return model
-
-
-def compound(base: CompoundScaling, phi: float) -> CompoundScaling:
-    """`base` scaled by compound coefficient phi (Eq. 3): depth x alpha^phi, width x beta^phi,
-    side x gamma^phi (rounded)."""
-    return CompoundScaling(width_mult=base.width_mult * BETA**phi,
-                           depth_mult=base.depth_mult * ALPHA**phi,
-                           resolution=max(1, round(base.resolution * GAMMA**phi)))
-
-
-def single(base: CompoundScaling, method: str, factor: float) -> CompoundScaling:
-    """`base` with one dimension multiplied by `factor` (the side rounded to a pixel)."""
-    if method == "width":
-        return CompoundScaling(base.width_mult * factor, base.depth_mult, base.resolution)
-    if method == "depth":
-        return CompoundScaling(base.width_mult, base.depth_mult * factor, base.resolution)
-    if method == "resolution":
-        return CompoundScaling(base.width_mult, base.depth_mult,
-                               max(1, round(base.resolution * factor)))
-    raise ValueError(f"method: expected width, depth or resolution, got {method!r}")
+    variants = plan(base, p["phis"], lambda s: params_macs(s)[1])
+    ctx.log(f"{len(variants)} networks, {len(counts)} MAC counts searched")
+    results = []
+    for v in variants:
+        results.append(_train_variant(ctx, v, splits, *params_macs(v.scaling)))
+    verdicts = judge(p, results)
+    _plot_curves(ctx, verdicts.curve)
+    _plot_dimensions(ctx, verdicts.curve, verdicts.base)
+    return finding(ctx, splits, results, verdicts)
 
 
-def candidates(base: CompoundScaling, method: str) -> list[float]:
-    """The factors searched for `method`, increasing: a 2^(1/8) grid for width and depth,
-    every integer side for resolution, up to MAX_FACTOR."""
-    if method == "resolution":
-        r0 = base.resolution
-        return [r / r0 for r in range(r0, int(r0 * MAX_FACTOR) + 1)]
-    count = round(math.log(MAX_FACTOR) / math.log(GRID_STEP)) + 1
-    return [GRID_STEP**k for k in range(count)]
+# ---- measure -----------------------------------------------------------------------------
 
 
-def match(base: CompoundScaling, method: str, target: float,
-          macs_of: Callable[[CompoundScaling], int]) -> float:
-    """The factor of `method` whose MACs lie closest to `target` on a log scale.
-
-    MACs never decrease along a dimension, so a binary search finds the first candidate at
-    or above the target and compares it with the one before.
-    """
-    grid = candidates(base, method)
-    lo, hi = 0, len(grid) - 1
-    if macs_of(single(base, method, grid[hi])) < target:
-        return grid[hi]  # the target is out of reach: the largest candidate
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if macs_of(single(base, method, grid[mid])) >= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    best = lo
-    if lo > 0:
-        above = abs(math.log(macs_of(single(base, method, grid[lo])) / target))
-        below = abs(math.log(macs_of(single(base, method, grid[lo - 1])) / target))
-        best = lo - 1 if below < above else lo
-    return grid[best]
+@dataclass
+class Trained:
+    variant: Variant
+    params: int
+    macs: int
+    test_acc: list[float]
+    val_acc: list[float]
+    epoch_time_s: list[float]
 
 
-def plan(base: CompoundScaling, phis: Sequence[float],
-         macs_of: Callable[[CompoundScaling], int]) -> list[Variant]:
-    """The baseline, then per budget (one per phi) the compound variant and the width-,
-    depth- and resolution-only variants matched to its MACs."""
-    variants = [Variant("baseline", 0, base, 1.0)]
-    for step, phi in enumerate(phis, start=1):
-        scaled = compound(base, phi)
-        variants.append(Variant("compound", step, scaled, float(phi)))
-        target = macs_of(scaled)
-        for method in ("width", "depth", "resolution"):
-            factor = match(base, method, target, macs_of)
-            variants.append(Variant(method, step, single(base, method, factor), factor))
-    return variants
+def _train_variant(ctx: Context, v: Variant, splits: Splits, params: int,
+                   macs: int) -> Trained:
+    p = ctx.params
+    side = v.scaling.resolution
+    native = tuple(splits.image_size) == (side, side)
+    out = Trained(v, params, macs, [], [], [])
+    for i in range(p["seeds"]):
+        seed = ctx.seed + i
+        torch.manual_seed(seed)
+        model = build(v.scaling, in_chans=splits.in_chans, num_classes=splits.num_classes)
+        model, rows = fit(ctx, model, splits, epochs=p["epochs"], seed=seed,
+                          batch_size=p["batch_size"], lr=p["lr"], momentum=0.9,
+                          weight_decay=5e-4, schedule="cosine", precision="fp32",
+                          image_size=None if native else side)
+        out.test_acc.append(accuracy(model, splits.test,
+                                     transform=None if native else lambda x: resize(x, side)))
+        out.val_acc.append(float(rows[-1]["val_acc"]))
+        out.epoch_time_s.append(float(np.mean([r["epoch_time_s"] for r in rows])))
+    s = v.scaling
+    ctx.log(f"{v.method} step {v.step}: w {s.width_mult:.3f} d {s.depth_mult:.3f} r "
+            f"{s.resolution}, {macs / 1e6:.2f}M MACs, test {pct(float(np.mean(out.test_acc)))}")
+    return out
+
+
+# ---- verdict -----------------------------------------------------------------------------
 
 
 def gain_drop(points: Sequence[tuple[float, list[float]]]) -> tuple[float, float, list[float]]:
@@ -236,82 +217,21 @@ def three_way(t: float) -> str:
 
 
 @dataclass
-class Trained:
-    variant: Variant
-    params: int
-    macs: int
-    test_acc: list[float]
-    val_acc: list[float]
-    epoch_time_s: list[float]
+class Verdicts:
+    """What `judge` concluded and the numbers behind it (saved as they are in results.json):
+    `curve` holds, per method, the baseline then its variants in budget order; `no_gain`, the
+    dimensions that never beat the baseline by the noise floor."""
+
+    base: Trained
+    curve: dict[str, list[Trained]]
+    saturation: dict[str, dict[str, Any]]
+    per_budget: list[dict[str, Any]]
+    no_gain: list[str]
+    claims: dict[str, str]
 
 
-@experiment(
-    "compound-scaling",
-    title="Compound scaling: width, depth, resolution alone vs together",
-    paper="Tan & Le 2019, EfficientNet: Rethinking Model Scaling for Convolutional Neural "
-          "Networks, arXiv:1905.11946 (Fig. 3, 4 and 8)",
-    claim="Scaling width, depth or resolution alone saturates; compound scaling gives the best "
-          "accuracy for the MACs.",
-    presets=PRESETS,
-)
-def compound_scaling_experiment(ctx: Context) -> Finding:
-    p = ctx.params
-    if not p["phis"] or any(b <= a for a, b in zip(p["phis"], p["phis"][1:], strict=False)) \
-            or p["phis"][0] <= 0:
-        raise ValueError(f"phis: expected increasing positive compound coefficients, e.g. "
-                         f"[1.0, 2.0], got {p['phis']}")
-    if p["seeds"] < 1:
-        raise ValueError(f"seeds: expected >= 1, got {p['seeds']}")
-    base = CompoundScaling(p["base_width"], p["base_depth"], p["base_resolution"])
-    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
-                         test_size=p["test_size"])
-    in_chans, classes = splits.in_chans, splits.num_classes
-
-    counts: dict[CompoundScaling, tuple[int, int]] = {}
-
-    def params_macs(s: CompoundScaling) -> tuple[int, int]:
-        if s not in counts:
-            from cnnzoo.profile import profile
-
-            report = profile(build(s, in_chans=in_chans, num_classes=classes),
-                             (1, in_chans, s.resolution, s.resolution))
-            counts[s] = report.params, report.macs
-        return counts[s]
-
-    variants = plan(base, p["phis"], lambda s: params_macs(s)[1])
-    ctx.log(f"{len(variants)} networks, {len(counts)} MAC counts searched")
-    results = []
-    for v in variants:
-        results.append(_train_variant(ctx, v, splits, *params_macs(v.scaling)))
-    return _finding(ctx, splits, results)
-
-
-def _train_variant(ctx: Context, v: Variant, splits: Splits, params: int,
-                   macs: int) -> Trained:
-    p = ctx.params
-    side = v.scaling.resolution
-    native = tuple(splits.image_size) == (side, side)
-    out = Trained(v, params, macs, [], [], [])
-    for i in range(p["seeds"]):
-        seed = ctx.seed + i
-        torch.manual_seed(seed)
-        model = build(v.scaling, in_chans=splits.in_chans, num_classes=splits.num_classes)
-        model, rows = fit(ctx, model, splits, epochs=p["epochs"], seed=seed,
-                          batch_size=p["batch_size"], lr=p["lr"], momentum=0.9,
-                          weight_decay=5e-4, schedule="cosine", precision="fp32",
-                          image_size=None if native else side)
-        out.test_acc.append(accuracy(model, splits.test,
-                                     transform=None if native else lambda x: resize(x, side)))
-        out.val_acc.append(float(rows[-1]["val_acc"]))
-        out.epoch_time_s.append(float(np.mean([r["epoch_time_s"] for r in rows])))
-    s = v.scaling
-    ctx.log(f"{v.method} step {v.step}: w {s.width_mult:.3f} d {s.depth_mult:.3f} r "
-            f"{s.resolution}, {macs / 1e6:.2f}M MACs, test {pct(float(np.mean(out.test_acc)))}")
-    return out
-
-
-def _finding(ctx: Context, splits: Splits, results: list[Trained]) -> Finding:
-    p = ctx.params
+def judge(p: dict[str, Any], results: list[Trained]) -> Verdicts:
+    """Both claims' verdicts, by the module docstring's rules."""
     base = next(r for r in results if r.variant.method == "baseline")
     steps = len(p["phis"])
     curve = {m: [base] + sorted((r for r in results if r.variant.method == m),
@@ -367,8 +287,20 @@ def _finding(ctx: Context, splits: Splits, results: list[Trained]) -> Finding:
     best_claim = top["verdict"]
     claims = {"each single dimension saturates": sat_claim,
               "compound is best for the MACs": best_claim}
-    verdict = sat_claim if sat_claim == best_claim else "mixed"
+    return Verdicts(base, curve, saturation, per_budget, no_gain, claims)
 
+
+# ---- finding -----------------------------------------------------------------------------
+
+
+def finding(ctx: Context, splits: Splits, results: list[Trained], verdicts: Verdicts
+            ) -> Finding:
+    """results.json's numbers and finding.md's text."""
+    v = verdicts
+    p, base, curve, saturation, per_budget, no_gain = (
+        ctx.params, v.base, v.curve, v.saturation, v.per_budget, v.no_gain)
+    steps = len(p["phis"])
+    top = per_budget[-1]
     seeds_note = (f"{p['seeds']} seeds, mean" if p["seeds"] > 1
                   else "one seed, so differences under ~1 point are noise")
     sat_text = "; ".join(
@@ -433,9 +365,8 @@ def _finding(ctx: Context, splits: Splits, results: list[Trained]) -> Finding:
         "per_budget": per_budget,
         "no_gain": no_gain,
     }
-    _plot_curves(ctx, curve)
-    _plot_dimensions(ctx, curve, base)
-    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
+    return Finding(combine_verdicts(verdicts.claims.values()), summary, measured, paper=paper,
+                   details=details, claims=verdicts.claims)
 
 
 def _scaling_dict(s: CompoundScaling) -> dict[str, Any]:
@@ -452,15 +383,15 @@ def _label(v: Variant) -> str:
     return f"{v.method[0]}={value:.3g}"
 
 
+# ---- plots -------------------------------------------------------------------------------
+
+
 COLORS = {"width": "tab:blue", "depth": "tab:green", "resolution": "tab:purple",
           "compound": "tab:red"}
 
 
 def _plot_curves(ctx: Context, curve: dict[str, list[Trained]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for m in METHODS:
@@ -490,10 +421,7 @@ def _plot_curves(ctx: Context, curve: dict[str, list[Trained]]) -> None:
 
 
 def _plot_dimensions(ctx: Context, curve: dict[str, list[Trained]], base: Trained) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), sharey=True)
     for ax, m in zip(axes, ("width", "depth", "resolution"), strict=True):

@@ -23,8 +23,7 @@ the difference over a 0.5-point floor, so one seed needs a 1-point difference):
 - claim 2, "with shortcuts deeper is at least as good": supported when
   margin(ResNet-deep, ResNet-shallow) <= 2 (the deeper ResNet is not worse beyond that
   tolerance); otherwise not supported.
-- overall: the common verdict when both agree; "mixed" when one is supported and the other
-  not; otherwise inconclusive.
+- overall (`combine_verdicts`): the common verdict when both agree, otherwise "mixed".
 
 Deviations from the paper:
 - Data: Fashion-MNIST subsets by default (28x28x1), not CIFAR-10; `--data cifar10` works.
@@ -48,8 +47,9 @@ from typing import Any
 
 import torch
 
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import accuracy, fit, load_splits, margin, mean_std, pct
+from cnnzoo.models.resnet_cifar import CifarResNet
 
 # How many standard errors (common.margin) make a difference; one seed: 2 x 0.5 points.
 SIGNIFICANT = 2.0
@@ -90,14 +90,7 @@ def claim_verdicts(plain_margin: float, resnet_margin: float) -> tuple[str, str,
     else:
         deeper_plain = "inconclusive"
     deeper_resnet = "supported" if resnet_margin <= SIGNIFICANT else "not supported"
-    pair = {deeper_plain, deeper_resnet}
-    if len(pair) == 1:
-        overall = deeper_plain
-    elif pair == {"supported", "not supported"}:
-        overall = "mixed"
-    else:
-        overall = "inconclusive"
-    return deeper_plain, deeper_resnet, overall
+    return deeper_plain, deeper_resnet, combine_verdicts([deeper_plain, deeper_resnet])
 
 
 @experiment(
@@ -109,9 +102,7 @@ def claim_verdicts(plain_margin: float, resnet_margin: float) -> tuple[str, str,
           "overfitting); with shortcuts, deeper is at least as good.",
     presets=PRESETS,
 )
-def degradation(ctx: Context) -> Finding:
-    from cnnzoo.models.resnet_cifar import CifarResNet
-
+def run(ctx: Context) -> Finding:
     p = ctx.params
     shallow, deep = check_depths(p["depths"])
     splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
@@ -220,10 +211,7 @@ def degradation(ctx: Context) -> Finding:
 def plot_curves(ctx: Context, runs: dict[str, dict[str, list]], names: list[str]) -> None:
     """Fig. 6 layout: plain nets on the left, ResNets on the right; thin dashed = training
     error (running), bold = validation error; mean over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     colours = ["tab:orange", "tab:red"]
@@ -246,10 +234,7 @@ def plot_curves(ctx: Context, runs: dict[str, dict[str, list]], names: list[str]
 def plot_final(ctx: Context, final: dict[str, dict[str, tuple[float, float]]],
                names: list[str]) -> None:
     """Grouped bars: final training (eval mode), validation and test error per net."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = [("final_train_err", "train (eval mode)"), ("final_val_err", "validation"),
             ("test_err", "test")]

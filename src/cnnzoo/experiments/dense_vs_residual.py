@@ -60,13 +60,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.models.densenet import DenseBlock, DenseNet
 from cnnzoo.models.resnet_cifar import CifarResNet
+from cnnzoo.profile import profile
 
 ACC_TOLERANCE = 0.01  # claim 1: at most 1 point below the ResNet
 MEMORY_RATIO = 1.1  # claim 2: >= 1.1x the ResNet's activation bytes
@@ -165,8 +167,6 @@ PRESETS = {
     presets=PRESETS,
 )
 def run(ctx: Context) -> Finding:
-    import cnnzoo
-
     p = ctx.params
     splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
                          test_size=p["test_size"])
@@ -180,7 +180,7 @@ def run(ctx: Context) -> Finding:
     }
     nets: dict[str, Any] = {}
     for key, build in builders.items():
-        report = cnnzoo.profile(build(), shape)
+        report = profile(build(), shape)
         nets[key] = {"params": report.params, "macs": report.macs,
                      "activation_bytes": report.activation_bytes,
                      "activation_bytes_train": report.activation_bytes_train, "runs": []}
@@ -252,8 +252,7 @@ def _finding(ctx: Context, splits: Splits, nets: dict[str, Any],
     else:
         claims["later layers reuse early features"] = "mixed"
 
-    verdicts = set(claims.values())
-    verdict = verdicts.pop() if len(verdicts) == 1 else "mixed"
+    verdict = combine_verdicts(claims.values())
     _plots(ctx, nets, heatmaps)
 
     dname = f"DenseNet-BC-{p['dense_depth']} (k={p['growth_rate']})"
@@ -317,11 +316,7 @@ def _finding(ctx: Context, splits: Splits, nets: dict[str, Any],
 
 
 def _plots(ctx: Context, nets: dict[str, Any], heatmaps: list[dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
+    plt = pyplot()
 
     p = ctx.params
     names = {"densenet": f"DenseNet-BC-{p['dense_depth']}",

@@ -43,8 +43,7 @@ the theory: Var(y_l) = fan_in Var(w) Var(y_(l-1)) / 2 through ReLU, so f = 1 for
   when either is off by more than 0.1, inconclusive in between.
 - "Xavier / default shrink it geometrically, as theory says": supported when both have f
   within 10% of the padded theory and R² >= 0.95; not supported otherwise.
-Overall: the common verdict of all claims; "mixed" when some are supported and some not;
-otherwise inconclusive.
+Overall (`combine_verdicts`): the common verdict of all claims, otherwise "mixed".
 
 Deviations: Fashion-MNIST (28x28x1) by default, width 8 in quick (the paper's 16 in full), a
 few hundred steps rather than a full run; the no-BN nets are only measured at initialisation
@@ -60,16 +59,26 @@ each, ~2.5x the width-8 cost per image).
 
 from __future__ import annotations
 
-import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.experiments.base import Context, Finding, experiment
-from cnnzoo.experiments.common import fit, load_splits, normalized_batch
+from cnnzoo.experiments._gradients import (
+    INITS,
+    activation_stds,
+    attenuation,
+    depth_trend,
+    geo_mean,
+    gradient_profile,
+    log_linear_fit,
+    valid_tap_fraction,
+)
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
+from cnnzoo.experiments.common import Splits, fit, load_splits, normalized_batch
+from cnnzoo.models.resnet_cifar import CifarResNet
 
 VANISH = 0.01  # T below this: the gradient vanishes with depth
 HEALTHY = 0.1  # T at or above this: it does not
@@ -77,7 +86,6 @@ HE_TOLERANCE = (0.05, 0.1)  # |f - 1| for "keeps the scale" / "does not"
 THEORY_TOLERANCE = 0.1  # relative error of f against the padded theory
 GEOMETRIC_R2 = 0.95
 
-INITS = ("he-fan-in", "he-fan-out", "xavier", "pytorch-default")
 # Per-layer std factor through conv + ReLU, without padding (see the module docstring).
 THEORY = {"he-fan-in": 1.0, "he-fan-out": 1.0, "xavier": 1 / math.sqrt(2),
           "pytorch-default": 1 / math.sqrt(6)}
@@ -101,131 +109,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# ---- part (a): gradients per layer -------------------------------------------------------
-
-def gradient_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Per conv layer, in forward order: |d loss / d weight| and |d loss / d output| (L2).
-
-    Runs on a float64 copy in train mode (BN on batch statistics, as in training); `model`
-    is not changed.
-    """
-    net = copy.deepcopy(model).double().train()
-    for m in net.modules():  # an in-place ReLU would overwrite the conv outputs we keep
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-    convs: list[nn.Conv2d] = []
-    outputs: list[torch.Tensor] = []
-
-    def keep(module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-        convs.append(module)
-        outputs.append(output)
-
-    hooks = [m.register_forward_hook(keep) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        loss = F.cross_entropy(net(x.double()), y)
-    finally:
-        for h in hooks:
-            h.remove()
-    grads = torch.autograd.grad(loss, [c.weight for c in convs] + outputs)
-    n = len(convs)
-    return {"loss": loss.item(),
-            "weight_grad": [g.norm().item() for g in grads[:n]],
-            "output_grad": [g.norm().item() for g in grads[n:]]}
-
-
-def attenuation(norms: list[float]) -> float:
-    """First layer's gradient norm over the last layer's (inf when the last is 0)."""
-    return norms[0] / norms[-1] if norms[-1] > 0 else math.inf
-
-
-def depth_trend(by_depth: dict[int, float]) -> float:
-    """A(deepest) / A(shallowest)."""
-    depths = sorted(by_depth)
-    return by_depth[depths[-1]] / by_depth[depths[0]]
-
-
-def vanish_verdict(trend: float) -> str:
-    if trend < VANISH:
-        return "supported"
-    return "not supported" if trend >= HEALTHY else "inconclusive"
-
-
-def build_net(depth: int, shortcut: bool, bn: bool, init: str, width: int, in_chans: int,
-              num_classes: int) -> nn.Module:
-    from cnnzoo.models.resnet_cifar import CifarResNet
-
-    model = CifarResNet(depth, shortcut=shortcut, base_width=width, in_chans=in_chans,
-                        num_classes=num_classes,
-                        norm_layer=nn.BatchNorm2d if bn else nn.Identity)
-    if init == "pytorch-default":
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.reset_parameters()
-    return model
-
-
-# ---- part (b): activation scale through a plain ReLU conv stack ---------------------------
-
-def init_conv(conv: nn.Conv2d, init: str) -> None:
-    """Set a conv's weights by one of INITS."""
-    if init == "he-fan-in":
-        nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
-    elif init == "he-fan-out":
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-    elif init == "xavier":
-        nn.init.xavier_normal_(conv.weight)
-    elif init == "pytorch-default":
-        conv.reset_parameters()
-    else:
-        raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
-
-
-@torch.no_grad()
-def activation_stds(x: torch.Tensor, depth: int, width: int, init: str) -> list[float]:
-    """Std of each conv's output in a stack of `depth` 3x3 convs (no bias) with ReLU between."""
-    stds = []
-    for _ in range(depth):
-        # float32 is enough: the default init's std falls by ~1e-20 over 50 layers, far
-        # above float32's smallest normal number (1e-38).
-        conv = nn.Conv2d(x.shape[1], width, 3, padding=1, bias=False)
-        init_conv(conv, init)
-        pre = conv(x)
-        stds.append(pre.std().item())
-        x = F.relu(pre)
-    return stds
-
-
-def valid_tap_fraction(height: int, width: int, kernel: int = 3) -> float:
-    """Mean over output positions of the fraction of a kernel's taps inside the image, for a
-    stride-1 conv zero-padded by kernel // 2 (the taps on padding see zeros)."""
-    pad = kernel // 2
-
-    def per_axis(n: int) -> float:
-        inside = sum(min(i + pad, n - 1) - max(i - pad, 0) + 1 for i in range(n))
-        return inside / (n * kernel)
-
-    return per_axis(height) * per_axis(width)
-
-
-def log_linear_fit(values: list[float]) -> tuple[float, float]:
-    """Least-squares line through (i, ln v_i): (exp(slope), R²)."""
-    ys = torch.tensor([math.log(v) for v in values], dtype=torch.float64)
-    xs = torch.arange(len(ys), dtype=torch.float64)
-    xc, yc = xs - xs.mean(), ys - ys.mean()
-    slope = float((xc * yc).sum() / (xc * xc).sum())
-    residual = yc - slope * xc
-    total = float((yc * yc).sum())
-    r2 = 1.0 - float((residual * residual).sum()) / total if total > 0 else 1.0
-    return math.exp(slope), r2
-
-
-def combine(verdicts: list[str]) -> str:
-    found = set(verdicts)
-    if len(found) == 1:
-        return verdicts[0]
-    if {"supported", "not supported"} <= found:
-        return "mixed"
-    return "inconclusive"
+# ---- the experiment: measure, verdict, finding, plots ------------------------------------
 
 
 @experiment(
@@ -237,7 +121,7 @@ def combine(verdicts: list[str]) -> str:
           "initialisation keeps the signal scale in ReLU nets.",
     presets=PRESETS,
 )
-def gradient_flow(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     depths = p["depths"]
     if (not isinstance(depths, list) or len(depths) < 2
@@ -249,8 +133,69 @@ def gradient_flow(ctx: Context) -> Finding:
     # The fixed batch is the held-out split; nothing here reads the test split.
     splits = load_splits(ctx, train_size=train_size, val_size=p["grad_batch"], test_size=1)
     x, y = normalized_batch(splits.val, p["grad_batch"])
+    g = measure_gradients(ctx, splits, x, y, depths)
+    a = measure_activations(ctx, x, splits.image_size)
+    claims = claim_verdicts(g, a)
+    plot_profiles(ctx, g.profiles, depths, "output_grad", "backprop_gradient.png",
+                  "|d loss / d conv output| per layer")
+    plot_profiles(ctx, g.profiles, depths, "weight_grad", "weight_gradient.png",
+                  "|d loss / d conv weight| per layer")
+    plot_trends(ctx, g.summary, depths)
+    plot_activations(ctx, a.stacks, a.summary, p["act_depth"], p["act_width"])
+    return finding(ctx, g, a, claims, splits.image_size)
 
-    # (a) gradients per layer: profiles[setting][family][depth] = list over seeds
+
+# ---- measure ------------------------------------------------------------------------------
+
+
+def build_net(depth: int, shortcut: bool, bn: bool, init: str, width: int, in_chans: int,
+              num_classes: int) -> nn.Module:
+    model = CifarResNet(depth, shortcut=shortcut, base_width=width, in_chans=in_chans,
+                        num_classes=num_classes,
+                        norm_layer=nn.BatchNorm2d if bn else nn.Identity)
+    if init == "pytorch-default":
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.reset_parameters()
+    return model
+
+
+@dataclass
+class Gradients:
+    """Part (a): every gradient profile, and their per-setting summary for results.json.
+
+    Attributes:
+        depths: the depths, increasing.
+        profiles: setting -> family -> depth -> one `gradient_profile` per seed.
+        val_acc: family -> depth -> validation accuracy per seed after `steps` (BN nets).
+        summary: setting -> family -> attenuations per depth, their trend T and the losses.
+    """
+
+    depths: list[int]
+    profiles: dict[str, dict[str, dict[int, list[dict[str, Any]]]]]
+    val_acc: dict[str, dict[int, list[float]]]
+    summary: dict[str, dict[str, dict[str, Any]]]
+
+
+@dataclass
+class Activations:
+    """Part (b): conv-output stds per init and draw, and their per-init summary.
+
+    Attributes:
+        pad: mean fraction of 3x3 taps inside the image (`valid_tap_fraction`).
+        stacks: init -> one list of per-layer stds per weight draw.
+        summary: init -> ratio last/first, per-layer factor, fit and theory.
+    """
+
+    pad: float
+    stacks: dict[str, list[list[float]]]
+    summary: dict[str, dict[str, float]]
+
+
+def measure_gradients(ctx: Context, splits: Splits, x: torch.Tensor, y: torch.Tensor,
+                      depths: list[int]) -> Gradients:
+    """Part (a): profiles of the plain and residual twins in every setting, every seed."""
+    p = ctx.params
     profiles: dict[str, dict[str, dict[int, list]]] = {
         s: {"plain": {d: [] for d in depths}, "residual": {d: [] for d in depths}}
         for s in SETTINGS}
@@ -278,15 +223,9 @@ def gradient_flow(ctx: Context) -> Finding:
                         for s in SETTINGS]
                 ctx.log(f"seed {seed} {family}-{depth}: backprop gradient first/last conv "
                         + ", ".join(f"{s} {a:.3g}" for s, a in zip(SETTINGS, atts, strict=True)))
-
-    def geo_mean(values: list[float]) -> float:
-        if any(v <= 0 or math.isinf(v) for v in values):
-            return min(values) if min(values) <= 0 else math.inf
-        return math.exp(sum(math.log(v) for v in values) / len(values))
-
-    grad_summary: dict[str, dict[str, Any]] = {}
+    summary: dict[str, dict[str, Any]] = {}
     for setting in SETTINGS:
-        grad_summary[setting] = {}
+        summary[setting] = {}
         for family in ("plain", "residual"):
             entry: dict[str, Any] = {}
             for kind in ("output_grad", "weight_grad"):
@@ -296,23 +235,16 @@ def gradient_flow(ctx: Context) -> Finding:
                 entry[f"{kind}_trend"] = depth_trend(att)
             entry["loss"] = {str(d): [r["loss"] for r in profiles[setting][family][d]]
                              for d in depths}
-            grad_summary[setting][family] = entry
+            summary[setting][family] = entry
+    return Gradients(depths, profiles, val_acc, summary)
 
-    claims: dict[str, str] = {}
-    for setting, (label, *_rest) in SETTINGS.items():
-        trend = grad_summary[setting]["plain"]["output_grad_trend"]
-        claims[f"plain nets, {label}: the gradient vanishes with depth"] = vanish_verdict(trend)
-    residual_trends = [grad_summary[s]["residual"]["output_grad_trend"] for s in SETTINGS]
-    if all(t >= HEALTHY for t in residual_trends):
-        claims["residual nets: no vanishing with depth, in every setting"] = "supported"
-    elif any(t < VANISH for t in residual_trends):
-        claims["residual nets: no vanishing with depth, in every setting"] = "not supported"
-    else:
-        claims["residual nets: no vanishing with depth, in every setting"] = "inconclusive"
 
-    # (b) activation std through a plain ReLU stack
+def measure_activations(ctx: Context, x: torch.Tensor, image_size: tuple[int, int]
+                        ) -> Activations:
+    """Part (b): activation std through a plain ReLU stack, under every init."""
+    p = ctx.params
     xa = x[:p["act_batch"]]
-    pad = valid_tap_fraction(*splits.image_size)
+    pad = valid_tap_fraction(*image_size)
     stacks: dict[str, list[list[float]]] = {init: [] for init in INITS}
     act: dict[str, dict[str, float]] = {}
     for init in INITS:
@@ -331,6 +263,32 @@ def gradient_flow(ctx: Context) -> Finding:
                      ** (p["act_depth"] - 1)}
         ctx.log(f"{init}: std last/first {ratio:.3g}, per layer {act[init]['per_layer_factor']:.4f}"
                 f" (theory {THEORY[init]:.4f}, padded {act[init]['theory_factor_padded']:.4f})")
+    return Activations(pad, stacks, act)
+
+
+# ---- verdict ------------------------------------------------------------------------------
+
+
+def vanish_verdict(trend: float) -> str:
+    if trend < VANISH:
+        return "supported"
+    return "not supported" if trend >= HEALTHY else "inconclusive"
+
+
+def claim_verdicts(g: Gradients, a: Activations) -> dict[str, str]:
+    """Every claim's verdict, by the module docstring's rules."""
+    claims: dict[str, str] = {}
+    for setting, (label, *_rest) in SETTINGS.items():
+        trend = g.summary[setting]["plain"]["output_grad_trend"]
+        claims[f"plain nets, {label}: the gradient vanishes with depth"] = vanish_verdict(trend)
+    residual_trends = [g.summary[s]["residual"]["output_grad_trend"] for s in SETTINGS]
+    if all(t >= HEALTHY for t in residual_trends):
+        claims["residual nets: no vanishing with depth, in every setting"] = "supported"
+    elif any(t < VANISH for t in residual_trends):
+        claims["residual nets: no vanishing with depth, in every setting"] = "not supported"
+    else:
+        claims["residual nets: no vanishing with depth, in every setting"] = "inconclusive"
+    act = a.summary
     he_off = max(abs(act[i]["per_layer_factor"] - 1) for i in ("he-fan-in", "he-fan-out"))
     claims["He init keeps the signal scale (plain ReLU stack, no BN)"] = (
         "supported" if he_off <= HE_TOLERANCE[0] else
@@ -340,32 +298,34 @@ def gradient_flow(ctx: Context) -> Finding:
         and act[i]["r2"] >= GEOMETRIC_R2 for i in ("xavier", "pytorch-default"))
     claims["Xavier and PyTorch-default init shrink it geometrically, as theory predicts"] = (
         "supported" if shrink_ok else "not supported")
-    verdict = combine(list(claims.values()))
+    return claims
 
+
+# ---- finding ------------------------------------------------------------------------------
+
+
+def finding(ctx: Context, g: Gradients, a: Activations, claims: dict[str, str],
+            image_size: tuple[int, int]) -> Finding:
+    """results.json's numbers and finding.md's text from both parts and their verdicts."""
+    p, depths, grad_summary, act, pad = ctx.params, g.depths, g.summary, a.summary, a.pad
     measured = {
         "depths": depths, "settings": {s: v[0] for s, v in SETTINGS.items()},
-        "gradients": {s: {f: {str(d): profiles[s][f][d] for d in depths} for f in profiles[s]}
-                      for s in SETTINGS},
+        "gradients": {s: {f: {str(d): g.profiles[s][f][d] for d in depths}
+                          for f in g.profiles[s]} for s in SETTINGS},
         "gradient_summary": grad_summary,
-        "val_acc_after_training": {f: {str(d): v for d, v in val_acc[f].items()}
-                                   for f in val_acc},
+        "val_acc_after_training": {f: {str(d): v for d, v in g.val_acc[f].items()}
+                                   for f in g.val_acc},
         "steps": p["steps"], "valid_tap_fraction": pad,
-        "activation_std": stacks, "activation_summary": act,
+        "activation_std": a.stacks, "activation_summary": act,
         "thresholds": {"vanish_T": VANISH, "healthy_T": HEALTHY, "he_tolerance": HE_TOLERANCE,
                        "theory_tolerance": THEORY_TOLERANCE, "geometric_r2": GEOMETRIC_R2},
     }
-    plot_profiles(ctx, profiles, depths, "output_grad", "backprop_gradient.png",
-                  "|d loss / d conv output| per layer")
-    plot_profiles(ctx, profiles, depths, "weight_grad", "weight_gradient.png",
-                  "|d loss / d conv weight| per layer")
-    plot_trends(ctx, grad_summary, depths)
-    plot_activations(ctx, stacks, act, p["act_depth"], p["act_width"])
-
     lo, hi = depths[0], depths[-1]
 
     def trends(family: str) -> str:
         return "; ".join(f"{SETTINGS[s][0]}: {grad_summary[s][family]['output_grad_trend']:.3g}"
                          for s in SETTINGS)
+
 
     summary = (
         f"(a) From {lo} to {hi} layers, the backpropagated gradient's first-conv / last-conv "
@@ -388,10 +348,10 @@ def gradient_flow(ctx: Context) -> Finding:
         f"{grad_summary[s]['residual']['weight_grad_trend']:.3g}" for s in SETTINGS
     ] + [
         f"Validation accuracy after {p['steps']} steps (BN nets): " + ", ".join(
-            f"{f}-{d} {100 * sum(v) / len(v):.1f}%" for f in val_acc
-            for d, v in val_acc[f].items()),
-        f"Zero padding keeps {100 * pad:.1f}% of the 3x3 taps at {splits.image_size[0]}x"
-        f"{splits.image_size[1]} on average, so the padded theory multiplies each factor by "
+            f"{f}-{d} {100 * sum(v) / len(v):.1f}%" for f in g.val_acc
+            for d, v in g.val_acc[f].items()),
+        f"Zero padding keeps {100 * pad:.1f}% of the 3x3 taps at {image_size[0]}x"
+        f"{image_size[1]} on average, so the padded theory multiplies each factor by "
         f"{math.sqrt(pad):.4f}.",
     ]
     paper = (
@@ -403,22 +363,17 @@ def gradient_flow(ctx: Context) -> Finding:
         "and out) halves the variance per layer; their 30-layer plain net trains with it and "
         "stalls with Xavier's."
     )
-    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
+    return Finding(combine_verdicts(claims.values()), summary, measured, paper=paper,
+                   details=details, claims=claims)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+# ---- plots --------------------------------------------------------------------------------
 
 
 def plot_profiles(ctx: Context, profiles: dict, depths: list[int], kind: str, filename: str,
                   what: str) -> None:
     """Rows: settings; columns: plain / residual; one line per depth (first seed), log y."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(SETTINGS), 2, figsize=(8.5, 2.1 * len(SETTINGS)))
     for row, (setting, (label, *_rest)) in enumerate(SETTINGS.items()):
         for col, family in enumerate(("plain", "residual")):
@@ -441,7 +396,7 @@ def plot_profiles(ctx: Context, profiles: dict, depths: list[int], kind: str, fi
 
 def plot_trends(ctx: Context, summary: dict, depths: list[int]) -> None:
     """First / last attenuation against depth, per setting and family, for both measures."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, kind, title in ((axes[0], "output_grad", "backpropagated gradient"),
                             (axes[1], "weight_grad", "weight gradient")):
@@ -465,7 +420,7 @@ def plot_trends(ctx: Context, summary: dict, depths: list[int]) -> None:
 def plot_activations(ctx: Context, stacks: dict[str, list[list[float]]], act: dict,
                      depth: int, width: int) -> None:
     """Conv-output std per layer (geometric mean over draws) with the padded theory."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     layers = list(range(1, depth + 1))
     for k, init in enumerate(INITS):

@@ -36,7 +36,7 @@ Verdict (each claim, from the seed-mean numbers; drops are in accuracy points):
   random sets, and which blocks a set holds matters, so a larger step only counts against
   the claim when its excess over 3x the average step is more than 2 standard errors of the
   step (from the spread over the sets); otherwise the claim is "inconclusive".
-All four supported: "supported"; none: "not supported"; otherwise "mixed", naming which.
+All four alike give their verdict, otherwise "mixed", naming which (`combine_verdicts`).
 If either intact net is less than TRAINED_MIN_MARGIN (20) points above chance, it has not
 learned enough to lose anything, and every claim is "inconclusive".
 
@@ -69,7 +69,7 @@ from cnnzoo.experiments._veit import (
     residual_blocks,
     train_cifar_net,
 )
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, load_splits, mean_std
 from cnnzoo.models.resnet_cifar import CifarResNet
 
@@ -243,17 +243,9 @@ def _claims(s: dict[str, Any], trained: bool) -> dict[str, str]:
     return claims
 
 
-def _overall(claims: dict[str, str]) -> str:
-    verdicts = set(claims.values())
-    return verdicts.pop() if len(verdicts) == 1 else "mixed"
-
-
 def _plots(ctx: Context, s: dict[str, Any], names: list[str], downsampling: list[bool],
            chance: float, depth: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     colors = {"resnet": "tab:blue", "plain": "tab:red"}
     labels = {"resnet": f"ResNet-{depth}", "plain": f"plain-{depth}"}
@@ -306,7 +298,7 @@ def _plots(ctx: Context, s: dict[str, Any], names: list[str], downsampling: list
           "deleting one layer of a plain net collapses it; more deletions degrade smoothly.",
     presets=PRESETS,
 )
-def lesion(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     if p["seeds"] < 1 or p["draws"] < 1:
         raise ValueError(f"lesion: expected seeds >= 1 and draws >= 1, got seeds={p['seeds']}, "
@@ -323,7 +315,7 @@ def lesion(ctx: Context) -> Finding:
     trained = min(s["resnet"]["baseline_mean"],
                   s["plain"]["baseline_mean"]) >= chance + TRAINED_MIN_MARGIN / 100
     claims = _claims(s, trained)
-    verdict = _overall(claims)
+    verdict = combine_verdicts(claims.values())
     _plots(ctx, s, names, downsampling, chance, p["depth"])
 
     r, pl = s["resnet"], s["plain"]

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnzoo.experiments._veit import BlockParts, block_parts, residual_blocks, train_cifar_net
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import load_splits, mean_std, normalized_batch
 from cnnzoo.models.resnet_cifar import CifarResNet
 
@@ -245,16 +245,8 @@ def _paths_one(ctx: Context, splits: Any, seed: int) -> dict[str, Any]:
             "magnitude_std": stds, "measurements": counts, "total": total, "shares": shares}
 
 
-def _combine(claims: dict[str, str]) -> str:
-    verdicts = set(claims.values())
-    return verdicts.pop() if len(verdicts) == 1 else "mixed"
-
-
 def _plots(ctx: Context, n: int, counts: list[int], s: dict[str, Any], seeds: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ks = list(range(n + 1))
     fractions = [c / 2**n for c in counts]
@@ -302,7 +294,7 @@ def _plots(ctx: Context, n: int, counts: list[int], s: dict[str, Any], seeds: in
           "ResNet most of the gradient comes from paths much shorter than n/2.",
     presets=PRESETS,
 )
-def paths(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     for key in ("seeds", "samples", "batches", "grad_batch"):
         if p[key] < 1:
@@ -356,7 +348,7 @@ def paths(ctx: Context) -> Finding:
     trained = mean_std(val)[0] >= chance + TRAINED_MIN_MARGIN / 100
     if not trained:  # the claim is about trained nets; an untrained one cannot test it
         claims = dict.fromkeys(claims, "inconclusive")
-    verdict = _combine(claims)
+    verdict = combine_verdicts(claims.values())
     _plots(ctx, n, counts, s, len(runs))
 
     lo, hi = s["effective_range"]

@@ -53,7 +53,6 @@ epochs, 3 seeds) estimated at ~4 hours on 2 cores (not run).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +60,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnzoo.data import ImageDataset, normalize
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments._se_gates import (
+    class_means,
+    class_specificity,
+    collect_gates,
+    fig6_blocks,
+    se_blocks,
+    shuffled_specificity,
+    spearman,
+    stage_of,
+)
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.layers import SqueezeExcite
-from cnnzoo.models.resnet import BasicBlock, init_he
+from cnnzoo.models.resnet import init_he
 from cnnzoo.models.resnet_cifar import CifarResNet
+from cnnzoo.profile import profile
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"depth": 8, "width": 4, "reduction": 4, "train_size": 200, "val_size": 100,
@@ -111,81 +120,6 @@ def cifar_resnet(depth: int, width: int, *, in_chans: int, num_classes: int,
     return model
 
 
-def se_blocks(model: nn.Module, *, with_gate: bool = True) -> dict[str, BasicBlock]:
-    """The model's BasicBlocks by module name, in forward order (only those with an SE gate
-    unless `with_gate` is False)."""
-    return {name: m for name, m in model.named_modules()
-            if isinstance(m, BasicBlock) and (m.se is not None or not with_gate)}
-
-
-@torch.no_grad()
-def collect_gates(model: nn.Module, data: ImageDataset, *,
-                  batch_size: int = 500) -> dict[str, torch.Tensor]:
-    """The excitation (sigmoid output) of every SE block on every image of `data`.
-
-    Returns:
-        block name -> (N, C) gates in [0, 1], rows in the order of `data`.
-    """
-    blocks = se_blocks(model)
-    if not blocks:
-        raise ValueError("collect_gates: the model has no SE gates")
-    gates: dict[str, list[torch.Tensor]] = {name: [] for name in blocks}
-    hooks = [block.se.gate.register_forward_hook(
-        lambda _m, _inp, out, name=name: gates[name].append(out.flatten(1).clone()))
-        for name, block in blocks.items()]
-    model.eval()
-    try:
-        for start in range(0, len(data), batch_size):
-            model(normalize(data.images[start:start + batch_size].float(), data.mean, data.std))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {name: torch.cat(parts) for name, parts in gates.items()}
-
-
-def class_means(gates: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Mean gate per class and channel, (num_classes, C); NaN rows for absent classes."""
-    out = torch.full((num_classes, gates.shape[1]), math.nan, dtype=torch.float64)
-    for k in range(num_classes):
-        rows = gates[labels == k]
-        if len(rows):
-            out[k] = rows.double().mean(0)
-    return out
-
-
-def class_specificity(gates: torch.Tensor, labels: torch.Tensor) -> float:
-    """eta^2: the fraction of the gates' variance over images that the class explains,
-    summed over channels: sum_c sum_k n_k (m_kc - m_c)^2 / sum_c sum_i (g_ic - m_c)^2.
-
-    0 when every class has the same mean gate, 1 when the gate depends on the class alone;
-    0 for constant gates (nothing to explain).
-    """
-    g = gates.double()
-    centred = g - g.mean(0)
-    total = float((centred ** 2).sum())
-    if total == 0.0:
-        return 0.0
-    between = 0.0
-    for k in labels.unique():
-        rows = centred[labels == k]
-        between += len(rows) * float((rows.mean(0) ** 2).sum())
-    return between / total
-
-
-def shuffled_specificity(gates: torch.Tensor, labels: torch.Tensor, *, seed: int,
-                         repeats: int = 5) -> float:
-    """eta^2 with the labels permuted (mean over `repeats` permutations): the chance level."""
-    gen = torch.Generator().manual_seed(seed)
-    values = [class_specificity(gates, labels[torch.randperm(len(labels), generator=gen)])
-              for _ in range(repeats)]
-    return float(np.mean(values))
-
-
-def stage_of(block_name: str) -> int:
-    """1 for "layer1.0", 3 for "layer3.2"."""
-    return int(block_name.split(".")[0].removeprefix("layer"))
-
-
 @dataclass
 class Trained:
     """One trained network and what was measured on it."""
@@ -197,10 +131,21 @@ class Trained:
     rows: list[dict[str, Any]]
 
 
+@dataclass
+class Measured:
+    """Both networks' counts and trained runs, and the SE gates' statistics, per variant
+    (False: the plain ResNet, True: the SE-ResNet)."""
+
+    names: dict[bool, str]
+    params: dict[bool, int]
+    macs: dict[bool, int]
+    runs: dict[bool, list[Trained]]
+    gate_stats: list[dict[str, Any]]  # per seed: block -> `_gate_stats`
+    fig6_means: dict[str, torch.Tensor]  # block -> class-mean gates (first seed)
+
+
 def count(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
     """Parameters and MACs of one image of `shape` (C, H, W), from cnnzoo.profile."""
-    from cnnzoo.profile import profile
-
     report = profile(model, (1, *shape))
     return report.params, report.macs
 
@@ -213,7 +158,7 @@ def count(model: nn.Module, shape: tuple[int, ...]) -> tuple[int, int]:
           "are class-agnostic early and class-specific deeper in the network.",
     presets=PRESETS,
 )
-def squeeze_excitation(ctx: Context) -> Finding:
+def run(ctx: Context) -> Finding:
     p = ctx.params
     if p["depth"] < 8 or (p["depth"] - 2) % 6:
         raise ValueError(f"depth: expected 6n + 2 with n >= 1 (8, 14, 20, ...), got {p['depth']}")
@@ -253,7 +198,7 @@ def squeeze_excitation(ctx: Context) -> Finding:
                     fig6_means = {name: class_means(g, splits.test.labels, splits.num_classes)
                                   for name, g in gates.items()}
 
-    return _finding(ctx, splits, names, params, macs, runs, gate_stats, fig6_means)
+    return _finding(ctx, splits, Measured(names, params, macs, runs, gate_stats, fig6_means))
 
 
 def _train(ctx: Context, model: nn.Module, splits: Splits,
@@ -282,10 +227,10 @@ def _gate_stats(gates: dict[str, torch.Tensor], labels: torch.Tensor,
     return out
 
 
-def _finding(ctx: Context, splits: Splits, names: dict[bool, str], params: dict[bool, int],
-             macs: dict[bool, int], runs: dict[bool, list[Trained]],
-             gate_stats: list[dict[str, Any]], fig6_means: dict[str, torch.Tensor]) -> Finding:
+def _finding(ctx: Context, splits: Splits, m: Measured) -> Finding:
     p = ctx.params
+    names, params, macs, runs = m.names, m.params, m.macs, m.runs
+    gate_stats, fig6_means = m.gate_stats, m.fig6_means
     extra_params = params[True] / params[False] - 1
     extra_macs = macs[True] / macs[False] - 1
     acc = {se: [r.test_acc for r in runs[se]] for se in runs}
@@ -303,7 +248,7 @@ def _finding(ctx: Context, splits: Splits, names: dict[bool, str], params: dict[
     stage_spec = {s: float(np.mean([spec[b] for b in blocks if stage_of(b) == s]))
                   for s in stages}
     rise = stage_spec[stages[-1]] - stage_spec[stages[0]]
-    rho = _spearman(list(range(len(blocks))), [spec[b] for b in blocks])
+    rho = spearman(list(range(len(blocks))), [spec[b] for b in blocks])
 
     claims = {
         "small cost": "supported" if extra_params <= MAX_EXTRA_PARAMS
@@ -313,8 +258,7 @@ def _finding(ctx: Context, splits: Splits, names: dict[bool, str], params: dict[
         "class-specific deeper": "supported" if rise >= SPECIFICITY_RISE
         else "not supported" if rise <= 0 else "inconclusive",
     }
-    verdicts = set(claims.values())
-    verdict = verdicts.pop() if len(verdicts) == 1 else "mixed"
+    verdict = combine_verdicts(claims.values())
 
     imagenet = _imagenet_counts() if p["imagenet_counts"] else None
     seeds_note = (f"{p['seeds']} seeds, mean +- std" if p["seeds"] > 1
@@ -388,13 +332,13 @@ def _finding(ctx: Context, splits: Splits, names: dict[bool, str], params: dict[
         "stage_specificity": {str(s): v for s, v in stage_spec.items()},
         "specificity_rise": rise,
         "specificity_spearman": rho,
-        "fig6_blocks": _fig6_blocks(blocks),
-        "fig6_class_mean_gates": {b: fig6_means[b].tolist() for b in _fig6_blocks(blocks)},
+        "fig6_blocks": fig6_blocks(blocks),
+        "fig6_class_mean_gates": {b: fig6_means[b].tolist() for b in fig6_blocks(blocks)},
         "classes": list(splits.test.classes),
         "imagenet_counts": imagenet,
     }
     _plot_cost(ctx, names, params, macs, acc)
-    _plot_fig6(ctx, fig6_means, _fig6_blocks(blocks), list(splits.test.classes))
+    _plot_fig6(ctx, fig6_means, fig6_blocks(blocks), list(splits.test.classes))
     _plot_specificity(ctx, blocks, spec, chance, spread, level)
     return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
 
@@ -407,37 +351,8 @@ def _curve(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in ("train_loss", "train_acc", "val_acc")}
 
 
-def _fig6_blocks(blocks: list[str]) -> list[str]:
-    """The last block of the first stage, of the middle stage and of the last stage."""
-    last_of = {}
-    for b in blocks:
-        last_of[stage_of(b)] = b
-    stages = sorted(last_of)
-    return list(dict.fromkeys([last_of[stages[0]], last_of[stages[len(stages) // 2]],
-                               last_of[stages[-1]]]))
-
-
-def _spearman(x: list[float], y: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); 0 when either side is constant."""
-    def ranks(v: list[float]) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in set(v):  # ties share their mean rank
-            idx = [i for i, w in enumerate(v) if w == value]
-            r[idx] = r[idx].mean()
-        return r
-
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def _imagenet_counts() -> dict[str, Any]:
     """Parameters and MACs of the zoo's ResNet-50 and SE-ResNet-50 at 224x224 (meta device)."""
-    from cnnzoo.profile import profile
-
     a = profile("resnet50", (1, 3, 224, 224))
     b = profile("se_resnet50", (1, 3, 224, 224))
     return {"resnet50_params": a.params, "se_resnet50_params": b.params,
@@ -447,11 +362,7 @@ def _imagenet_counts() -> dict[str, Any]:
 
 def _plot_cost(ctx: Context, names: dict[bool, str], params: dict[bool, int],
                macs: dict[bool, int], acc: dict[bool, list[float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     labels = [names[False], names[True]]
     colors = ["tab:gray", "tab:orange"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
@@ -486,11 +397,7 @@ def _plot_cost(ctx: Context, names: dict[bool, str], params: dict[bool, int],
 
 def _plot_fig6(ctx: Context, means: dict[str, torch.Tensor], chosen: list[str],
                classes: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 3.5), squeeze=False)
     cmap = plt.get_cmap("tab10")
     for ax, name in zip(axes[0], chosen, strict=True):
@@ -514,11 +421,7 @@ def _plot_fig6(ctx: Context, means: dict[str, torch.Tensor], chosen: list[str],
 def _plot_specificity(ctx: Context, blocks: list[str], spec: dict[str, float],
                       chance: dict[str, float], spread: dict[str, float],
                       level: dict[str, float]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x = np.arange(len(blocks))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     ax = axes[0]

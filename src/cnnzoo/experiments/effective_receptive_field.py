@@ -1,4 +1,4 @@
-"""Experiment `receptive-field`: effective vs theoretical receptive fields.
+"""Experiment `effective-receptive-field`: effective vs theoretical receptive fields.
 
 Luo, Li, Urtasun, Zemel 2016, "Understanding the Effective Receptive Field in Deep
 Convolutional Neural Networks", NIPS 2016, arXiv:1701.04128 (https://arxiv.org/abs/1701.04128).
@@ -49,7 +49,7 @@ Verdict (explicit thresholds):
   spread over `seeds` seeds and the bootstrap over images); per family / per train depth.
 - per claim: every family/depth alike gives that verdict, otherwise mixed; a single seed
   gives no training noise, so its changes can only be inconclusive or not supported.
-- overall: supported if every claim is, not supported if none is, otherwise mixed.
+- overall: `combine_verdicts` (base.py): every claim alike gives that verdict, otherwise mixed.
 
 Deviations from the paper: ResNets with batch norm and strides instead of Luo et al.'s
 uniform/random stacks of stride-1 convs; mosaic images instead of noise; CIFAR-style nets of
@@ -65,27 +65,35 @@ at depths 8, 20, 32 on 20,000 images x 8 epochs).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from cnnzoo.data import normalize
-from cnnzoo.experiments.base import Context, Finding, experiment
-from cnnzoo.experiments.common import fit, load_splits, mean_std, pct
+from cnnzoo.experiments._erf_maps import (
+    EDGE,
+    calibrate_bn,
+    erf_heatmaps,
+    heatmap_stats,
+    mosaic,
+    power_fit,
+    sqrt_fit,
+)
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
+from cnnzoo.experiments.common import Splits, fit, load_splits, mean_std, pct
 from cnnzoo.experiments.deformable import make_deformable
 from cnnzoo.models.resnet_cifar import CifarResNet
+from cnnzoo.profile.receptive_field import receptive_field
 
 FAMILIES = ("plain", "residual", "deformable")
-MASS = 0.95
 GAUSS_R2 = 0.9
 RATIO = 0.5  # 2 r95 / theoretical side below this is "much smaller"
 GROWTH = 1.2  # r95 at the deepest depth / at the shallowest
 EXPONENT = (0.3, 0.7)  # sqrt(depth) growth: the power-fit exponent lies here
 CHANGE = 0.10  # relative change of r95 that counts as a change...
 Z = 3.0  # ...when it is also this many standard errors
-EDGE = 2  # px: gradient mass this close to the canvas border means the field is cut off
 
 PRESETS = {
     "tiny": dict(depths=[8, 14], train_depths=[8], width=4, deform_layers=2, seeds=2,
@@ -100,201 +108,40 @@ PRESETS = {
 }
 
 
-# ---- inputs and heatmaps ------------------------------------------------------------------
+# ---- the experiment: measure, verdict, finding, plots ------------------------------------
 
 
-def mosaic(images: torch.Tensor, count: int, side: int, generator: torch.Generator
-           ) -> torch.Tensor:
-    """`count` uint8 canvases (count, C, side, side) tiled with random `images` (N, C, t, t)
-    at a random phase, so no position of the canvas is special."""
-    n, c, t, _ = images.shape
-    k = math.ceil(side / t) + 1
-    idx = torch.randint(n, (count, k * k), generator=generator)
-    tiles = images[idx].view(count, k, k, c, t, t).permute(0, 3, 1, 4, 2, 5)
-    big = tiles.reshape(count, c, k * t, k * t)
-    dy, dx = torch.randint(t, (2,), generator=generator).tolist()
-    return big[:, :, dy:dy + side, dx:dx + side].contiguous()
+@experiment(
+    "effective-receptive-field",
+    title="Effective receptive fields: Gaussian, smaller than the theoretical field",
+    paper="Luo et al. 2016, Understanding the Effective Receptive Field in Deep Convolutional "
+          "Neural Networks, arXiv:1701.04128",
+    claim="Depth enlarges the receptive field; the effective field is Gaussian-like, much "
+          "smaller than the theoretical one and grows like sqrt(depth); training and deformable "
+          "offsets change it.",
+    presets=PRESETS,
+    aliases=("receptive-field",),  # the old name (before issue 16): `cnnzoo experiment` takes it
+)
+def run(ctx: Context) -> Finding:
+    p = ctx.params
+    if any(d not in p["depths"] for d in p["train_depths"]):
+        raise ValueError(f"train_depths {p['train_depths']}: each must be one of depths "
+                         f"{p['depths']}")
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"])
+    g = torch.Generator().manual_seed(ctx.seed + 7)
+    canvases = mosaic(splits.test.images, p["erf_images"], p["erf_size"], g)
+    x = normalize(canvases.float(), splits.train.mean, splits.train.std)
+
+    m = measure(ctx, splits, x)
+    v = judge(p, m)
+    result = finding(ctx, m, v)
+    _plot_heatmaps(ctx, p, m.theory, m.stats)
+    _plot_depth_row(ctx, p, m.theory, m.stats)
+    _plot_radius(ctx, p, m.theory, m.stats)
+    return result
 
 
-@torch.no_grad()
-def calibrate_bn(model: nn.Module, x: torch.Tensor, batch: int = 16) -> None:
-    """Batch-norm running statistics re-estimated on x (cumulative average), eval mode after."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    for start in range(0, len(x), batch):
-        model(x[start:start + batch])
-    for m in norms:
-        m.momentum = 0.1
-    model.eval()
-
-
-def erf_heatmaps(model: nn.Module, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    """|d (centre unit of forward_features, summed over channels) / d input|, summed over
-    input channels: (N, H, W), one map per image (eval mode: images do not interact)."""
-    model.eval()
-    maps = []
-    for start in range(0, len(x), batch):
-        xb = x[start:start + batch].clone().requires_grad_(True)
-        feats = model.forward_features(xb)
-        h, w = feats.shape[-2:]
-        feats[:, :, h // 2, w // 2].sum().backward()
-        maps.append(xb.grad.abs().sum(1))
-    model.zero_grad(set_to_none=True)
-    return torch.cat(maps)
-
-
-# ---- heatmap statistics (numpy) -----------------------------------------------------------
-
-
-def distances(shape: tuple[int, int], centre: tuple[float, float]) -> np.ndarray:
-    ys, xs = np.mgrid[:shape[0], :shape[1]]
-    return np.hypot(ys - centre[0], xs - centre[1])
-
-
-def mass_radius(heat: np.ndarray, centre: tuple[float, float], q: float = MASS) -> float:
-    """Smallest radius (px, linear between pixel distances) around `centre` whose disc holds
-    fraction q of the heatmap's mass."""
-    d = distances(heat.shape, centre).ravel()
-    order = np.argsort(d, kind="stable")
-    cum = np.cumsum(heat.ravel()[order])
-    cum = cum / cum[-1]
-    i = int(np.searchsorted(cum, q))
-    if i == 0:
-        return float(d[order[0]])
-    d0, d1, c0, c1 = d[order[i - 1]], d[order[i]], cum[i - 1], cum[i]
-    return float(d0 + (d1 - d0) * (q - c0) / max(c1 - c0, 1e-12))
-
-
-def second_moment_radius(heat: np.ndarray, centre: tuple[float, float]) -> float:
-    """sqrt(E|p - centre|^2) under the heatmap as a distribution (sqrt(2) sigma for a
-    Gaussian)."""
-    d = distances(heat.shape, centre)
-    return float(np.sqrt((heat * d**2).sum() / heat.sum()))
-
-
-def r_squared(sse: float, sst: float, noise: float = 0.0) -> float:
-    """1 - SSE / SST, both less the squared error that pixel noise alone gives (`noise`, the
-    summed variance of the mean heatmap): a finite number of images caps the plain R^2 below
-    1 whatever the shape, and the question is the shape. NaN when noise explains everything."""
-    if sst - noise <= 0:
-        return math.nan
-    return float(1 - max(sse - noise, 0.0) / (sst - noise))
-
-
-def fit_gaussian(heat: np.ndarray, centre: tuple[float, float], noise: float = 0.0
-                 ) -> dict[str, float]:
-    """Least-squares A exp(-dy^2 / 2 sy^2 - dx^2 / 2 sx^2) centred at `centre`: sigmas by
-    grid search (A in closed form for each), and R^2 against the heatmap (see `r_squared`)."""
-    h, w = heat.shape
-    sig = np.geomspace(0.5, max(h, w), 120)
-    gy = np.exp(-((np.arange(h) - centre[0])[None] ** 2) / (2 * sig[:, None] ** 2))  # (S, H)
-    gx = np.exp(-((np.arange(w) - centre[1])[None] ** 2) / (2 * sig[:, None] ** 2))
-    num = gy @ heat @ gx.T  # <heat, gy_i (x) gx_j>
-    den = np.outer((gy**2).sum(1), (gx**2).sum(1))
-    gain = num**2 / den  # reduction of the squared error
-    i, j = np.unravel_index(np.argmax(gain), gain.shape)
-    sst = ((heat - heat.mean()) ** 2).sum()
-    sse = (heat**2).sum() - gain[i, j]
-    return {"sigma_y": float(sig[i]), "sigma_x": float(sig[j]), "r2": r_squared(sse, sst, noise)}
-
-
-def fit_square(heat: np.ndarray, centre: tuple[float, float], noise: float = 0.0
-               ) -> dict[str, float]:
-    """Least-squares uniform square (value A inside, 0 outside) centred at `centre`: the
-    side (odd, px) and R^2; what a theoretical-field-shaped ERF would look like."""
-    d = np.maximum(*np.abs(np.mgrid[:heat.shape[0], :heat.shape[1]]
-                           - np.array(centre).reshape(2, 1, 1)))
-    order = np.argsort(d.ravel(), kind="stable")
-    dd = d.ravel()[order]
-    cum = np.cumsum(heat.ravel()[order])
-    ends = np.searchsorted(dd, np.unique(dd), side="right")  # pixels within each half-side
-    gain = cum[ends - 1] ** 2 / ends  # best A = mean inside; SSE drops by sum^2 / count
-    k = int(np.argmax(gain))
-    sst = ((heat - heat.mean()) ** 2).sum()
-    sse = (heat**2).sum() - gain[k]
-    return {"side": float(2 * np.unique(dd)[k] + 1), "r2": r_squared(sse, sst, noise)}
-
-
-def sqrt_fit(x: list[float], y: list[float]) -> dict[str, float]:
-    """y = a sqrt(x) + b by least squares: a, b and R^2."""
-    sx, yy = np.sqrt(np.asarray(x, float)), np.asarray(y, float)
-    a, b = np.polyfit(sx, yy, 1)
-    sst = ((yy - yy.mean()) ** 2).sum()
-    sse = ((yy - (a * sx + b)) ** 2).sum()
-    return {"a": float(a), "b": float(b), "r2": float(1 - sse / sst) if sst > 0 else 1.0}
-
-
-def power_fit(x: list[float], y: list[float]) -> dict[str, float]:
-    """y = c x^a by least squares in log-log: exponent a and R^2 (of the logs)."""
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    a, b = np.polyfit(lx, ly, 1)
-    resid = ly - (a * lx + b)
-    sst = ((ly - ly.mean()) ** 2).sum()
-    return {"exponent": float(a), "coef": float(np.exp(b)),
-            "r2": float(1 - (resid**2).sum() / sst) if sst > 0 else 1.0}
-
-
-def heatmap_stats(maps: torch.Tensor, centre: tuple[float, float], rf_side: float,
-                  bootstrap: int, seed: int) -> dict[str, Any]:
-    """Every number of one net's ERF, from its per-image heatmaps (N, H, W)."""
-    per_image = maps.double().numpy()
-    total = per_image.mean(0).sum()
-    heat = per_image.mean(0) / total
-    # summed variance of the mean heatmap's pixels (same normalisation): the pixel noise
-    noise = float(per_image.var(0, ddof=1).sum() / len(per_image) / total**2) \
-        if len(per_image) > 1 else 0.0
-    rng = np.random.default_rng(seed)
-    boots = [mass_radius(per_image[rng.integers(0, len(per_image), len(per_image))].mean(0),
-                         centre) for _ in range(bootstrap)]
-    r95 = mass_radius(heat, centre)
-    radii = [second_moment_radius(m, centre) for m in per_image if m.sum() > 0]
-    m, s = mean_std(radii)
-    border = np.ones_like(heat, dtype=bool)
-    border[EDGE:-EDGE, EDGE:-EDGE] = False
-    return {
-        "r95": r95, "r95_se": float(np.std(boots, ddof=1)) if bootstrap > 1 else 0.0,
-        # mass at the canvas border: the field reaches past the input, r95 is a lower bound
-        "edge_mass": float(heat[border].sum()),
-        "r50": mass_radius(heat, centre, 0.5), "ratio": 2 * r95 / rf_side,
-        "gauss": fit_gaussian(heat, centre, noise), "square": fit_square(heat, centre, noise),
-        "per_image_radius_cv": s / m if m > 0 else math.nan, "heat": heat,
-    }
-
-
-def gaussian_like(stats: dict[str, Any]) -> bool:
-    g, sq = stats["gauss"]["r2"], stats["square"]["r2"]
-    return math.isfinite(g) and g >= GAUSS_R2 and not g <= sq
-
-
-# ---- verdict helpers ----------------------------------------------------------------------
-
-
-def change_verdict(a: list[dict], b: list[dict]) -> tuple[str, float, float]:
-    """Is r95 of b (one stats dict per seed) different from a's? -> (verdict, relative change,
-    z). SE: the spread over seeds plus the bootstrap SE; one seed cannot be supported."""
-    ra, rb = [s["r95"] for s in a], [s["r95"] for s in b]
-    ma, sa = mean_std(ra)
-    mb, sb = mean_std(rb)
-    boot = sum(s["r95_se"] ** 2 for s in a) / len(a) ** 2 + sum(
-        s["r95_se"] ** 2 for s in b) / len(b) ** 2
-    se = math.sqrt(sa**2 / len(ra) + sb**2 / len(rb) + boot)
-    rel = (mb - ma) / ma
-    z = abs(mb - ma) / se if se > 0 else math.inf
-    if abs(rel) < CHANGE:
-        return "not supported", rel, z
-    if z >= Z and min(len(ra), len(rb)) > 1:
-        return "supported", rel, z
-    return "inconclusive", rel, z
-
-
-def combine(verdicts: list[str]) -> str:
-    return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
-
-
-# ---- the experiment -----------------------------------------------------------------------
+# ---- measure ------------------------------------------------------------------------------
 
 
 def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int,
@@ -307,30 +154,33 @@ def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int
     return model
 
 
-@experiment(
-    "receptive-field",
-    title="Effective receptive fields: Gaussian, smaller than the theoretical field",
-    paper="Luo et al. 2016, Understanding the Effective Receptive Field in Deep Convolutional "
-          "Neural Networks, arXiv:1701.04128",
-    claim="Depth enlarges the receptive field; the effective field is Gaussian-like, much "
-          "smaller than the theoretical one and grows like sqrt(depth); training and deformable "
-          "offsets change it.",
-    presets=PRESETS,
-)
-def run(ctx: Context) -> Finding:
-    from cnnzoo import receptive_field
+def gaussian_like(stats: dict[str, Any]) -> bool:
+    g, sq = stats["gauss"]["r2"], stats["square"]["r2"]
+    return math.isfinite(g) and g >= GAUSS_R2 and not g <= sq
 
+
+@dataclass
+class Erfs:
+    """What `measure` found.
+
+    Attributes:
+        theory: depth -> the theoretical field: rf and jump (px), the centre unit's centre in
+            the input (px), input_dependent, clipped (the field is wider than the input).
+        stats: state ("init", "trained") -> family -> depth -> `heatmap_stats` per seed.
+        accs: family -> train depth -> validation accuracy per seed after training.
+    """
+
+    theory: dict[int, dict[str, Any]]
+    stats: dict[str, dict[str, dict[int, list[dict[str, Any]]]]]
+    accs: dict[str, dict[int, list[float]]]
+
+
+def measure(ctx: Context, splits: Splits, x: torch.Tensor) -> Erfs:
+    """Theoretical fields per depth, then the ERF of every family, depth and seed at init and,
+    at the train depths, after training."""
     p = ctx.params
-    if any(d not in p["depths"] for d in p["train_depths"]):
-        raise ValueError(f"train_depths {p['train_depths']}: each must be one of depths "
-                         f"{p['depths']}")
-    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"])
     side = p["erf_size"]
     c = splits.in_chans
-    g = torch.Generator().manual_seed(ctx.seed + 7)
-    canvases = mosaic(splits.test.images, p["erf_images"], side, g)
-    x = normalize(canvases.float(), splits.train.mean, splits.train.std)
-
     theory: dict[int, dict[str, Any]] = {}
     for depth in p["depths"]:
         f = receptive_field(build("residual", depth, p["width"], p["deform_layers"], c, 10,
@@ -375,20 +225,52 @@ def run(ctx: Context) -> Finding:
             ctx.log(f"seed {seed} {family}: init r95 " + ", ".join(
                 f"{d}: {runs[-1]['r95']:.1f}" for d, runs in stats["init"][family].items()))
 
-    finding = judge(ctx, p, theory, stats, accs)
-    _plot_heatmaps(ctx, p, theory, stats)
-    _plot_depth_row(ctx, p, theory, stats)
-    _plot_radius(ctx, p, theory, stats)
-    return finding
+    return Erfs(theory, stats, accs)
 
 
-def mean_of(runs: list[dict], key: str) -> float:
-    return mean_std([r[key] for r in runs])[0]
+# ---- verdict ------------------------------------------------------------------------------
 
 
-def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict) -> Finding:
+def change_verdict(a: list[dict], b: list[dict]) -> tuple[str, float, float]:
+    """Is r95 of b (one stats dict per seed) different from a's? -> (verdict, relative change,
+    z). SE: the spread over seeds plus the bootstrap SE; one seed cannot be supported."""
+    ra, rb = [s["r95"] for s in a], [s["r95"] for s in b]
+    ma, sa = mean_std(ra)
+    mb, sb = mean_std(rb)
+    boot = sum(s["r95_se"] ** 2 for s in a) / len(a) ** 2 + sum(
+        s["r95_se"] ** 2 for s in b) / len(b) ** 2
+    se = math.sqrt(sa**2 / len(ra) + sb**2 / len(rb) + boot)
+    rel = (mb - ma) / ma
+    z = abs(mb - ma) / se if se > 0 else math.inf
+    if abs(rel) < CHANGE:
+        return "not supported", rel, z
+    if z >= Z and min(len(ra), len(rb)) > 1:
+        return "supported", rel, z
+    return "inconclusive", rel, z
+
+
+@dataclass
+class Verdicts:
+    """What `judge` concluded: the claims, and the numbers behind them.
+
+    Attributes:
+        claims: claim -> verdict.
+        per: family (plain, residual) -> grows, smaller, and the power/sqrt fits of r95.
+        gauss_share: the share of all heatmaps that are Gaussian-like.
+        training, deform: case -> (verdict, relative change, z) of `change_verdict`.
+    """
+
+    claims: dict[str, str]
+    per: dict[str, dict[str, Any]]
+    gauss_share: float
+    training: dict[str, tuple[str, float, float]]
+    deform: dict[str, tuple[str, float, float]]
+
+
+def judge(p: dict[str, Any], m: Erfs) -> Verdicts:
+    """Every claim's verdict, by the module docstring's rules."""
     depths = p["depths"]
-    lo, hi = depths[0], depths[-1]
+    theory, stats = m.theory, m.stats
     init = stats["init"]
     claims: dict[str, str] = {}
     per: dict[str, dict[str, Any]] = {}
@@ -409,11 +291,11 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
     theory_grows = all(theory[b]["rf"] > theory[a]["rf"] for a, b in zip(depths, depths[1:],
                                                                          strict=False))
     yes = lambda ok: "supported" if ok else "not supported"  # noqa: E731
-    claims["depth enlarges the RF (theoretical and effective)"] = combine(
+    claims["depth enlarges the RF (theoretical and effective)"] = combine_verdicts(
         [yes(theory_grows and per[f]["grows"]) for f in per])
-    claims["the ERF is much smaller than the theoretical RF"] = combine(
+    claims["the ERF is much smaller than the theoretical RF"] = combine_verdicts(
         [yes(per[f]["smaller"]) for f in per])
-    claims["the ERF grows like sqrt(depth)"] = combine(
+    claims["the ERF grows like sqrt(depth)"] = combine_verdicts(
         [yes(per[f]["vs_rf"] is not None and EXPONENT[0] <= per[f]["vs_rf"]["exponent"]
              <= EXPONENT[1]) for f in per])
     every = [s for state in stats.values() for fam in state.values() for runs in fam.values()
@@ -422,15 +304,31 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
     claims["the ERF is Gaussian-like"] = yes(gauss_share >= 0.75)
     training = {f"{f}-{d}": change_verdict(init[f][d], stats["trained"][f][d])
                 for f in FAMILIES for d in p["train_depths"]}
-    claims["training changes the ERF"] = combine([v for v, _, _ in training.values()])
+    claims["training changes the ERF"] = combine_verdicts([v for v, _, _ in training.values()])
     deform = {f"{d}": change_verdict(stats["trained"]["residual"][d],
                                      stats["trained"]["deformable"][d])
               for d in p["train_depths"]}
-    claims["deformable offsets change the ERF (trained)"] = combine(
+    claims["deformable offsets change the ERF (trained)"] = combine_verdicts(
         [v for v, _, _ in deform.values()])
-    values = list(claims.values())
-    verdict = ("supported" if all(v == "supported" for v in values) else "not supported"
-               if all(v == "not supported" for v in values) else "mixed")
+    return Verdicts(claims, per, gauss_share, training, deform)
+
+
+# ---- finding ------------------------------------------------------------------------------
+
+
+def mean_of(runs: list[dict], key: str) -> float:
+    return mean_std([r[key] for r in runs])[0]
+
+
+def finding(ctx: Context, m: Erfs, v: Verdicts) -> Finding:
+    """results.json's numbers and finding.md's text."""
+    p, theory, stats, accs = ctx.params, m.theory, m.stats, m.accs
+    claims, per, gauss_share, training, deform = (v.claims, v.per, v.gauss_share, v.training,
+                                                  v.deform)
+    depths = p["depths"]
+    lo, hi = depths[0], depths[-1]
+    init = stats["init"]
+    rfs = [theory[d]["rf"] for d in depths]
 
     def cell(runs: list[dict]) -> dict[str, Any]:
         out = {k: mean_std([r[k] for r in runs]) for k in ("r95", "r50", "ratio",
@@ -497,7 +395,7 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
                        f"canvas border for {', '.join(cut)}: the field reaches past the input, "
                        "so its r95 is a lower bound")
     return Finding(
-        verdict, summary, measured, claims=claims, details=details,
+        combine_verdicts(claims.values()), summary, measured, claims=claims, details=details,
         paper=("Luo et al. show the ERF is Gaussian, grows as O(sqrt(n)) with n layers while "
                "the theoretical RF grows as O(n), so the ERF occupies a fraction shrinking as "
                "O(1/sqrt(n)); and that it grows during training (CIFAR-10 and CamVid). "
@@ -508,14 +406,13 @@ def judge(ctx: Context, p: dict[str, Any], theory: dict, stats: dict, accs: dict
 
 
 def _draw(ax, heat: np.ndarray, t: dict[str, Any], r95: float, title: str) -> None:
-    import matplotlib.patches as patches
-
+    plt = pyplot()
     ax.imshow(heat / heat.max(), cmap="inferno", vmin=0, vmax=1)
     cy, cx = t["centre"]
     half = (t["rf"] - 1) / 2
-    ax.add_patch(patches.Rectangle((cx - half - 0.5, cy - half - 0.5), t["rf"], t["rf"],
-                                   fill=False, ec="cyan", lw=1, ls="--"))
-    ax.add_patch(patches.Circle((cx, cy), r95, fill=False, ec="lime", lw=1))
+    ax.add_patch(plt.Rectangle((cx - half - 0.5, cy - half - 0.5), t["rf"], t["rf"],
+                               fill=False, ec="cyan", lw=1, ls="--"))
+    ax.add_patch(plt.Circle((cx, cy), r95, fill=False, ec="lime", lw=1))
     ax.set_xlim(-0.5, heat.shape[1] - 0.5)
     ax.set_ylim(heat.shape[0] - 0.5, -0.5)
     ax.set_xticks([])
@@ -524,8 +421,7 @@ def _draw(ax, heat: np.ndarray, t: dict[str, Any], r95: float, title: str) -> No
 
 
 def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [(f, d) for d in p["train_depths"] for f in FAMILIES]
     fig, axes = plt.subplots(len(rows), 2, figsize=(5, 2.5 * len(rows)), squeeze=False)
     for k, (f, d) in enumerate(rows):
@@ -540,8 +436,7 @@ def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
 
 
 def _plot_depth_row(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fams = ("plain", "residual")
     fig, axes = plt.subplots(len(fams), len(p["depths"]), squeeze=False,
                              figsize=(2.2 * len(p["depths"]), 2.4 * len(fams)))
@@ -557,8 +452,7 @@ def _plot_depth_row(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
 
 
 def _plot_radius(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     depths = p["depths"]
     grid = np.linspace(min(depths), max(depths), 100)

@@ -1,4 +1,4 @@
-"""Experiment `receptive-field`: the tiny preset end to end, and the heatmap statistics."""
+"""Experiment `effective-receptive-field`: the tiny preset end to end, and the heatmap stats."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ import torch
 from torch import nn
 
 from cnnzoo.experiments import run_experiment
-from cnnzoo.experiments.receptive_field import (
-    CHANGE,
-    build,
+from cnnzoo.experiments._erf_maps import (
     calibrate_bn,
-    change_verdict,
     erf_heatmaps,
     fit_gaussian,
     fit_square,
@@ -24,6 +21,7 @@ from cnnzoo.experiments.receptive_field import (
     power_fit,
     sqrt_fit,
 )
+from cnnzoo.experiments.effective_receptive_field import CHANGE, build, change_verdict
 
 
 def gaussian(shape, centre, sy, sx):
@@ -32,7 +30,7 @@ def gaussian(shape, centre, sy, sx):
 
 
 def test_tiny_preset_writes_consistent_results(tmp_path):
-    result = run_experiment("receptive-field", "tiny", data="synthetic:1x28x28:10:400",
+    result = run_experiment("effective-receptive-field", "tiny", data="synthetic:1x28x28:10:400",
                             out=tmp_path, quiet=True)
     saved = json.loads((tmp_path / "results.json").read_text())
     for name in ("erf_heatmaps.png", "erf_by_depth.png", "erf_radius.png"):
@@ -148,7 +146,8 @@ def test_change_verdict_thresholds():
 
 
 def test_gaussian_test_discounts_pixel_noise():
-    from cnnzoo.experiments.receptive_field import gaussian_like, heatmap_stats
+    from cnnzoo.experiments._erf_maps import heatmap_stats
+    from cnnzoo.experiments.effective_receptive_field import gaussian_like
 
     g = torch.Generator().manual_seed(0)
     noise = -torch.log(torch.rand(4, 61, 61, generator=g))  # multiplicative, mean 1, sd 1
@@ -166,7 +165,7 @@ def test_gaussian_test_discounts_pixel_noise():
 
 
 def test_edge_mass_flags_a_field_cut_by_the_canvas():
-    from cnnzoo.experiments.receptive_field import EDGE, heatmap_stats
+    from cnnzoo.experiments._erf_maps import EDGE, heatmap_stats
 
     inside = torch.tensor(gaussian((41, 41), (20, 20), 3.0, 3.0), dtype=torch.float32)
     assert heatmap_stats(inside[None], (20, 20), 41, 1, 0)["edge_mass"] < 1e-6
