@@ -1,0 +1,75 @@
+"""When the loop writes last.pt in the middle of an epoch: `Timer`.
+
+The cost of a write is the state's size over the disk's speed (and, on a GPU, the copy to
+the host, during which the GPU idles), not the speed of a step, so one rule serves CPU and
+CUDA: every 60 s, so that a crash loses at most a minute, unless a write takes more than 5%
+of that (a big model with optimizer state and EMA on a slow or network disk), in which case
+the interval stretches to 20 times the last write's duration. benchmarks/checkpoint_overhead.py
+measures the cost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from cnnzoo.train.distributed import DistInfo
+
+DEFAULT_EVERY_S = 60.0  # checkpoint_every=None: at most a minute of work lost ...
+MAX_WRITE_SHARE = 0.05  # ... unless a write takes longer than 5% of that: then less often
+
+
+class Timer:
+    """When to write last.pt in the middle of an epoch.
+
+    Rank 0's monotonic clock decides, after every step: due once `every` seconds have passed
+    since the last write. Under DDP rank 0 broadcasts its verdict over a gloo group of its
+    own (host memory: it never waits for the GPU), so every rank enters the write, which
+    gathers their states, at the same step. `every=None` is the default: 60 s, or 20 times the
+    last write's duration when that is longer (a slow disk or a big state), so that writing
+    takes at most 5% of the time; 0 means never.
+    """
+
+    def __init__(self, every: float | None, info: DistInfo, *, enabled: bool) -> None:
+        self.fixed = every
+        self.every = DEFAULT_EVERY_S if every is None else every
+        self.enabled = enabled and self.every > 0
+        self.distributed = info.enabled
+        self.group: dist.ProcessGroup | None = None
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        """Whether to write now (the same answer on every rank)."""
+        if not self.enabled:
+            return False
+        due = time.monotonic() - self.last >= self.every
+        if self.distributed:
+            flag = torch.tensor([int(due)])
+            dist.broadcast(flag, src=0, group=self._group())
+            due = bool(flag.item())
+        return due
+
+    def _group(self) -> dist.ProcessGroup:
+        # new_group is a collective call: made at the first step, which every rank reaches,
+        # not during set-up, where a rank may fail alone.
+        if self.group is None:
+            self.group = dist.new_group(backend="gloo")
+        return self.group
+
+    def written(self, seconds: float) -> None:
+        """A write that took `seconds` just ended: count the next interval from now."""
+        self.last = time.monotonic()
+        if self.fixed is None:
+            self.every = max(DEFAULT_EVERY_S, seconds / MAX_WRITE_SHARE)
+
+    def gather(self, state: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """Every rank's `state` (on rank 0, in rank order; None on the others)."""
+        if not self.distributed:
+            return [state]
+        group = self._group()
+        states = [None] * dist.get_world_size(group) if dist.get_rank() == 0 else None
+        dist.gather_object(state, states, dst=0, group=group)
+        return states
