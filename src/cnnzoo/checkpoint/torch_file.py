@@ -31,9 +31,11 @@ without unpickling any code. Keys (`FORMAT_VERSION` 1):
     optimizer, scheduler, scaler (GradScaler state or None),
     rng             {"torch": ByteTensor, "cuda": [ByteTensor] or None,
                      "numpy": {...}, "python": [...]} (rank 0's)
-    ranks           when step > 0: per rank, its state of the unfinished epoch:
-                    {"rng": like "rng", "sums": {"loss": float32, "correct": int64 (0-dim),
-                     "seen": images}, "train_time_s": seconds}; else None
+    ranks           per rank, in rank order, the state that differs between ranks
+                    (`cnnzoo.train.checkpoint.rank_state`), or None: when step > 0 its state of the unfinished epoch, {"rng": like
+                    "rng", "sums": {"loss": float32, "correct": int64 (0-dim), "seen":
+                    images}, "train_time_s": seconds}; under DDP with EMA "ema_buffers"
+                    (the EMA's BatchNorm statistics, which follow the rank's own batches)
 
 `cnnzoo.train.checkpoint` fills the training state ("last" keys) from a run and restores a
 run from it.

@@ -61,7 +61,8 @@ def save(run: Run, epoch: int, improved: bool, *, step: int = 0,
     and `step` steps of the next one.
 
     Args:
-        ranks: in the middle of an epoch (step > 0), each rank's state of it, from `Timer.gather`.
+        ranks: each rank's `rank_state`, gathered by `Timer.gather` (mid-epoch; and under
+            DDP with EMA), or None.
     """
     ema = run.ema
     weights = {**run.record, "model": run.model.state_dict(),
@@ -96,11 +97,36 @@ def restore(run: Run, path: Path) -> None:
     run.start_epoch, run.global_step = state["epoch"], state["global_step"]
     run.start_step = state.get("step", 0)  # files written before mid-epoch saves have none
     ranks = state.get("ranks") or []
-    # Another world size cannot take over the ranks' generators: the loop then reseeds
-    # them from (seed, epoch, rank) at the step, and the epoch's metrics count from there.
-    run.partial = ranks[run.info.rank] if len(ranks) == run.info.world_size else None
+    # Another world size cannot take over the ranks' states: the loop then reseeds the
+    # generators from (seed, epoch, rank) at the step, and the epoch's metrics count from there.
+    mine = ranks[run.info.rank] if len(ranks) == run.info.world_size else {}
+    if run.ema is not None and "ema_buffers" in mine:
+        ema = run.ema.module.state_dict()
+        for key, value in mine["ema_buffers"].items():
+            ema[key].copy_(value)
+    run.partial = mine if run.start_step and "rng" in mine else None
     run.best, run.rows = state["best_val_acc"], list(state["metrics"])
     run.checkpointed = (run.start_epoch, run.start_step)
+
+
+def rank_state(run: Run, sums: dict[str, Any] | None = None,
+               train_time_s: float = 0.0) -> dict[str, Any]:
+    """What last.pt keeps of this rank besides rank 0's state: in the middle of an epoch its
+    generators, metric `sums` and training time so far; under DDP with EMA the EMA's buffers.
+
+    The EMA's parameters are the same on every rank (DDP averages the gradients), but its
+    BatchNorm statistics follow the rank's own batches: each rank validates its slice with
+    them, so a resumed run needs each rank's own to report the same validation metrics.
+    """
+    state: dict[str, Any] = {}
+    if sums is not None:
+        state.update(rng=rng_state(), sums=sums, train_time_s=train_time_s)
+    if run.ema is not None and run.info.enabled:
+        params = {name for name, _ in run.ema.module.named_parameters()}
+        state["ema_buffers"] = {k: v.detach().cpu().clone()
+                                for k, v in run.ema.module.state_dict().items()
+                                if k not in params}
+    return state
 
 
 def check_resumable(cfg: TrainConfig, state: dict[str, Any], path: Path) -> None:

@@ -152,8 +152,11 @@ def fit(run: Run) -> TrainResult:
         run.rows.append(row)
         if run.run_dir is not None:
             t_save = time.perf_counter()
+            # A collective under DDP: every rank with a run directory gathers, rank 0 writes.
+            ranks = (run.timer.gather(checkpoint.rank_state(run))
+                     if run.info.enabled and run.ema is not None else None)
             if run.writes:
-                checkpoint.save(run, epoch + 1, improved)
+                checkpoint.save(run, epoch + 1, improved, ranks=ranks)
                 runlog.write_metrics(run.run_dir, run.rows)
             run.checkpointed = (epoch + 1, 0)
             run.timer.written(time.perf_counter() - t_save)
@@ -238,8 +241,7 @@ def _save_mid_epoch(run: Run, epoch: int, done: int, sums: EpochSums, elapsed: f
     """last.pt after `done` steps of `epoch`, with every rank's state of the epoch (a
     collective: every rank calls it at the same step, rank 0 writes)."""
     t0 = time.perf_counter()
-    ranks = run.timer.gather({"rng": checkpoint.rng_state(), "sums": sums.state(),
-                              "train_time_s": elapsed})
+    ranks = run.timer.gather(checkpoint.rank_state(run, sums.state(), elapsed))
     if run.writes:
         checkpoint.save(run, epoch, False, step=done, ranks=ranks)
     run.checkpointed = (epoch, done)
