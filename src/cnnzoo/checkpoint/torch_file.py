@@ -32,10 +32,11 @@ without unpickling any code. Keys (`FORMAT_VERSION` 1):
     rng             {"torch": ByteTensor, "cuda": [ByteTensor] or None,
                      "numpy": {...}, "python": [...]} (rank 0's)
     ranks           per rank, in rank order, the state that differs between ranks
-                    (`cnnzoo.train.checkpoint.rank_state`), or None: when step > 0 its state of the unfinished epoch, {"rng": like
-                    "rng", "sums": {"loss": float32, "correct": int64 (0-dim), "seen":
-                    images}, "train_time_s": seconds}; under DDP with EMA "ema_buffers"
-                    (the EMA's BatchNorm statistics, which follow the rank's own batches)
+                    (`cnnzoo.train.checkpoint.rank_state`), or None. When step > 0: its
+                    state of the unfinished epoch, {"rng": like "rng", "sums": {"loss":
+                    float32, "correct": int64 (0-dim), "seen": images}, "train_time_s":
+                    seconds}; under DDP with EMA also "ema_buffers" (the EMA's BatchNorm
+                    statistics, which follow the rank's own batches)
 
 `cnnzoo.train.checkpoint` fills the training state ("last" keys) from a run and restores a
 run from it.

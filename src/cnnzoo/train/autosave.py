@@ -60,7 +60,13 @@ class Timer:
         return self.group
 
     def written(self, seconds: float) -> None:
-        """A write that took `seconds` just ended: count the next interval from now."""
+        """A write that took `seconds` just ended (called on every rank): count the next
+        interval from now. Under DDP the ranks first wait for each other here, so that none
+        runs ahead of the file rank 0 has just written: a crash after step k+1 has begun on
+        any rank finds the checkpoint of step k (the next step's gradient all-reduce would
+        make them wait for rank 0 anyway)."""
+        if self.distributed:
+            dist.barrier(group=self._group())
         self.last = time.monotonic()
         if self.fixed is None:
             self.every = max(DEFAULT_EVERY_S, seconds / MAX_WRITE_SHARE)
