@@ -169,6 +169,26 @@ def test_checkpoint_timer_interval(monkeypatch):
     assert not Timer(None, single, enabled=False).due()  # nowhere to write
 
 
+def test_checkpoint_timer_under_ddp_broadcasts_about_once_a_second(monkeypatch):
+    now, sent = [0.0], []
+    monkeypatch.setattr(autosave.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(autosave.dist, "broadcast", lambda t, src, group: sent.append(t.tolist()))
+    monkeypatch.setattr(Timer, "_group", lambda self: None)
+    rank0 = cnnzoo.train.distributed.DistInfo(rank=0, world_size=2)
+    timer = Timer(60.0, rank0, enabled=True)
+    verdicts = []
+    for _ in range(30):  # 0.1 s steps: the first verdict, then one every 10 steps
+        now[0] += 0.1
+        verdicts.append(timer.due())
+    assert sent == [[0, 10], [0, 10], [0, 10]] and not any(verdicts)
+    sent.clear()
+    every_step = Timer(1e-6, rank0, enabled=True)  # shorter than a step: a verdict each
+    for _ in range(3):
+        now[0] += 0.1
+        assert every_step.due()
+    assert sent == [[1, 1]] * 3
+
+
 # ---------------------------------------------------------------- checkpoints
 
 def test_atomic_write_keeps_old_content_when_writer_fails(tmp_path):
