@@ -15,18 +15,20 @@ import torch
 from torch import nn
 
 import cnnzoo.train
-from cnnzoo.cli import build_parser
+from cnnzoo.cli import build_parser, main
 from cnnzoo.data import make_synthetic
 from cnnzoo.fileio import atomic_write
 from cnnzoo.train import (
     CheckpointError,
     NonFiniteLossError,
     TrainConfig,
+    autosave,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
 )
 from cnnzoo.train import device as device_mod
+from cnnzoo.train.autosave import Timer
 from cnnzoo.train.checkpoint import rng_state, set_rng_state
 from cnnzoo.train.ema import ModelEma
 from cnnzoo.train.loss import make_criterion
@@ -133,6 +135,58 @@ def test_config_rejects_bad_values_naming_the_field():
     cfg = TrainConfig(model="resnet20", betas=(0.8, 0.9))
     again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again == cfg
+
+
+def test_checkpoint_every_rejects_negative_seconds_in_one_line(tmp_path, capsys):
+    with pytest.raises(ValueError, match=r"^checkpoint_every: expected seconds >= 0"):
+        TrainConfig(checkpoint_every=-1)
+    assert TrainConfig(checkpoint_every=0).checkpoint_every == 0
+    code = main(["train", "resnet20", "--data", "synthetic", "--out", str(tmp_path / "run"),
+                 "--checkpoint-every", "-5"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("cnnzoo train: error: checkpoint_every: expected seconds >= 0")
+    assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_timer_interval(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(autosave.time, "monotonic", lambda: now[0])
+    single = cnnzoo.train.distributed.DistInfo()
+    timer = Timer(None, single, enabled=True)
+    assert timer.every == 60.0 and not timer.due()
+    now[0] += 60.0
+    assert timer.due()
+    timer.written(0.2)  # a fast write: the interval stays a minute
+    assert timer.every == 60.0 and not timer.due()
+    timer.written(10.0)  # a slow one: stretched so that writing is 5% of the time
+    assert timer.every == pytest.approx(200.0)
+    fixed = Timer(30.0, single, enabled=True)
+    fixed.written(10.0)  # a value given is kept
+    assert fixed.every == 30.0
+    now[0] += 1e6
+    assert not Timer(0, single, enabled=True).due()  # 0: never mid-epoch
+    assert not Timer(None, single, enabled=False).due()  # nowhere to write
+
+
+def test_checkpoint_timer_under_ddp_broadcasts_about_once_a_second(monkeypatch):
+    now, sent = [0.0], []
+    monkeypatch.setattr(autosave.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(autosave.dist, "broadcast", lambda t, src, group: sent.append(t.tolist()))
+    monkeypatch.setattr(Timer, "_group", lambda self: None)
+    rank0 = cnnzoo.train.distributed.DistInfo(rank=0, world_size=2)
+    timer = Timer(60.0, rank0, enabled=True)
+    verdicts = []
+    for _ in range(30):  # 0.1 s steps: the first verdict, then one every 10 steps
+        now[0] += 0.1
+        verdicts.append(timer.due())
+    assert sent == [[0, 10], [0, 10], [0, 10]] and not any(verdicts)
+    sent.clear()
+    every_step = Timer(1e-6, rank0, enabled=True)  # shorter than a step: a verdict each
+    for _ in range(3):
+        now[0] += 0.1
+        assert every_step.due()
+    assert sent == [[1, 1]] * 3
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -411,6 +465,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert last["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in last["model"].values())
     assert len((out / "metrics.csv").read_text().splitlines()) == 2  # header + epoch 1
+
+
+def test_nan_loss_names_the_mid_epoch_checkpoint_kept(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError) as info:
+        # A write after every step: the last good one is after step 2 of epoch 2.
+        cnnzoo.train(NanAfter(6), tiny_data(), out=str(out), epochs=3, batch_size=16,
+                     val_size=32, quiet=True, checkpoint_every=1e-9)
+    message = str(info.value)
+    assert "epoch 2, step 3/4" in message
+    assert f"kept {out / 'last.pt'} from epoch 2, step 2" in message
+    last = load_checkpoint(out / "last.pt")
+    assert (last["epoch"], last["step"], last["global_step"]) == (1, 2, 6)
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_with_other_settings(tmp_path):

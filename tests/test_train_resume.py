@@ -5,6 +5,12 @@ A run is SIGKILLed (a) in the middle of an epoch and (b) while last.pt is being 
 best.pt must equal those of an uninterrupted run bit for bit (torch.equal on every tensor:
 weights, EMA, optimizer state). The kill points come from the test-only environment
 variable CNNZOO_TEST_KILL_AT (see cnnzoo/train/faults.py), so the timing is exact.
+
+With --checkpoint-every, last.pt is also written in the middle of an epoch; a tiny interval
+(1e-6 s, less than any step) writes it after every step, so which step the killed run's
+last.pt holds is exact too. The resumed run continues from that step, and the uninterrupted
+reference (default interval: no mid-epoch write in this short run) shows that the writes
+change nothing.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ ARGS = ["resnet20", "--data", "synthetic:3x12x12:4:96", "--epochs", "3", "--batc
         "--lr", "0.05", "--val-size", "16", "--ema-decay", "0.9", "--crop-padding", "2",
         "--hflip", "--warmup-epochs", "1", "--threads", "1", "--quiet"]
 TIMING = {"train_time_s", "train_images_per_s", "epoch_time_s"}
+EVERY_STEP = ("--checkpoint-every", "1e-6")  # seconds: shorter than any step
 
 
-def cli(out: Path, *extra: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+def cli(out: Path, *extra: str, kill_at: str | None = None,
+        quiet: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CNNZOO_TEST_KILL_AT"}
     if kill_at:
         env["CNNZOO_TEST_KILL_AT"] = kill_at
-    return subprocess.run([sys.executable, "-m", "cnnzoo", "train", *ARGS, "--out", str(out),
+    args = ARGS if quiet else [a for a in ARGS if a != "--quiet"]
+    return subprocess.run([sys.executable, "-m", "cnnzoo", "train", *args, "--out", str(out),
                            *extra], capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -94,6 +103,69 @@ def test_killed_during_checkpoint_write_resumes_bit_identical(tmp_path, referenc
     assert len(list(out.glob(".last.pt.*.tmp"))) == 1
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     resumed = cli(out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(out, reference)
+
+
+def test_killed_in_the_first_epoch_resumes_from_its_mid_epoch_checkpoint(tmp_path, reference):
+    out = tmp_path / "run"
+    killed = cli(out, *EVERY_STEP, kill_at="train:1:4")  # before step 4 of the first epoch
+    assert killed.returncode == -signal.SIGKILL
+    last = load_checkpoint(out / "last.pt")
+    assert (last["epoch"], last["step"], last["global_step"]) == (0, 3, 3)
+    assert last["metrics"] == [] and len(last["ranks"]) == 1
+    assert last["ranks"][0]["sums"]["seen"] == 3 * 16
+    resumed = cli(out, "--resume", quiet=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out / 'last.pt'} in epoch 1, after step 3/5" in resumed.stdout
+    assert_same_run(out, reference)
+
+
+def test_killed_while_writing_a_mid_epoch_checkpoint_resumes_bit_identical(tmp_path, reference):
+    out = tmp_path / "run"
+    killed = cli(out, *EVERY_STEP, kill_at="ckpt-write:2:2")
+    assert killed.returncode == -signal.SIGKILL
+    # The write after step 2 of epoch 2 never replaced the one after step 1.
+    assert len(list(out.glob(".last.pt.*.tmp"))) == 1
+    last = load_checkpoint(out / "last.pt")
+    assert (last["epoch"], last["step"], last["global_step"]) == (1, 1, 6)
+    resumed = cli(out, "--resume", *EVERY_STEP)  # writing on after the resume changes nothing
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(out, reference)
+
+
+def test_checkpoint_every_zero_writes_at_epoch_ends_only(tmp_path):
+    out = tmp_path / "run"
+    killed = cli(out, "--checkpoint-every", "0", kill_at="train:2:5")
+    assert killed.returncode == -signal.SIGKILL
+    last = load_checkpoint(out / "last.pt")
+    assert (last["epoch"], last["step"], last["global_step"]) == (1, 0, 5)
+    assert last["ranks"] is None
+
+
+def torchrun(out: Path, *extra: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    """`cli` under torchrun with 2 CPU processes (gloo), each rank with 8 of the 16 images."""
+    env = {k: v for k, v in os.environ.items() if k != "CNNZOO_TEST_KILL_AT"}
+    if kill_at:
+        env["CNNZOO_TEST_KILL_AT"] = kill_at  # both ranks reach it at the same step
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", "-m", "cnnzoo", "train", *ARGS, "--out",
+                           str(out), *extra], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_two_ranks_killed_mid_epoch_resume_bit_identical(tmp_path):
+    """Under DDP every rank's generators and metric sums are in the mid-epoch last.pt, so the
+    resumed 2-rank run equals an uninterrupted 2-rank run, metrics included."""
+    reference, out = tmp_path / "uninterrupted", tmp_path / "run"
+    uninterrupted = torchrun(reference)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    killed = torchrun(out, *EVERY_STEP, kill_at="train:2:3")
+    assert killed.returncode != 0
+    last = load_checkpoint(out / "last.pt")
+    assert (last["epoch"], last["step"]) == (1, 2) and len(last["ranks"]) == 2
+    assert not torch.equal(last["ranks"][0]["rng"]["torch"], last["ranks"][1]["rng"]["torch"])
+    resumed = torchrun(out, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(out, reference)
 

@@ -20,6 +20,8 @@ without unpickling any code. Keys (`FORMAT_VERSION` 1):
     ema_updates     number of EMA updates so far (its warm-up depends on it)
     eval_weights    "ema" or "model": the weights the validation accuracy was measured on
     epoch           completed epochs
+    step            steps done in the epoch after those (0 at an epoch end; > 0 in a
+                    last.pt written mid-epoch; absent in files of cnnzoo before it: 0)
     global_step     optimizer steps taken
     best_val_acc    best validation top-1 so far (fraction), or None without validation
     metrics         the per-epoch metric rows so far (list of dicts)
@@ -28,7 +30,13 @@ without unpickling any code. Keys (`FORMAT_VERSION` 1):
   only in "last":
     optimizer, scheduler, scaler (GradScaler state or None),
     rng             {"torch": ByteTensor, "cuda": [ByteTensor] or None,
-                     "numpy": {...}, "python": [...]}
+                     "numpy": {...}, "python": [...]} (rank 0's)
+    ranks           per rank, in rank order, the state that differs between ranks
+                    (`cnnzoo.train.checkpoint.rank_state`), or None. When step > 0: its
+                    state of the unfinished epoch, {"rng": like "rng", "sums": {"loss":
+                    float32, "correct": int64 (0-dim), "seen": images}, "train_time_s":
+                    seconds}; under DDP with EMA also "ema_buffers" (the EMA's BatchNorm
+                    statistics, which follow the rank's own batches)
 
 `cnnzoo.train.checkpoint` fills the training state ("last" keys) from a run and restores a
 run from it.

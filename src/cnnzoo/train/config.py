@@ -17,7 +17,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Fields that change how a run computes but not what it computes: they may differ on --resume.
-RUNTIME_FIELDS = frozenset({"out", "resume", "quiet", "threads", "compile", "data_dir"})
+RUNTIME_FIELDS = frozenset({"out", "resume", "quiet", "threads", "compile", "data_dir",
+                            "checkpoint_every"})
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -112,6 +113,11 @@ class TrainConfig:
     deterministic: bool = _help("torch.use_deterministic_algorithms (and no cuDNN autotuning)",
                                 default=False)
     resume: bool = _help("continue from OUT/last.pt", default=False)
+    checkpoint_every: float | None = _help(
+        "seconds between writes of last.pt in the middle of an epoch (resume continues at the "
+        "step it holds); 0 = only at epoch ends; default: 60, stretched to 20 times the last "
+        "write's duration when that is longer, so that writing costs at most 5%",
+        default=None)
     quiet: bool = _help("no progress bar and no per-epoch lines", default=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +169,9 @@ class TrainConfig:
         if not self.backbone_lr_scale > 0:
             raise ValueError(f"backbone_lr_scale: expected > 0 (freeze stages with freeze), "
                              f"got {self.backbone_lr_scale}")
+        if self.checkpoint_every is not None and not self.checkpoint_every >= 0:
+            raise ValueError(f"checkpoint_every: expected seconds >= 0 (0 = only at epoch ends), "
+                             f"got {self.checkpoint_every}")
         if self.resume and self.out is None:
             raise ValueError("resume: needs out, the run directory to resume from")
 

@@ -7,7 +7,8 @@ tests need it at a point they choose, not after a racy sleep, so the trainer cal
 
 - `train:E:S`       just before optimizer step S (1-based) of epoch E (1-based);
 - `ckpt-write:E`    while writing last.pt at the end of epoch E, after the temp file is
-                    complete and fsynced but before it is renamed over last.pt.
+                    complete and fsynced but before it is renamed over last.pt;
+- `ckpt-write:E:S`  the same for the mid-epoch last.pt written after step S of epoch E.
 
 Unset (always, outside the tests), `kill_point` is a dictionary lookup and a comparison.
 """

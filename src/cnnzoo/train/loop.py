@@ -5,13 +5,17 @@ One epoch: set the loader's epoch (its order and augmentation are a function of
 depth), then for each batch: forward under autocast, loss (+ auxiliary losses), backward,
 optional clipping, optimizer step, per-step lr schedule, EMA. Loss and accuracy accumulate on
 the device; the host reads them only to draw the progress bar, to check for a non-finite
-loss every `CHECK_EVERY` steps and at the end of the epoch. Then validation, and rank 0
-writes best.pt (when validation accuracy improved), last.pt and the metric files.
+loss every `CHECK_EVERY` steps and at the end of the epoch. After a step, when
+`checkpoint_every` seconds have passed since the last write (`autosave.Timer`), rank 0 writes
+last.pt with the step, every rank's generators and metric sums. At the end of the epoch,
+validation, and rank 0 writes best.pt (when validation accuracy improved), last.pt and the
+metric files.
 
-Because everything random is re-derived from (seed, epoch, rank) at each epoch start and
-last.pt holds the rest of the state, a run killed at any point and resumed with
-`resume=True` ends with exactly the weights of an uninterrupted run (same machine, same
-thread count, CPU; see tests/test_train_resume.py).
+Because everything random is re-derived from (seed, epoch, rank) at each epoch start, a
+mid-epoch last.pt holds the generators as they stood at its step, and last.pt holds the rest
+of the state, a run killed at any point and resumed with `resume=True` continues from the
+step of its last.pt and ends with exactly the weights of an uninterrupted run (same machine,
+same thread count, CPU; see tests/test_train_resume.py).
 
 `setup` (setup.py) builds the `Run`; `fit` is the epoch loop; `checkpoint.save` and
 `checkpoint.restore` (train/checkpoint.py) write and read the training state.
@@ -145,9 +149,16 @@ def fit(run: Run) -> TrainResult:
                "train_images_per_s": metrics["train_images_per_s"],
                "epoch_time_s": time.perf_counter() - t0}
         run.rows.append(row)
-        if run.writes:
-            checkpoint.save(run, epoch + 1, improved)
-            runlog.write_metrics(run.run_dir, run.rows)
+        if run.run_dir is not None:
+            t_save = time.perf_counter()
+            # A collective under DDP: every rank with a run directory gathers, rank 0 writes.
+            ranks = (run.timer.gather(checkpoint.rank_state(run))
+                     if run.info.enabled and run.ema is not None else None)
+            if run.writes:
+                checkpoint.save(run, epoch + 1, improved, ranks=ranks)
+                runlog.write_metrics(run.run_dir, run.rows)
+            run.checkpointed = (epoch + 1, 0)
+            run.timer.written(time.perf_counter() - t_save)
         if run.say:
             print(_epoch_line(row, cfg.epochs), flush=True)
     run.model.eval()
@@ -156,44 +167,84 @@ def fit(run: Run) -> TrainResult:
 
 
 def train_one_epoch(run: Run, epoch: int) -> dict[str, float]:
-    """One pass over this rank's training batches; returns the epoch's training metrics
-    (loss and accuracy over all ranks, time, images per second)."""
-    t0 = time.perf_counter()
+    """One pass over this rank's training batches (from `run.start_step` when resumed in the
+    middle of the epoch), writing last.pt whenever `run.timer` says so; returns the epoch's
+    training metrics (loss and accuracy over all ranks, time, images per second)."""
+    start, partial = run.start_step, run.partial
+    run.start_step, run.partial = 0, None  # the epochs after this one start at step 0
+    t0 = time.perf_counter() - (partial["train_time_s"] if partial else 0.0)
     device, loader = run.execution.device, run.loader
     loader.set_epoch(epoch)
     loader.augment = run.crops if epoch < run.crop_epochs else run.whole
-    _seed_generators(run.cfg.seed, epoch, run.info.rank)
+    if partial is not None:
+        checkpoint.set_rng_state(partial["rng"])  # where this rank's generators stood
+    else:
+        _seed_generators(run.cfg.seed, epoch, run.info.rank, start)
     progress = runlog.Progress(len(loader), f"epoch {epoch + 1}/{run.cfg.epochs}",
                                enabled=run.say)
     run.net.train()
     transfer.keep_frozen_in_eval(run.model, run.frozen)
-    # Accumulated on the device: no host sync per step.
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
-    seen = 0
-    for step, (x, y) in enumerate(loader):
+    sums = EpochSums(device, partial["sums"] if partial else None)
+    for step, (x, y) in enumerate(loader.batches(start), start):
         faults.kill_point(f"train:{epoch + 1}:{step + 1}")
         logits, loss = train_step(run, x, y)
-        loss_sum += loss * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        seen += len(y)
+        sums.add(step, logits, loss, y)
         done = step + 1
         if done % CHECK_EVERY == 0 or done == len(loader):
-            _stop_if_non_finite(first_bad, epoch, len(loader), run.run_dir, run.rows)
+            _stop_if_non_finite(sums.first_bad, epoch, len(loader), run)
+        if done < len(loader) and run.timer.due():
+            _stop_if_non_finite(sums.first_bad, epoch, len(loader), run)  # no NaN weights saved
+            _save_mid_epoch(run, epoch, done, sums, time.perf_counter() - t0)
         if progress.due(done):
-            progress.draw(done, images=seen * run.info.world_size,
-                          loss=float(loss_sum) / seen, acc=float(correct) / seen)
+            progress.draw(done, images=sums.seen * run.info.world_size,
+                          loss=float(sums.loss) / sums.seen, acc=float(sums.correct) / sums.seen)
     progress.close()
     run.execution.synchronize()
     train_time = time.perf_counter() - t0
     totals = distributed.all_reduce_sum(
-        torch.stack([loss_sum.double(), correct.double(),
-                     torch.tensor(float(seen), dtype=torch.float64, device=device)]))
+        torch.stack([sums.loss.double(), sums.correct.double(),
+                     torch.tensor(float(sums.seen), dtype=torch.float64, device=device)]))
     return {"train_loss": (totals[0] / totals[2]).item(),
             "train_acc": (totals[1] / totals[2]).item(),
             "train_time_s": train_time, "train_images_per_s": totals[2].item() / train_time}
+
+
+class EpochSums:
+    """This rank's loss and correct predictions summed over the epoch so far, on the device
+    (no host sync per step), the images seen, and the first step whose loss was not finite
+    (-1: none). `state()` is what a mid-epoch last.pt keeps of them; `EpochSums(device,
+    state)` continues from it."""
+
+    def __init__(self, device: torch.device, state: dict[str, Any] | None = None) -> None:
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.seen = 0
+        if state is not None:
+            self.loss.copy_(state["loss"])
+            self.correct.copy_(state["correct"])
+            self.seen = state["seen"]
+
+    def add(self, step: int, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss += loss * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step,
+                                     self.first_bad)
+        self.seen += len(y)
+
+    def state(self) -> dict[str, Any]:
+        return {"loss": self.loss.cpu(), "correct": self.correct.cpu(), "seen": self.seen}
+
+
+def _save_mid_epoch(run: Run, epoch: int, done: int, sums: EpochSums, elapsed: float) -> None:
+    """last.pt after `done` steps of `epoch`, with every rank's state of the epoch (a
+    collective: every rank calls it at the same step, rank 0 writes)."""
+    t0 = time.perf_counter()
+    ranks = run.timer.gather(checkpoint.rank_state(run, sums.state(), elapsed))
+    if run.writes:
+        checkpoint.save(run, epoch, False, step=done, ranks=ranks)
+    run.checkpointed = (epoch, done)
+    run.timer.written(time.perf_counter() - t0)
 
 
 def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,27 +296,30 @@ def evaluate(model: nn.Module, loader: BatchLoader, execution: Execution
     return (sums[0] / sums[2]).item(), (sums[1] / sums[2]).item()
 
 
-def _seed_generators(seed: int, epoch: int, rank: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and random from (seed, epoch, rank)."""
-    s = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+def _seed_generators(seed: int, epoch: int, rank: int, step: int = 0) -> None:
+    """Seed torch (CPU and CUDA), numpy and random from (seed, epoch, rank), and the step
+    when resuming mid-epoch without this rank's saved generators (another world size)."""
+    key = [seed, epoch, rank] + ([step] if step else [])
+    s = int(np.random.SeedSequence(key).generate_state(1)[0])
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
 
 
-def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int, steps: int, run_dir: Path | None,
-                        rows: list) -> None:
+def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int, steps: int, run: Run) -> None:
     flag = distributed.all_reduce_sum((first_bad >= 0).to(torch.int64))
     if int(flag) == 0:
         return
     bad_step = int(first_bad)
     where = f"step {bad_step + 1}/{steps}" if bad_step >= 0 else "another rank"
-    if run_dir is None:
+    if run.run_dir is None:
         kept = "no run directory"
-    elif rows:
-        kept = f"kept {run_dir / 'last.pt'} from epoch {rows[-1]['epoch']}"
-    else:
+    elif run.checkpointed is None:
         kept = "no checkpoint was written yet"
+    else:
+        done, step = run.checkpointed
+        at = f"epoch {done + 1}, step {step}" if step else f"epoch {done}"
+        kept = f"kept {run.run_dir / 'last.pt'} from {at}"
     raise NonFiniteLossError(f"loss became NaN or inf in epoch {epoch + 1}, {where}; "
                              f"training stopped, {kept} (lower lr or enable grad_clip_norm)")
 

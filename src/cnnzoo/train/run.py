@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnzoo.data.augment import Augment
 from cnnzoo.data.loader import BatchLoader
+from cnnzoo.train.autosave import Timer
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.device import Execution
 from cnnzoo.train.distributed import DistInfo
@@ -35,7 +36,12 @@ class Run:
         record: the checkpoint keys fixed for the run (model, classes, preprocess, config).
         run_dir: the run directory, None when nothing is written; writes: this rank writes.
         say: this rank prints progress.
+        timer: when to write last.pt in the middle of an epoch.
         start_epoch, global_step, best, rows: progress so far (restored on resume).
+        start_step: steps of epoch `start_epoch` already done (resumed mid-epoch; the loop
+            sets it back to 0 once it continues there); partial: this rank's state of that
+            epoch (generators, metric sums, time), or None.
+        checkpointed: (completed epochs, steps) of the last.pt on disk, None before one.
     """
 
     cfg: TrainConfig
@@ -58,10 +64,14 @@ class Run:
     run_dir: Path | None
     writes: bool
     say: bool
+    timer: Timer
     start_epoch: int = 0
     global_step: int = 0
     best: float | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
+    start_step: int = 0
+    partial: dict[str, Any] | None = None
+    checkpointed: tuple[int, int] | None = None
 
     @property
     def eval_model(self) -> nn.Module:

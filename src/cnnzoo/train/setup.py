@@ -24,6 +24,7 @@ from cnnzoo.data.loader import BatchLoader
 from cnnzoo.data.sources import load_dataset
 from cnnzoo.fileio import remove_stale_temp_files
 from cnnzoo.train import checkpoint, distributed, runlog, transfer
+from cnnzoo.train.autosave import Timer
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.device import Execution
 from cnnzoo.train.ema import ModelEma
@@ -77,7 +78,8 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
         torch.amp.GradScaler(device.type, enabled=execution.use_scaler),
         ModelEma(model, cfg.ema_decay) if cfg.ema_decay else None, built.frozen,
         _record(cfg, module, train_ds, image_size, built.model_options, built.init),
-        run_dir, writes, say=info.is_main and not cfg.quiet)
+        run_dir, writes, say=info.is_main and not cfg.quiet,
+        timer=Timer(cfg.checkpoint_every, info, enabled=run_dir is not None))
     if resume_from is not None:
         checkpoint.restore(run, resume_from)
     if writes:
@@ -87,7 +89,10 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
         run.net = torch.compile(run.net)
     if run.say and built.message is not None:
         print(built.message, flush=True)
-    if run.say and run.start_epoch:
+    if run.say and run.start_step:
+        print(f"resuming {run_dir / 'last.pt'} in epoch {run.start_epoch + 1}, after step "
+              f"{run.start_step}/{len(loader)}", flush=True)
+    elif run.say and run.start_epoch:
         print(f"resuming {run_dir / 'last.pt'} after epoch {run.start_epoch}", flush=True)
     return run
 
