@@ -19,12 +19,17 @@ ends every rank with that error instead of leaving them blocked, or failing with
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+STORE_TIMEOUT = timedelta(minutes=30)  # torch's default for gloo process groups
+ATTEMPT_STORE_KEY = "cnnzoo/attempt_store_port"
 
 
 @dataclass(frozen=True)
@@ -78,16 +83,45 @@ def init(info: DistInfo, device: torch.device) -> bool:
         return False
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    store, _, _ = next(dist.rendezvous("env://"))
-    if info.job_id is not None:
-        # torchrun (2.13 included) hands every attempt of a job the same store, so after a
-        # restart the ranks would read the dead attempt's addresses (gloo: "Connection
-        # refused", or a hang); this attempt's keys get their own prefix (see
-        # pytorch/pytorch#135712 on the shared store and restarts).
-        store = dist.PrefixStore(f"cnnzoo/restart_{info.restarts}/", store)
-    dist.init_process_group(backend=backend_for(device), store=store, rank=info.rank,
-                            world_size=info.world_size)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True):
+        dist.init_process_group(backend=backend_for(device), store=_attempt_store(info),
+                                rank=info.rank, world_size=info.world_size)
+    else:
+        dist.init_process_group(backend=backend_for(device), rank=info.rank,
+                                world_size=info.world_size)
     return True
+
+
+def _attempt_store(info: DistInfo) -> dist.Store:
+    """A key-value store of this torchrun attempt alone, for the process group's rendezvous.
+
+    torchrun (2.13 included) hands every attempt of a job the same store (its agent's, at
+    MASTER_ADDR:MASTER_PORT), so after a restart the ranks would read the dead attempt's
+    addresses: gloo fails with "Connection refused" or hangs connecting (pytorch/pytorch
+    #135712). Its restart count cannot scope the keys: each node's agent counts its own
+    restarts. So rank 0 starts a store of its own and posts its port in the shared one; a
+    rank that reads a dead attempt's post finds no server there and reads again (torchrun
+    stops every old worker before it starts new ones).
+    """
+    shared, _, _ = next(dist.rendezvous("env://"))
+    host = os.environ["MASTER_ADDR"]
+    if info.rank == 0:
+        store = dist.TCPStore(host, 0, info.world_size, is_master=True,
+                              timeout=STORE_TIMEOUT, wait_for_workers=False)
+        shared.set(ATTEMPT_STORE_KEY, str(store.port))
+        return store
+    deadline = time.monotonic() + STORE_TIMEOUT.total_seconds()
+    while True:
+        port = int(shared.get(ATTEMPT_STORE_KEY))
+        try:
+            store = dist.TCPStore(host, port, info.world_size, is_master=False,
+                                  timeout=timedelta(seconds=2))
+        except (RuntimeError, OSError):  # DistStoreError: nothing listens there (any more)
+            if time.monotonic() > deadline:
+                raise
+            continue
+        store.set_timeout(STORE_TIMEOUT)
+        return store
 
 
 def shutdown(created: bool, *, finished: bool) -> None:
