@@ -3,13 +3,14 @@
 In order: torch's global settings, the run directory (and whether to resume: `resume`, or a
 torchrun restart), the data splits, the model (`transfer.prepare`: built, filled from an init
 file, frozen; BatchNorm synchronised with `sync_bn`), the loaders, the optimisation state, the
-resumed state from last.pt; then the ranks agree that all of that worked, and last come the
-run directory's first files and the DDP wrapper, so that it broadcasts the weights every rank
+resumed state from last.pt and the run directory's first files; then the ranks agree that all
+of that worked, and last comes the DDP wrapper, so that it broadcasts the weights every rank
 then holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -57,7 +58,10 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
     try:
         run, message = _build(cfg, info, execution, module, dataset, val_data)
     except Exception as err:
-        distributed.exchange(err, None)  # the other ranks raise it too
+        # Tell the other ranks, so they raise it too; this rank's own error is the one to
+        # show, even if the exchange fails as well (a peer died).
+        with contextlib.suppress(RuntimeError):
+            distributed.exchange(err, None)
         raise
     starts = distributed.exchange(None, (run.start_epoch, run.global_step))
     if len(set(starts)) > 1:
@@ -65,8 +69,6 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
         raise ValueError(f"resume: the ranks found different checkpoints ({where}); every "
                          f"rank must read the same {run.run_dir / 'last.pt'} (put --out on a "
                          f"file system all nodes share)")
-    if run.writes:
-        _start_run_dir(run)
     run.net = distributed.wrap(run.model, info, execution.device)
     if cfg.compile:
         run.net = torch.compile(run.net)
@@ -82,7 +84,8 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
 def _build(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution,
            module: nn.Module | None, dataset: ImageDataset | None,
            val_data: ImageDataset | None) -> tuple[Run, str | None]:
-    """This rank's run, before the DDP wrapper, and the message `transfer.prepare` left."""
+    """This rank's run (and its run directory's first files), before the DDP wrapper, and
+    the message `transfer.prepare` left."""
     device = execution.device
     _configure_torch(cfg, device)
     if cfg.batch_size % info.world_size:
@@ -118,6 +121,8 @@ def _build(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution,
         run_dir, writes, say=info.is_main and not cfg.quiet)
     if resume_from is not None:
         checkpoint.restore(run, resume_from)
+    if writes:
+        _start_run_dir(run)
     return run, built.message
 
 
