@@ -7,7 +7,7 @@ writes a run directory. With BatchNorm, that holds only with sync_bn. A rank SIG
 mid-run under `--max-restarts` is restarted with the others, which resume from last.pt by
 themselves and end bit-identical to an uninterrupted run. A rank that fails at start-up
 stops every rank with its error line. And the command-line entry point itself runs under
-torchrun.
+torchrun (with --sync-bn, on a zoo ResNet).
 """
 
 from __future__ import annotations
@@ -190,10 +190,12 @@ def test_cli_under_torchrun(tmp_path):
     out = tmp_path / "run"
     result = torchrun(2, "-m", "cnnzoo", "train", "resnet20", "--data",
                       "synthetic:3x8x8:4:64", "--out", str(out), "--epochs", "1",
-                      "--batch-size", "16", "--val-size", "16", "--threads", "1", "--quiet")
+                      "--batch-size", "16", "--val-size", "16", "--threads", "1", "--quiet",
+                      "--sync-bn")  # a zoo model's BatchNorm, synchronised on the CPU
     assert result.returncode == 0, result.stderr
     last = load_checkpoint(out / "last.pt")
     assert last["global_step"] == 3  # 48 training images: 3 global batches of 2 x 8
+    assert last["config"]["sync_bn"] is True
     assert json.loads((out / "env.json").read_text())["world_size"] == 2
     assert sorted(p.name for p in out.iterdir()) == [
         "best.pt", "config.json", "env.json", "last.pt", "metrics.csv", "metrics.jsonl"]
