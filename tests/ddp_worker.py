@@ -50,7 +50,8 @@ def small_bn_net() -> nn.Module:
     )
 
 
-def run(variant: str, out: str, dump_dir: str, *, shared_out: bool, say: bool) -> None:
+def run(variant: str, out: str, dump_dir: str, *, shared_out: bool, say: bool,
+        resume: bool) -> None:
     rank = int(os.environ.get("RANK", 0))
     torch.manual_seed(0)  # the same initial weights in every run
     net = small_net() if variant == "plain" else small_bn_net()
@@ -58,7 +59,7 @@ def run(variant: str, out: str, dump_dir: str, *, shared_out: bool, say: bool) -
     run_dir = os.path.join(out, variant, "" if shared_out else f"rank{rank}")
     result = train(net, data, out=run_dir, epochs=2, batch_size=16, lr=0.05, nesterov=True,
                    weight_decay=5e-4, val_size=32, warmup_epochs=0.5, ema_decay=0.9, threads=1,
-                   sync_bn=variant == "bn-sync", quiet=not say)
+                   sync_bn=variant == "bn-sync", quiet=not say, resume=resume)
     torch.save(result.model.state_dict(), os.path.join(dump_dir, f"{variant}-rank{rank}.pt"))
 
 
@@ -73,6 +74,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--shared-out", action="store_true")
     parser.add_argument("--kill-rank1-at", metavar="POINT")
     parser.add_argument("--say", action="store_true", help="rank 0 prints its progress")
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
@@ -85,7 +87,8 @@ def main(argv: list[str]) -> int:
     if grouped:
         dist.init_process_group("gloo")
     for variant in args.variants or ["plain"]:
-        run(variant, args.out, args.dump_dir, shared_out=args.shared_out, say=args.say)
+        run(variant, args.out, args.dump_dir, shared_out=args.shared_out, say=args.say,
+            resume=args.resume)
     if grouped:
         dist.destroy_process_group()
     return 0

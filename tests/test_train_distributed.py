@@ -147,6 +147,16 @@ def test_killed_rank_restarts_and_every_rank_resumes(runs, tmp_path):
                [b[k] for k in ("global_step", "train_loss", "val_loss", "val_acc")]
 
 
+def test_ranks_that_would_resume_from_different_points_refuse(runs, tmp_path):
+    # ROOT/ddp/plain/rank0 holds a finished run; rank 1's directory holds none: as when --out
+    # is not on a file system that every node shares.
+    result = torchrun(2, WORKER, str(runs / "ddp"), str(tmp_path), "plain", "--resume",
+                      timeout=120)
+    assert result.returncode != 0
+    assert "the ranks found different checkpoints (rank 0: epoch 2 step 12, rank 1: epoch 0 " \
+           "step 0)" in result.stderr, result.stderr
+
+
 def test_restart_resumes_only_the_run_its_job_wrote(tmp_path, monkeypatch, capsys):
     # One process with torchrun's restart variables: no process group needed.
     data = make_synthetic(32, 2, (1, 8, 8), seed=0)
