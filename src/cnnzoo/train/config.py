@@ -107,6 +107,9 @@ class TrainConfig:
                            "only with AMX or AVX512-BF16) or fp16 autocast", default="auto")
     channels_last: bool = _help("NHWC memory format for model and batches", default=False)
     compile: bool = _help("torch.compile the model", default=False)
+    sync_bn: bool = _help("under torchrun: BatchNorm statistics over the global batch "
+                          "(SyncBatchNorm), so N processes train like one; without it each "
+                          "rank normalises over its batch/N images", default=False)
     threads: int | None = _help("torch intra-op threads per process; default: torch's",
                                 default=None)
     seed: int = _help("seed of weights init, data order, augmentation and dropout", default=0)

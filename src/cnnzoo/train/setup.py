@@ -1,13 +1,17 @@
 """Everything a run needs before its first step: `setup(cfg, ...) -> Run`.
 
-In order: torch's global settings, the run directory (and whether to resume), the data
-splits, the model (`transfer.prepare`: built, filled from an init file, frozen), the loaders,
-the optimisation state, the resumed state from last.pt, the run directory's first files, and
-last the DDP wrapper, so that it broadcasts the weights every rank then holds.
+In order: torch's global settings, the run directory (and whether to resume: `resume`, or a
+torchrun restart), the data splits, the model (`transfer.prepare`: built, filled from an init
+file, frozen; BatchNorm synchronised with `sync_bn`), the loaders, the optimisation state, the
+resumed state from last.pt and the run directory's first files; then the ranks agree that all
+of that worked, and last comes the DDP wrapper, so that it broadcasts the weights every rank
+then holds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 from dataclasses import replace
@@ -23,7 +27,7 @@ from cnnzoo.data.dataset import ImageDataset, train_val_split
 from cnnzoo.data.loader import BatchLoader
 from cnnzoo.data.sources import load_dataset
 from cnnzoo.fileio import remove_stale_temp_files
-from cnnzoo.train import checkpoint, distributed, runlog, transfer
+from cnnzoo.train import checkpoint, distributed, runlog, sync_bn, transfer
 from cnnzoo.train.autosave import Timer
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.device import Execution
@@ -39,13 +43,51 @@ EVAL_BATCH = 512  # images per validation batch and rank; no gradients, so large
 def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
           module: nn.Module | None = None, dataset: ImageDataset | None = None,
           val_data: ImageDataset | None = None) -> Run:
-    """Build the run `cfg` describes, resumed from its last.pt when `cfg.resume` finds one.
+    """Build the run `cfg` describes, resumed from its last.pt when `cfg.resume` finds one
+    or torchrun restarted the job that wrote it.
+
+    Under torchrun every rank builds its part, then all exchange how that went before the
+    first collective (DDP's broadcast): an error on one rank (a missing data path on one
+    node, say) is raised on every rank, naming that rank, and ranks that would resume from
+    different points refuse to start.
 
     Args:
         module: a model to train instead of the registered `cfg.model`.
         dataset: the training data instead of loading `cfg.data`.
         val_data: validation set; default: `cfg.val_size` held out of the training data.
     """
+    try:
+        run, message = _build(cfg, info, execution, module, dataset, val_data)
+    except Exception as err:
+        # Tell the other ranks, so they raise it too; this rank's own error is the one to
+        # show, even if the exchange fails as well (a peer died).
+        with contextlib.suppress(RuntimeError):
+            distributed.exchange(err, None)
+        raise
+    starts = distributed.exchange(None, (run.start_epoch, run.global_step))
+    if len(set(starts)) > 1:
+        where = ", ".join(f"rank {r}: epoch {e} step {s}" for r, (e, s) in enumerate(starts))
+        raise ValueError(f"resume: the ranks found different checkpoints ({where}); every "
+                         f"rank must read the same {run.run_dir / 'last.pt'} (put --out on a "
+                         f"file system all nodes share)")
+    run.net = distributed.wrap(run.model, info, execution.device)
+    if cfg.compile:
+        run.net = torch.compile(run.net)
+    if run.say and message is not None:
+        print(message, flush=True)
+    if run.say and (run.start_step or run.start_epoch):
+        restart = f"torchrun restart {info.restarts}: " if info.restarts else ""
+        where = (f"in epoch {run.start_epoch + 1}, after step {run.start_step}/{len(run.loader)}"
+                 if run.start_step else f"after epoch {run.start_epoch}")
+        print(f"{restart}resuming {run.run_dir / 'last.pt'} {where}", flush=True)
+    return run
+
+
+def _build(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution,
+           module: nn.Module | None, dataset: ImageDataset | None,
+           val_data: ImageDataset | None) -> tuple[Run, str | None]:
+    """This rank's run (and its run directory's first files), before the DDP wrapper, and
+    the message `transfer.prepare` left."""
     device = execution.device
     _configure_torch(cfg, device)
     if info.is_main and not cfg.quiet:
@@ -55,7 +97,7 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
                          f"{info.world_size} processes")
     run_dir = Path(cfg.out) if cfg.out is not None else None
     writes = run_dir is not None and info.is_main
-    resume_from = _check_run_dir(cfg, run_dir, writes)
+    resume_from = _check_run_dir(cfg, run_dir, info, writes)
     train_ds, val_ds = _splits(cfg, dataset, val_data)
     built = transfer.prepare(cfg, module, num_classes=train_ds.num_classes,
                              in_chans=train_ds.in_chans)
@@ -64,6 +106,8 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    if cfg.sync_bn and info.enabled:
+        model = sync_bn.convert(model, device)  # before the optimizer and EMA see it
     whole = Augment(crop_padding=cfg.crop_padding, hflip=cfg.hflip,
                     alternate_flip=cfg.alternate_flip, random_erasing=cfg.random_erasing)
     # Progressive sizes: crop_size for the first crop_size_epochs epochs, then whole images.
@@ -84,17 +128,7 @@ def setup(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution, *,
         checkpoint.restore(run, resume_from)
     if writes:
         _start_run_dir(run)
-    run.net = distributed.wrap(model, info, device)
-    if cfg.compile:
-        run.net = torch.compile(run.net)
-    if run.say and built.message is not None:
-        print(built.message, flush=True)
-    if run.say and run.start_step:
-        print(f"resuming {run_dir / 'last.pt'} in epoch {run.start_epoch + 1}, after step "
-              f"{run.start_step}/{len(loader)}", flush=True)
-    elif run.say and run.start_epoch:
-        print(f"resuming {run_dir / 'last.pt'} after epoch {run.start_epoch}", flush=True)
-    return run
+    return run, built.message
 
 
 def _configure_torch(cfg: TrainConfig, device: torch.device) -> None:
@@ -174,11 +208,20 @@ def _record(cfg: TrainConfig, module: nn.Module | None, ds: ImageDataset,
     }
 
 
-def _check_run_dir(cfg: TrainConfig, run_dir: Path | None, writes: bool) -> Path | None:
-    """The checkpoint to resume from, if any; refuses to overwrite a run without resume."""
+def _check_run_dir(cfg: TrainConfig, run_dir: Path | None, info: distributed.DistInfo,
+                   writes: bool) -> Path | None:
+    """The checkpoint to resume from, if any; refuses to overwrite a run without resume.
+
+    After a torchrun restart (`--max-restarts`), last.pt is resumed without `resume` when
+    this job wrote it (env.json holds its run id): a restart continues the job, but never
+    adopts another job's run that the first attempt refused to overwrite.
+    """
     if run_dir is None:
         return None
     last = run_dir / "last.pt"
+    if info.restarts and info.job_id is not None and last.is_file() \
+            and _job_id(run_dir) == info.job_id:
+        return last
     if cfg.resume:
         if last.is_file():
             return last
@@ -191,11 +234,20 @@ def _check_run_dir(cfg: TrainConfig, run_dir: Path | None, writes: bool) -> Path
     return None
 
 
+def _job_id(run_dir: Path) -> str | None:
+    """The torchrun run id of the job that last started in `run_dir` (from env.json)."""
+    try:
+        return json.loads((run_dir / "env.json").read_text()).get("torchelastic_run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _start_run_dir(run: Run) -> None:
     """Create the run directory with config.json and env.json (again on resume)."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(run.run_dir)  # left by a run killed mid-write
     runlog.write_json(run.run_dir / "config.json", run.cfg.to_dict())
-    runlog.write_json(run.run_dir / "env.json", runlog.environment(
-        device=run.execution.device, precision=run.execution.precision,
-        world_size=run.info.world_size))
+    env = runlog.environment(device=run.execution.device, precision=run.execution.precision,
+                             world_size=run.info.world_size)
+    # The job id lets a torchrun restart recognise its own last.pt (`_check_run_dir`).
+    runlog.write_json(run.run_dir / "env.json", {**env, "torchelastic_run_id": run.info.job_id})
