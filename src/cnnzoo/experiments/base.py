@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-import cnnzoo
+from cnnzoo._version import __version__
 from cnnzoo.fileio import atomic_write, atomic_write_text, cpu_name
 
 # "supported": the numbers show the claimed effect; "not supported": they contradict it;
@@ -258,7 +258,7 @@ def environment() -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cnnzoo": cnnzoo.__version__,
+        "cnnzoo": __version__,
     }
 
 
