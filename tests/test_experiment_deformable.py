@@ -9,21 +9,22 @@ import pytest
 import torch
 
 from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments._deformations import deform_images, elastic_displacement
+from cnnzoo.experiments._offsets import (
+    effective_dilation,
+    masked_mean,
+    sampling_points,
+    scale_elasticity,
+    unit_masks,
+)
+from cnnzoo.experiments.base import combine_verdicts as combine
 from cnnzoo.experiments.common import margin
 from cnnzoo.experiments.deformable import (
     ELASTICITY,
     MARGIN,
     accuracy_verdict,
     build_pair,
-    combine,
-    deform_images,
-    effective_dilation,
-    elastic_displacement,
     elasticity_verdict,
-    masked_mean,
-    sampling_points,
-    scale_elasticity,
-    unit_masks,
 )
 from cnnzoo.layers import DeformConv2d
 from cnnzoo.models.resnet_cifar import CifarResNet, make_deformable

@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnzoo.experiments import run_experiment
 from cnnzoo.experiments._erf_maps import (
+    build,
     calibrate_bn,
     erf_heatmaps,
     fit_gaussian,
@@ -21,7 +22,7 @@ from cnnzoo.experiments._erf_maps import (
     power_fit,
     sqrt_fit,
 )
-from cnnzoo.experiments.effective_receptive_field import CHANGE, build, change_verdict
+from cnnzoo.experiments.effective_receptive_field import CHANGE, change_verdict
 
 
 def gaussian(shape, centre, sy, sx):

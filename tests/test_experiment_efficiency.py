@@ -9,6 +9,8 @@ import os
 import pytest
 
 from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments._zoo_timing import leave_one_out_r2
+from cnnzoo.experiments.base import combine_verdicts as combined_verdict
 from cnnzoo.experiments.efficiency import (
     OTHER_LOAD_MAX,
     OUTLIER_FACTOR,
@@ -16,8 +18,6 @@ from cnnzoo.experiments.efficiency import (
     R2_LEAVE_ONE_OUT,
     R2_REJECTED,
     R2_SUPPORTED,
-    combined_verdict,
-    leave_one_out_r2,
     r2_verdict,
     throughput_deviation,
 )

@@ -11,18 +11,19 @@ import torch.nn.functional as F
 
 import cnnzoo
 from cnnzoo.experiments import run_experiment
-from cnnzoo.experiments.inception import (
-    AUX_SHARE,
+from cnnzoo.experiments._aux_gradients import (
     LOWER,
-    SEVERAL_FOLD,
     WATCHED,
     GradientRecorder,
     gradient_split,
+    without_aux,
+)
+from cnnzoo.experiments._inception_costs import (
     inception_module,
     inception_stack,
     inception_weights,
-    without_aux,
 )
+from cnnzoo.experiments.inception import AUX_SHARE, SEVERAL_FOLD
 from cnnzoo.models.googlenet import slim_googlenet
 from cnnzoo.models.inception_blocks import GOOGLENET_TABLE_1, NaiveInception, scaled
 

@@ -1,5 +1,7 @@
-"""Effective-receptive-field heatmaps and their fits: the mosaic inputs, the gradient maps of
-a centre unit (Luo et al. 2016), and the radii and shape fits that summarise one map.
+"""Effective-receptive-field heatmaps and their fits: the nets measured (plain, residual and
+deformable CIFAR ResNets) and their theoretical fields, the mosaic inputs, the gradient maps
+of a centre unit (Luo et al. 2016), the radii and shape fits that summarise one map, and its
+picture.
 """
 
 from __future__ import annotations
@@ -11,10 +13,36 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnzoo.experiments.base import pyplot
 from cnnzoo.experiments.common import mean_std
+from cnnzoo.models.resnet_cifar import CifarResNet, make_deformable
+from cnnzoo.profile.receptive_field import receptive_field
 
 MASS = 0.95  # r95: the radius of the disc that holds this share of a heatmap's mass
 EDGE = 2  # px: gradient mass this close to the canvas border means the field is cut off
+
+
+def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int,
+          num_classes: int, seed: int) -> CifarResNet:
+    """A CIFAR ResNet of `family`: "plain" (no shortcuts), "residual", or "deformable" (the
+    residual net with its last `deform_layers` 3x3 convs deformable, zero offsets), seeded."""
+    torch.manual_seed(seed)
+    model = CifarResNet(depth, base_width=width, in_chans=in_chans, num_classes=num_classes,
+                        shortcut=family != "plain")
+    if family == "deformable":
+        make_deformable(model, deform_layers)
+    return model
+
+
+def theoretical_field(model: nn.Module, in_chans: int, side: int) -> dict[str, Any]:
+    """The theoretical field of the final feature map's centre unit on a side x side input:
+    rf and jump (px), the unit's centre in the input (px), input_dependent, and clipped (the
+    field is wider than the input)."""
+    f = receptive_field(model, (in_chans, side, side)).features
+    unit = (f.output_shape[2] // 2, f.output_shape[3] // 2)
+    return {"rf": f.rf[0], "jump": f.jump[0], "input_dependent": f.input_dependent,
+            "centre": tuple(f.start[a] + f.jump[a] * unit[a] for a in (0, 1)),
+            "clipped": f.rf[0] > side}
 
 
 def mosaic(images: torch.Tensor, count: int, side: int, generator: torch.Generator
@@ -173,3 +201,20 @@ def heatmap_stats(maps: torch.Tensor, centre: tuple[float, float], rf_side: floa
         "gauss": fit_gaussian(heat, centre, noise), "square": fit_square(heat, centre, noise),
         "per_image_radius_cv": s / m if m > 0 else math.nan, "heat": heat,
     }
+
+
+def draw_heatmap(ax: Any, heat: np.ndarray, t: dict[str, Any], r95: float, title: str) -> None:
+    """One heatmap, scaled to its peak, with the theoretical field `t` (dashed square) and the
+    disc of radius r95."""
+    plt = pyplot()
+    ax.imshow(heat / heat.max(), cmap="inferno", vmin=0, vmax=1)
+    cy, cx = t["centre"]
+    half = (t["rf"] - 1) / 2
+    ax.add_patch(plt.Rectangle((cx - half - 0.5, cy - half - 0.5), t["rf"], t["rf"],
+                               fill=False, ec="cyan", lw=1, ls="--"))
+    ax.add_patch(plt.Circle((cx, cy), r95, fill=False, ec="lime", lw=1))
+    ax.set_xlim(-0.5, heat.shape[1] - 0.5)
+    ax.set_ylim(heat.shape[0] - 0.5, -0.5)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=8)

@@ -63,20 +63,30 @@ x 4 nets of 20,000 images x 8 epochs at width 16, 10,000 test images).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.data import ImageDataset
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments._deformations import deformed_copy, zoomed
+from cnnzoo.experiments._offsets import (
+    object_vs_background,
+    offsets_of,
+    sampling_points,
+    scale_elasticity,
+    unit_masks,
+)
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.models.resnet_cifar import CifarResNet, make_deformable
+from cnnzoo.profile.receptive_field import receptive_field
 
-FOREGROUND = 0.1  # a pixel above 10% of full scale is part of the object
 MARGIN = 2.0  # accuracy: deformable - plain, in standard errors (see common.margin)
 ELASTICITY = 0.1  # offsets adapt when the sampling spread grows >= 0.1 x log object scale
+NETS = ("plain", "deformable")
+PROTOCOLS = ("clean", "deformed")  # what the nets are trained on
 
 PRESETS = {
     "tiny": dict(depth=8, width=4, train_size=200, val_size=50, test_size=100, epochs=1,
@@ -94,7 +104,97 @@ PRESETS = {
 }
 
 
-# ---- the deformable twin ------------------------------------------------------------------
+# ---- the experiment -----------------------------------------------------------------------
+
+
+@experiment(
+    "deformable",
+    title="Deformable convolution: offsets that adapt to the object",
+    paper="Dai et al. 2017, Deformable Convolutional Networks, arXiv:1703.06211",
+    claim="The learned offsets adapt the sampling grid to the object's shape and scale, "
+          "helping on objects under geometric variation.",
+    presets=PRESETS,
+)
+def run(ctx: Context) -> Finding:
+    m = measure(ctx)
+    v = judge(m)
+    _plot_accuracy(ctx, m.acc)
+    _plot_offsets(ctx, m.offsets)
+    _plot_sampling(ctx, *m.kept["deformed"], m.test, m.probe)
+    return finding(ctx, m, v)
+
+
+# ---- measure ------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    """What `measure` found.
+
+    Attributes:
+        acc: training protocol -> net -> test set ("clean", "deformed") -> accuracy per seed.
+        curves: "protocol/net" -> validation accuracy per epoch (first seed).
+        kept: protocol -> the first seed's trained deformable net and its deformable convs.
+        n_params: net -> parameters.
+        offsets: protocol -> "scale" (`scale_elasticity`) and "object_vs_background".
+        test: the clean test images; probe: the first `probe_images` of them (uint8).
+    """
+
+    acc: dict[str, dict[str, dict[str, list[float]]]]
+    curves: dict[str, list[float]]
+    kept: dict[str, tuple[nn.Module, list[str]]]
+    n_params: dict[str, int]
+    offsets: dict[str, dict[str, Any]]
+    test: ImageDataset
+    probe: torch.Tensor
+
+
+def measure(ctx: Context) -> Measured:
+    """Train every pair of nets under both protocols, test each on clean and deformed test
+    images, and read the offsets of the first seed's deformable nets."""
+    p = ctx.params
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                         test_size=p["test_size"])
+    test_deformed = deformed_copy(splits.test, p, ctx.seed + 10_000)
+    acc: dict[str, dict[str, dict[str, list[float]]]] = {
+        pr: {net: {"clean": [], "deformed": []} for net in NETS} for pr in PROTOCOLS}
+    curves: dict[str, list[float]] = {}
+    kept: dict[str, tuple[nn.Module, list[str]]] = {}
+    n_params: dict[str, int] = {}
+    for i in range(p["seeds"]):
+        seed = ctx.seed + i
+        for protocol in PROTOCOLS:
+            train, val = splits.train, splits.val
+            if protocol == "deformed":
+                train = deformed_copy(splits.train, p, seed + 20_000)
+                val = deformed_copy(splits.val, p, seed + 30_000)
+            data = type(splits)(train, val, splits.test)
+            plain, twin, paths = build_pair(p["depth"], p["width"], p["deform_layers"],
+                                            splits.in_chans, splits.num_classes, seed)
+            for net, model in zip(NETS, (plain, twin), strict=True):
+                n_params[net] = sum(t.numel() for t in model.parameters())
+                model, rows = fit(ctx, model, data, epochs=p["epochs"], seed=seed,
+                                  batch_size=p["batch_size"], lr=p["lr"])
+                a_clean = accuracy(model, splits.test)
+                a_def = accuracy(model, test_deformed)
+                acc[protocol][net]["clean"].append(a_clean)
+                acc[protocol][net]["deformed"].append(a_def)
+                if i == 0:
+                    curves[f"{protocol}/{net}"] = [r["val_acc"] for r in rows]
+                    if net == "deformable":
+                        kept[protocol] = (model, paths)
+                ctx.log(f"seed {seed} trained on {protocol}, {net}: test clean {pct(a_clean)}, "
+                        f"deformed {pct(a_def)} ({sum(r['epoch_time_s'] for r in rows):.0f} s)")
+
+    probe = splits.test.images[:p["probe_images"]]
+    probe_deformed = test_deformed.images[:p["probe_images"]]
+    offsets: dict[str, dict[str, Any]] = {}
+    for protocol, (model, paths) in kept.items():
+        offsets[protocol] = {
+            "scale": scale_elasticity(model, paths, splits.test, probe, p["probe_scales"]),
+            "object_vs_background": object_vs_background(model, paths, splits.test,
+                                                          probe_deformed)}
+    return Measured(acc, curves, kept, n_params, offsets, splits.test, probe)
 
 
 def build_pair(depth: int, width: int, deform_layers: int, in_chans: int, num_classes: int,
@@ -107,203 +207,7 @@ def build_pair(depth: int, width: int, deform_layers: int, in_chans: int, num_cl
     return plain, twin, make_deformable(twin, deform_layers)
 
 
-# ---- geometric deformation ----------------------------------------------------------------
-
-
-def elastic_displacement(n: int, size: tuple[int, int], alpha: float, sigma: float,
-                         generator: torch.Generator) -> torch.Tensor:
-    """Simard et al.'s elastic field: uniform [-1, 1] per pixel, Gaussian-smoothed
-    (normalised kernel of `sigma` px, reflected borders), times `alpha`; (n, H, W, 2) in
-    pixels, (dx, dy)."""
-    h, w = size
-    field = torch.rand(n * 2, 1, h, w, generator=generator) * 2 - 1
-    if sigma > 0:
-        radius = min(int(math.ceil(3 * sigma)), h - 1, w - 1)
-        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        k = torch.exp(-t**2 / (2 * sigma**2))
-        k = k / k.sum()
-        field = F.pad(field, (radius, radius, radius, radius), mode="reflect")
-        field = F.conv2d(field, k.view(1, 1, -1, 1))
-        field = F.conv2d(field, k.view(1, 1, 1, -1))
-    return (alpha * field).view(n, 2, h, w).permute(0, 2, 3, 1)
-
-
-def deform_images(images: torch.Tensor, *, degrees: torch.Tensor, scale: torch.Tensor,
-                  displacement: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotate, zoom and elastically distort uint8 images (N, C, H, W) in one bilinear
-    resampling (black outside); returns uint8.
-
-    The output pixel p reads the input at A p + d(p): A the rotation/zoom of `rotate_scale`,
-    d the elastic `displacement` (N, H, W, 2) in pixels, or none.
-    """
-    n, _, h, w = images.shape
-    a = degrees * (math.pi / 180)
-    cos, sin = torch.cos(a) / scale, torch.sin(a) / scale
-    zero = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
-    if displacement is not None:
-        # pixels -> normalised units (align_corners=False: 2 / size per pixel)
-        grid = grid + displacement * torch.tensor([2 / w, 2 / h])
-    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
-                        align_corners=False)
-    return out.round().clamp(0, 255).to(torch.uint8)
-
-
-def deformed_copy(ds: ImageDataset, params: dict[str, Any], seed: int) -> ImageDataset:
-    """`ds` with every image deformed by its own random draw (seeded); labels and statistics
-    unchanged."""
-    g = torch.Generator().manual_seed(seed)
-    n = len(ds)
-    degrees = (2 * torch.rand(n, generator=g) - 1) * params["rotate_degrees"]
-    lo, hi = params["scale"]
-    scale = lo + (hi - lo) * torch.rand(n, generator=g)
-    disp = elastic_displacement(n, ds.image_size, params["elastic_alpha"],
-                                params["elastic_sigma"], g)
-    images = deform_images(ds.images, degrees=degrees, scale=scale, displacement=disp)
-    return ImageDataset(images, ds.labels.clone(), ds.classes, ds.mean, ds.std,
-                        f"{ds.name} (deformed)")
-
-
-def zoomed(images: torch.Tensor, factor: float) -> torch.Tensor:
-    """Zoom only (no rotation, no distortion), uint8 in and out."""
-    n = images.shape[0]
-    return deform_images(images, degrees=torch.zeros(n), scale=torch.full((n,), factor))
-
-
-# ---- reading the offsets ------------------------------------------------------------------
-
-
-@torch.no_grad()
-def offsets_of(model: nn.Module, paths: list[str], x: torch.Tensor) -> list[torch.Tensor]:
-    """The offsets (N, 2 * 9, H, W) each deformable conv at `paths` predicts for input x."""
-    found: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(p).conv_offset.register_forward_hook(
-        lambda _m, _i, out, p=p: found.__setitem__(p, out.detach())) for p in paths]
-    try:
-        model.eval()(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return [found[p] for p in paths]
-
-
-def effective_dilation(offset: torch.Tensor, kernel: int = 3) -> torch.Tensor:
-    """Mean distance between horizontally and vertically adjacent sampling points of each
-    output unit's k x k filter (Dai et al. Table 2), in input-grid units: (N, H, W).
-
-    A regular (zero-offset, dilation-1) convolution gives exactly 1.
-    """
-    n, _, h, w = offset.shape
-    off = offset.view(n, kernel, kernel, 2, h, w)  # taps row-major, (dy, dx)
-    grid = torch.stack(torch.meshgrid(torch.arange(kernel), torch.arange(kernel),
-                                      indexing="ij"), -1).to(offset)  # (k, k, 2)
-    pts = grid.view(1, kernel, kernel, 2, 1, 1) + off
-    horiz = (pts[:, :, 1:] - pts[:, :, :-1]).norm(dim=3)  # (N, k, k-1, H, W)
-    vert = (pts[:, 1:] - pts[:, :-1]).norm(dim=3)
-    total = horiz.sum((1, 2)) + vert.sum((1, 2))
-    return total / (horiz[0, :, :, 0, 0].numel() + vert[0, :, :, 0, 0].numel())
-
-
-def sampling_points(offsets: list[torch.Tensor], unit: tuple[int, int],
-                    strides: list[int] | None = None) -> torch.Tensor:
-    """The 9^L sampling points of output `unit` through L stacked 3x3 deformable layers
-    (padding 1, dilation 1), in the first layer's input-grid coordinates (row, col).
-
-    Args:
-        offsets: each layer's offsets for one image, (18, H, W), first layer first.
-        unit: (row, col) in the last layer's output.
-        strides: each layer's stride (default all 1).
-    """
-    strides = strides or [1] * len(offsets)
-    pts = torch.tensor([unit], dtype=torch.float32)  # (P, 2) in the last layer's output
-    taps = torch.stack(torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="ij"),
-                       -1).view(9, 2)
-    for off, stride in zip(reversed(offsets), reversed(strides), strict=True):
-        _, h, w = off.shape
-        # the layer's offsets at (possibly fractional) output points: bilinear, border-clamped
-        norm = torch.stack([pts[:, 1] / max(w - 1, 1), pts[:, 0] / max(h - 1, 1)], -1) * 2 - 1
-        at = F.grid_sample(off[None], norm.view(1, 1, -1, 2), mode="bilinear",
-                           padding_mode="border", align_corners=True)[0, :, 0]  # (18, P)
-        delta = at.T.reshape(-1, 9, 2)  # (P, 9, (dy, dx))
-        # eq. 2 of the paper: p0 + p_k + delta_k, p0 = output position * stride - padding
-        pts = (pts[:, None] * stride - 1 + taps[None] + delta).reshape(-1, 2)
-    return pts
-
-
-def unit_masks(images: torch.Tensor, map_size: tuple[int, int]) -> tuple[torch.Tensor,
-                                                                          torch.Tensor]:
-    """(object, background) bool masks (N, h, w) of a feature map over uint8 images: the
-    fraction of foreground pixels in each unit's cell >= 3/4, or 0.
-
-    The map has stride j = H // h with unit i centred on pixel j i (padding (k - 1) / 2
-    everywhere), so its cell is the j pixels [j i - j // 2, j i - j // 2 + j).
-    """
-    h, w = map_size
-    j = images.shape[-2] // h
-    fg = (images.float().mean(1, keepdim=True) > FOREGROUND * 255).float()
-    fg = F.pad(fg, (j // 2, j, j // 2, j))  # zeros (background) beyond the image
-    frac = F.avg_pool2d(fg, j)[:, 0, :h, :w]
-    return frac >= 0.75, frac == 0
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-image mean of values over mask (N, h, w) -> (N,), NaN where the mask is empty."""
-    count = mask.sum((1, 2))
-    total = (values * mask).sum((1, 2))
-    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
-
-
-def dilation_map(model: nn.Module, paths: list[str], ds: ImageDataset,
-                 images: torch.Tensor) -> torch.Tensor:
-    """Effective dilation averaged over the deformable layers, (N, h, w), for uint8 images."""
-    x = (images.float() / 255 - torch.tensor(ds.mean).view(1, -1, 1, 1)) \
-        / torch.tensor(ds.std).view(1, -1, 1, 1)
-    maps = [effective_dilation(o) for o in offsets_of(model, paths, x)]
-    size = maps[-1].shape[-2:]
-    return torch.stack([F.adaptive_avg_pool2d(m[:, None], size)[:, 0] for m in maps]).mean(0)
-
-
-def scale_elasticity(model: nn.Module, paths: list[str], ds: ImageDataset,
-                     images: torch.Tensor, scales: list[float]) -> dict[str, Any]:
-    """Per image, slope of log(mean object-unit dilation) on log(zoom); mean and SE."""
-    per_scale = []
-    for s in scales:
-        zoom = zoomed(images, s)
-        dil = dilation_map(model, paths, ds, zoom)
-        obj, _ = unit_masks(zoom, dil.shape[-2:])
-        per_scale.append(masked_mean(dil, obj))
-    d = torch.stack(per_scale, 1)  # (N, S)
-    ok = torch.isfinite(d).all(1) & (d > 0).all(1)
-    logs = torch.tensor(scales).log()
-    lx = logs - logs.mean()
-    slopes = ((d[ok].log() - d[ok].log().mean(1, keepdim=True)) * lx).sum(1) / (lx**2).sum()
-    m, sd = mean_std(slopes.tolist())
-    return {"scales": scales, "images": int(ok.sum()), "elasticity": m,
-            "elasticity_se": sd / math.sqrt(max(int(ok.sum()), 1)),
-            "dilation_by_scale": [_num(v) for v in d[ok].mean(0).tolist()],
-            "dilation_by_scale_se": [_num(v) for v in
-                                     (d[ok].std(0) / math.sqrt(max(int(ok.sum()), 1))).tolist()]}
-
-
-def object_vs_background(model: nn.Module, paths: list[str], ds: ImageDataset,
-                         images: torch.Tensor) -> dict[str, Any]:
-    """Mean dilation on object and background units of the same images, paired."""
-    dil = dilation_map(model, paths, ds, images)
-    obj, bg = unit_masks(images, dil.shape[-2:])
-    a, b = masked_mean(dil, obj), masked_mean(dil, bg)
-    ok = torch.isfinite(a) & torch.isfinite(b)
-    diff_m, diff_sd = mean_std((a[ok] - b[ok]).tolist())
-    return {"images": int(ok.sum()), "object": _num(mean_std(a[ok].tolist())[0]),
-            "background": _num(mean_std(b[ok].tolist())[0]), "difference": _num(diff_m),
-            "difference_se": _num(diff_sd / math.sqrt(max(int(ok.sum()), 1)))}
-
-
-def _num(v: float) -> float | None:
-    return None if not math.isfinite(v) else round(float(v), 5)
-
-
-# ---- verdicts -----------------------------------------------------------------------------
+# ---- verdict -----------------------------------------------------------------------------
 
 
 def accuracy_verdict(deform: list[float], plain: list[float]) -> tuple[str, float]:
@@ -323,90 +227,42 @@ def elasticity_verdict(mean: float, se: float) -> str:
     return "inconclusive"
 
 
-def combine(verdicts: list[str]) -> str:
-    """Every claim alike gives that verdict; anything else is mixed."""
-    return verdicts[0] if len(set(verdicts)) == 1 else "mixed"
+@dataclass
+class Verdicts:
+    """What `judge` concluded: claim -> verdict, and protocol -> accuracy margin."""
+
+    claims: dict[str, str]
+    margins: dict[str, float]
 
 
-# ---- the experiment -----------------------------------------------------------------------
-
-
-@experiment(
-    "deformable",
-    title="Deformable convolution: offsets that adapt to the object",
-    paper="Dai et al. 2017, Deformable Convolutional Networks, arXiv:1703.06211",
-    claim="The learned offsets adapt the sampling grid to the object's shape and scale, "
-          "helping on objects under geometric variation.",
-    presets=PRESETS,
-)
-def run(ctx: Context) -> Finding:
-    p = ctx.params
-    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
-                         test_size=p["test_size"])
-    test_deformed = deformed_copy(splits.test, p, ctx.seed + 10_000)
-    nets = ("plain", "deformable")
-    protocols = ("clean", "deformed")
-    acc: dict[str, dict[str, dict[str, list[float]]]] = {
-        pr: {net: {"clean": [], "deformed": []} for net in nets} for pr in protocols}
-    curves: dict[str, list[float]] = {}
-    kept: dict[str, tuple[nn.Module, list[str]]] = {}
-    n_params: dict[str, int] = {}
-    for i in range(p["seeds"]):
-        seed = ctx.seed + i
-        for protocol in protocols:
-            train, val = splits.train, splits.val
-            if protocol == "deformed":
-                train = deformed_copy(splits.train, p, seed + 20_000)
-                val = deformed_copy(splits.val, p, seed + 30_000)
-            data = type(splits)(train, val, splits.test)
-            plain, twin, paths = build_pair(p["depth"], p["width"], p["deform_layers"],
-                                            splits.in_chans, splits.num_classes, seed)
-            for net, model in zip(nets, (plain, twin), strict=True):
-                n_params[net] = sum(t.numel() for t in model.parameters())
-                model, rows = fit(ctx, model, data, epochs=p["epochs"], seed=seed,
-                                  batch_size=p["batch_size"], lr=p["lr"])
-                a_clean = accuracy(model, splits.test)
-                a_def = accuracy(model, test_deformed)
-                acc[protocol][net]["clean"].append(a_clean)
-                acc[protocol][net]["deformed"].append(a_def)
-                if i == 0:
-                    curves[f"{protocol}/{net}"] = [r["val_acc"] for r in rows]
-                    if net == "deformable":
-                        kept[protocol] = (model, paths)
-                ctx.log(f"seed {seed} trained on {protocol}, {net}: test clean {pct(a_clean)}, "
-                        f"deformed {pct(a_def)} ({sum(r['epoch_time_s'] for r in rows):.0f} s)")
-
-    # Offsets of the first seed's deformable nets.
-    probe = splits.test.images[:p["probe_images"]]
-    probe_deformed = test_deformed.images[:p["probe_images"]]
-    offsets: dict[str, dict[str, Any]] = {}
-    for protocol, (model, paths) in kept.items():
-        offsets[protocol] = {
-            "scale": scale_elasticity(model, paths, splits.test, probe, p["probe_scales"]),
-            "object_vs_background": object_vs_background(model, paths, splits.test,
-                                                          probe_deformed)}
-
+def judge(m: Measured) -> Verdicts:
+    """Every claim's verdict, by the module docstring's rules."""
     claims: dict[str, str] = {}
     margins: dict[str, float] = {}
-    for protocol in protocols:
-        v, t = accuracy_verdict(acc[protocol]["deformable"]["deformed"],
-                                acc[protocol]["plain"]["deformed"])
+    for protocol in PROTOCOLS:
+        v, t = accuracy_verdict(m.acc[protocol]["deformable"]["deformed"],
+                                m.acc[protocol]["plain"]["deformed"])
         claims[f"deformable beats plain on deformed test images (trained {protocol})"] = v
         margins[protocol] = round(t, 2)
-    el = offsets["deformed"]["scale"]
+    el = m.offsets["deformed"]["scale"]
     claims["offsets adapt to the object's scale (trained deformed)"] = elasticity_verdict(
         el["elasticity"], el["elasticity_se"])
-    verdict = combine(list(claims.values()))
+    return Verdicts(claims, margins)
 
-    _plot_accuracy(ctx, acc)
-    _plot_offsets(ctx, offsets)
-    _plot_sampling(ctx, *kept["deformed"], splits.test, probe)
+
+# ---- finding ------------------------------------------------------------------------------
+
+
+def finding(ctx: Context, m: Measured, v: Verdicts) -> Finding:
+    """results.json's numbers and finding.md's text."""
+    p, acc, margins, n_params = ctx.params, m.acc, v.margins, m.n_params
 
     def acc_text(protocol: str, net: str) -> str:
-        m, s = mean_std(acc[protocol][net]["deformed"])
-        return pct(m) + (f" ± {100 * s:.2f}" if p["seeds"] > 1 else "")
+        mean, s = mean_std(acc[protocol][net]["deformed"])
+        return pct(mean) + (f" ± {100 * s:.2f}" if p["seeds"] > 1 else "")
 
-    ob = offsets["deformed"]["object_vs_background"]
+    el = m.offsets["deformed"]["scale"]
+    ob = m.offsets["deformed"]["object_vs_background"]
     summary = (
         f"On deformed test images (rotation ±{p['rotate_degrees']:g}°, zoom {p['scale']}, "
         f"elastic α={p['elastic_alpha']:g} σ={p['elastic_sigma']:g}), trained on clean images: "
@@ -424,18 +280,18 @@ def run(ctx: Context) -> Finding:
         f"{ob['difference']} ± {ob['difference_se']})."
     )
     measured = {
-        "accuracy": acc, "margins": margins, "val_acc_curves": curves, "offsets": offsets,
-        "deformable_convs": kept["deformed"][1], "params": n_params,
-        "test_images": len(splits.test),
+        "accuracy": acc, "margins": margins, "val_acc_curves": m.curves, "offsets": m.offsets,
+        "deformable_convs": m.kept["deformed"][1], "params": n_params,
+        "test_images": len(m.test),
     }
     return Finding(
-        verdict, summary, measured, claims=claims,
+        combine_verdicts(v.claims.values()), summary, measured, claims=v.claims,
         paper=("Dai et al. (Table 2) report effective dilations of the deformable layers that "
                "grow with object size (small < medium < large), and +2.7 to +4.7 mAP in "
                "detection (VOC 2007, COCO; ResNet-101 R-FCN / Faster R-CNN); here the elasticity "
                f"{el['elasticity']:.3f} is the size dependence and the accuracy gap on deformed "
                f"images is the robustness gain."),
-        details=[f"deformable convs: {', '.join(kept['deformed'][1])}; parameters: plain "
+        details=[f"deformable convs: {', '.join(m.kept['deformed'][1])}; parameters: plain "
                  f"{n_params['plain']:,}, deformable {n_params['deformable']:,} (the offset "
                  f"convs add {100 * (n_params['deformable'] / n_params['plain'] - 1):.0f}%; no "
                  "parameter-matched plain control was trained, so part of an accuracy gain may "
@@ -448,8 +304,7 @@ def run(ctx: Context) -> Finding:
 
 
 def _plot_accuracy(ctx: Context, acc: dict) -> None:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     groups = [(pr, t) for pr in acc for t in ("clean", "deformed")]
     for k, (net, color) in enumerate((("plain", "tab:gray"), ("deformable", "tab:red"))):
@@ -471,8 +326,7 @@ def _plot_accuracy(ctx: Context, acc: dict) -> None:
 
 
 def _plot_offsets(ctx: Context, offsets: dict) -> None:
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 3.4))
     for (protocol, o), color in zip(offsets.items(), ("tab:blue", "tab:red"), strict=False):
         s = o["scale"]
@@ -507,10 +361,7 @@ def _plot_sampling(ctx: Context, model: nn.Module, paths: list[str], ds: ImageDa
                    probe: torch.Tensor) -> None:
     """Paper Fig. 5: the 9 x 9 sampling points of the last two deformable layers for a unit
     on the object (red) and one on the background (blue), at two zooms of two images."""
-    import matplotlib.pyplot as plt
-
-    from cnnzoo.profile.receptive_field import receptive_field
-
+    plt = pyplot()
     last = paths[-2:]
     strides = [model.get_submodule(q).stride[0] for q in last]
     h, w = probe.shape[2:]

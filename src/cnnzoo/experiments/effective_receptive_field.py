@@ -10,7 +10,7 @@ shrinking fraction of it; training (and, here, deformable offsets) changes its s
 What is measured. Three families of CIFAR ResNets (`CifarResNet`, depth 6n + 2, width
 `width`): plain (no shortcuts), residual, and deformable (the residual net with its last
 `deform_layers` 3x3 convs deformable, zero-initialised offsets, built by
-`cnnzoo.experiments.deformable.make_deformable`). For each, the ERF heatmap is Luo et al.'s:
+`cnnzoo.models.resnet_cifar.make_deformable`). For each, the ERF heatmap is Luo et al.'s:
 the gradient of the centre unit of the final feature map (summed over its channels) with
 respect to the input, |grad| summed over input channels and averaged over `erf_images`
 inputs. The inputs are mosaics of Fashion-MNIST test images (28 x 28 tiles at a random phase
@@ -74,18 +74,18 @@ import torch
 from cnnzoo.data import normalize
 from cnnzoo.experiments._erf_maps import (
     EDGE,
+    build,
     calibrate_bn,
+    draw_heatmap,
     erf_heatmaps,
     heatmap_stats,
     mosaic,
     power_fit,
     sqrt_fit,
+    theoretical_field,
 )
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, fit, load_splits, mean_std, pct
-from cnnzoo.experiments.deformable import make_deformable
-from cnnzoo.models.resnet_cifar import CifarResNet
-from cnnzoo.profile.receptive_field import receptive_field
 
 FAMILIES = ("plain", "residual", "deformable")
 GAUSS_R2 = 0.9
@@ -144,16 +144,6 @@ def run(ctx: Context) -> Finding:
 # ---- measure ------------------------------------------------------------------------------
 
 
-def build(family: str, depth: int, width: int, deform_layers: int, in_chans: int,
-          num_classes: int, seed: int) -> CifarResNet:
-    torch.manual_seed(seed)
-    model = CifarResNet(depth, base_width=width, in_chans=in_chans, num_classes=num_classes,
-                        shortcut=family != "plain")
-    if family == "deformable":
-        make_deformable(model, deform_layers)
-    return model
-
-
 def gaussian_like(stats: dict[str, Any]) -> bool:
     g, sq = stats["gauss"]["r2"], stats["square"]["r2"]
     return math.isfinite(g) and g >= GAUSS_R2 and not g <= sq
@@ -183,14 +173,11 @@ def measure(ctx: Context, splits: Splits, x: torch.Tensor) -> Erfs:
     c = splits.in_chans
     theory: dict[int, dict[str, Any]] = {}
     for depth in p["depths"]:
-        f = receptive_field(build("residual", depth, p["width"], p["deform_layers"], c, 10,
-                                  0), (c, side, side)).features
-        unit = (f.output_shape[2] // 2, f.output_shape[3] // 2)
-        theory[depth] = {"rf": f.rf[0], "jump": f.jump[0], "input_dependent": f.input_dependent,
-                         "centre": tuple(f.start[a] + f.jump[a] * unit[a] for a in (0, 1)),
-                         "clipped": f.rf[0] > side}
-        if f.rf[0] > side:
-            ctx.log(f"depth {depth}: theoretical field {f.rf[0]} px exceeds the {side} px input")
+        theory[depth] = theoretical_field(build("residual", depth, p["width"],
+                                                p["deform_layers"], c, 10, 0), c, side)
+        if theory[depth]["clipped"]:
+            ctx.log(f"depth {depth}: theoretical field {theory[depth]['rf']} px exceeds the "
+                    f"{side} px input")
 
     # stats[state][family][depth] -> one dict per seed
     stats: dict[str, dict[str, dict[int, list[dict]]]] = {
@@ -405,21 +392,6 @@ def finding(ctx: Context, m: Erfs, v: Verdicts) -> Finding:
 # ---- plots --------------------------------------------------------------------------------
 
 
-def _draw(ax, heat: np.ndarray, t: dict[str, Any], r95: float, title: str) -> None:
-    plt = pyplot()
-    ax.imshow(heat / heat.max(), cmap="inferno", vmin=0, vmax=1)
-    cy, cx = t["centre"]
-    half = (t["rf"] - 1) / 2
-    ax.add_patch(plt.Rectangle((cx - half - 0.5, cy - half - 0.5), t["rf"], t["rf"],
-                               fill=False, ec="cyan", lw=1, ls="--"))
-    ax.add_patch(plt.Circle((cx, cy), r95, fill=False, ec="lime", lw=1))
-    ax.set_xlim(-0.5, heat.shape[1] - 0.5)
-    ax.set_ylim(heat.shape[0] - 0.5, -0.5)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=8)
-
-
 def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
     plt = pyplot()
     rows = [(f, d) for d in p["train_depths"] for f in FAMILIES]
@@ -427,7 +399,7 @@ def _plot_heatmaps(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
     for k, (f, d) in enumerate(rows):
         for j, state in enumerate(("init", "trained")):
             run0 = stats[state][f][d][0]
-            _draw(axes[k, j], run0["heat"], theory[d], run0["r95"],
+            draw_heatmap(axes[k, j], run0["heat"], theory[d], run0["r95"],
                   f"{f}-{d} {state}: r95 {run0['r95']:.1f} px")
     fig.suptitle("ERF (|d centre unit / d input|, mean over images; dashed: theoretical RF, "
                  "circle: 95% mass)", fontsize=8)
@@ -443,7 +415,7 @@ def _plot_depth_row(ctx: Context, p: dict, theory: dict, stats: dict) -> None:
     for i, f in enumerate(fams):
         for j, d in enumerate(p["depths"]):
             run0 = stats["init"][f][d][0]
-            _draw(axes[i, j], run0["heat"], theory[d], run0["r95"],
+            draw_heatmap(axes[i, j], run0["heat"], theory[d], run0["r95"],
                   f"{f}-{d} init: r95 {run0['r95']:.1f}, RF {theory[d]['rf']}")
     fig.suptitle("ERF at initialisation by depth (dashed: theoretical RF; circle: 95% mass)",
                  fontsize=9)

@@ -73,16 +73,17 @@ cores (the trial's per-image times scaled by MACs: ~24 ms per GoogLeNet / 4 imag
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnzoo.experiments.base import Context, Finding, experiment
+from cnnzoo.experiments._aux_gradients import LOWER, WATCHED, mean_steps, share, train_twins
+from cnnzoo.experiments._inception_costs import cost_table, inception_module
+from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import (
     Splits,
     accuracy,
@@ -90,78 +91,102 @@ from cnnzoo.experiments.common import (
     load_splits,
     margin,
     mean_std,
-    normalized_batch,
     pct,
 )
 from cnnzoo.layers import ConvNormAct
-from cnnzoo.models.googlenet import GoogLeNet, paper_aux_sides, slim_googlenet
-from cnnzoo.models.inception_blocks import (
-    GOOGLENET_TABLE_1,
-    Inception,
-    InceptionSpec,
-    NaiveInception,
-    scaled,
-)
+from cnnzoo.models.inception_blocks import GOOGLENET_TABLE_1, scaled
+from cnnzoo.profile import profile
 
-ConvBlock = partial(ConvNormAct, norm_layer=None)  # the paper's conv: bias + ReLU, no norm
 SEVERAL_FOLD = 3.0  # claim 1: ">= 3x" in parameters and in MACs
 ACC_TOLERANCE = 0.01  # claim 2: "no accuracy lost" = at most 1 point below
-AUX_SHARE = 0.1  # claim 3a: ||g_aux|| >= 0.1 ||g_main|| at initialisation
-AUX_GAIN = 1.1  # claim 3b: >= 1.1x the gradient norm of the run without heads
-LOWER = ("conv1", "conv2", "inception3a")  # the lower layers of claim 3
-WATCHED = (*LOWER, "inception4a", "inception5b")  # 5b sits above both heads: the control
+AUX_SHARE = 0.1  # claim 3: ||g_aux|| >= 0.1 ||g_main|| after the first steps and at the end
+# The layers judged (LOWER) and watched (WATCHED, with 4a and the control 5b) are the gradient
+# instruments' (_aux_gradients.py).
 
 
-# ---- claim 1: the module and its cost -------------------------------------------------------
-
-def inception_module(in_chs: int, spec: InceptionSpec, *, naive: bool,
-                     conv_block: Any = ConvBlock) -> nn.Module:
-    """The naive (Fig. 2a) or reduced (Fig. 2b) module with 5x5 kernels, as the paper."""
-    if naive:
-        return NaiveInception(in_chs, spec, conv_block)
-    return Inception(in_chs, spec, conv_block, kernel_5x5=5)
-
-
-def inception_weights(in_chs: int, spec: InceptionSpec, *, naive: bool) -> int:
-    """Conv weights (biases excluded) of one module, in closed form; MACs = this x H x W."""
-    if naive:
-        return in_chs * (spec.ch1x1 + 9 * spec.ch3x3 + 25 * spec.ch5x5)
-    return (in_chs * (spec.ch1x1 + spec.ch3x3red + spec.ch5x5red + spec.pool_proj)
-            + 9 * spec.ch3x3red * spec.ch3x3 + 25 * spec.ch5x5red * spec.ch5x5)
+PRESETS = {
+    "tiny": dict(seeds=1, train_size=200, val_size=100, test_size=100, batch_size=50,
+                 module_width_div=16, module_epochs=1, module_lr=0.05,
+                 googlenet_width_div=16, googlenet_epochs=2, googlenet_lr=0.002, grad_steps=3),
+    "quick": dict(seeds=1, train_size=4000, val_size=1000, test_size=5000, batch_size=64,
+                  module_width_div=4, module_epochs=3, module_lr=0.05,
+                  googlenet_width_div=8, googlenet_epochs=3, googlenet_lr=0.002, grad_steps=30),
+    "full": dict(seeds=3, train_size=55000, val_size=5000, test_size=10000, batch_size=64,
+                 module_width_div=2, module_epochs=15, module_lr=0.05,
+                 googlenet_width_div=4, googlenet_epochs=15, googlenet_lr=0.002, grad_steps=100),
+}
 
 
-def inception_stack(*, naive: bool, rows: Iterable[str] = tuple(GOOGLENET_TABLE_1),
-                    in_chs: int = 192) -> nn.Sequential:
-    """Table 1's modules in order, with GoogLeNet's max-pools before 4a and 5a."""
-    layers: list[nn.Module] = []
-    for row in rows:
-        if row in ("4a", "5a"):
-            layers.append(nn.MaxPool2d(3 if row == "4a" else 2, 2, ceil_mode=True))
-        module = inception_module(in_chs, GOOGLENET_TABLE_1[row], naive=naive)
-        layers.append(module)
-        in_chs = module.out_channels
-    return nn.Sequential(*layers)
+@experiment(
+    "inception",
+    title="Inception: 1x1 reductions and auxiliary classifiers",
+    paper="Szegedy et al. 2015, Going Deeper with Convolutions, arXiv:1409.4842",
+    claim="1x1 reductions cut an Inception module's cost several-fold without costing accuracy; "
+          "auxiliary classifiers inject gradient into the lower layers (and, the paper says, "
+          "help accuracy a little)",
+    presets=PRESETS,
+)
+def run(ctx: Context) -> Finding:
+    m = measure(ctx)
+    v = judge(m)
+    _plots(ctx, m)
+    return finding(ctx, m, v)
 
 
-def cost_table() -> dict[str, dict[str, Any]]:
-    """Parameters and MACs (one 192 x 28 x 28 input) of the naive and reduced versions of
-    module 3a, of stage 3 (3a, 3b) and of all nine modules, counted by `cnnzoo.profile`."""
-    import cnnzoo
+# ---- measure ------------------------------------------------------------------------------
 
-    scopes = {"module 3a": ("3a",), "stage 3 (3a-3b)": ("3a", "3b"),
-              "all nine (3a-5b)": tuple(GOOGLENET_TABLE_1)}
-    table = {}
-    for scope, rows in scopes.items():
-        entry: dict[str, Any] = {}
-        for variant in ("naive", "reduced"):
-            stack = inception_stack(naive=variant == "naive", rows=rows)
-            report = cnnzoo.profile(stack, (1, 192, 28, 28))
-            entry[variant] = {"params": report.params, "macs": report.macs,
-                              "out_channels": stack[-1].out_channels}
-        entry["params_ratio"] = entry["naive"]["params"] / entry["reduced"]["params"]
-        entry["macs_ratio"] = entry["naive"]["macs"] / entry["reduced"]["macs"]
-        table[scope] = entry
-    return table
+
+@dataclass
+class Measured:
+    """What `measure` found.
+
+    Attributes:
+        costs: scope -> naive and reduced params / MACs / out_channels and their ratios
+            (`cost_table`).
+        modules: variant ("naive", "reduced") -> params, macs and per-seed runs of the
+            module nets.
+        aux: "aux" / "no_aux" -> params and per-seed runs of the GoogLeNets; early_step and
+            last_step, the probe steps judged.
+    """
+
+    costs: dict[str, dict[str, Any]]
+    modules: dict[str, Any]
+    aux: dict[str, Any]
+
+
+def measure(ctx: Context) -> Measured:
+    """The modules' costs, then the module nets and the GoogLeNets trained."""
+    p = ctx.params
+    costs = cost_table()
+    for scope, c in costs.items():
+        ctx.log(f"{scope}: naive {c['naive']['params']:,} params {c['naive']['macs'] / 1e6:.0f}M "
+                f"MACs, reduced {c['reduced']['params']:,} {c['reduced']['macs'] / 1e6:.0f}M: "
+                f"{c['params_ratio']:.2f}x / {c['macs_ratio']:.2f}x")
+    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
+                         test_size=p["test_size"])
+    return Measured(costs, _train_module_nets(ctx, splits), train_twins(ctx, splits))
+
+
+def _train_module_nets(ctx: Context, splits: Splits) -> dict[str, Any]:
+    p = ctx.params
+    result: dict[str, Any] = {}
+    for variant in ("naive", "reduced"):
+        runs = []
+        for i in range(p["seeds"]):
+            torch.manual_seed(ctx.seed + i)
+            model = ModuleNet(naive=variant == "naive", width_div=p["module_width_div"],
+                              in_chans=splits.in_chans, num_classes=splits.num_classes)
+            # channels_last: CPU max-pooling is several times faster in NHWC.
+            model, rows = fit(ctx, model, splits, epochs=p["module_epochs"], seed=ctx.seed + i,
+                              batch_size=p["batch_size"], lr=p["module_lr"], schedule="cosine",
+                              channels_last=True)
+            runs.append({"test_acc": accuracy(model, splits.test),
+                         "val_acc": [r["val_acc"] for r in rows],
+                         "train_s": sum(r["epoch_time_s"] for r in rows)})
+            ctx.log(f"module net {variant} seed {ctx.seed + i}: test {pct(runs[-1]['test_acc'])}")
+        report = profile(model, (1, splits.in_chans, *splits.image_size))
+        result[variant] = {"params": report.params, "macs": report.macs, "runs": runs}
+    return result
 
 
 class ModuleNet(nn.Module):
@@ -187,215 +212,39 @@ class ModuleNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-# ---- claims 3 and 4: a width-reduced GoogLeNet ----------------------------------------------
-
-def without_aux(model: GoogLeNet) -> GoogLeNet:
-    """A copy with the same body weights and no auxiliary heads."""
-    twin = copy.deepcopy(model)
-    twin.aux1 = twin.aux2 = None
-    return twin
-
-
-def gradient_split(model: GoogLeNet, x: torch.Tensor, y: torch.Tensor,
-                   layers: Iterable[str] = WATCHED) -> dict[str, dict[str, float]]:
-    """At the model's current weights, one forward in training mode (one dropout draw) and
-    the gradient of each layer's parameters from the main loss and from the weighted
-    auxiliary losses separately: their norms, their ratio and their cosine."""
-    model.train()
-    out = model(x)
-    main = F.cross_entropy(out.logits, y)
-    aux = model.aux_weight * (F.cross_entropy(out.aux_logits1, y)
-                              + F.cross_entropy(out.aux_logits2, y))
-    layers = list(layers)
-    params = {name: list(getattr(model, name).parameters()) for name in layers}
-    flat = [q for name in layers for q in params[name]]
-    g_main = torch.autograd.grad(main, flat, retain_graph=True)
-    g_aux = torch.autograd.grad(aux, flat, allow_unused=True)  # None above both heads
-    g_aux = [torch.zeros_like(q) if g is None else g for q, g in zip(flat, g_aux, strict=True)]
-    result, start = {}, 0
-    for name in layers:
-        end = start + len(params[name])
-        vec_main = torch.cat([g.flatten() for g in g_main[start:end]]).double()
-        vec_aux = torch.cat([g.flatten() for g in g_aux[start:end]]).double()
-        n_main, n_aux = float(vec_main.norm()), float(vec_aux.norm())
-        cosine = float(F.cosine_similarity(vec_main, vec_aux, dim=0)) if n_aux > 0 else 0.0
-        result[name] = {"main": n_main, "aux": n_aux, "ratio": n_aux / n_main,
-                        "cosine": cosine}
-        start = end
-    return result
-
-
-class GradientRecorder:
-    """Hooks on a model trained by `cnnzoo.train`: the gradient norm of each watched layer
-    at every optimizer step (each parameter's gradient arrives once per backward), and a copy
-    of the weights at the chosen steps (taken during that step's backward, so before the
-    optimizer changes them: the weights that step's gradient was computed at)."""
-
-    def __init__(self, model: nn.Module, layers: Iterable[str] = WATCHED,
-                 snapshot_steps: Iterable[int] = ()):
-        self.model = model
-        self.sq: dict[str, list[list[float]]] = {}
-        self.steps = 0
-        self.snapshot_steps = set(snapshot_steps)
-        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
-        first = next(model.parameters())
-        self.handles = [first.register_hook(self._count)]
-        for name in layers:
-            params = list(getattr(model, name).parameters())
-            self.sq[name] = [[] for _ in params]
-            for i, p in enumerate(params):
-                self.handles.append(p.register_hook(partial(self._record, name, i)))
-
-    def _count(self, grad: torch.Tensor) -> None:
-        self.steps += 1
-        if self.steps in self.snapshot_steps:
-            self.snapshots[self.steps] = {k: v.detach().clone()
-                                          for k, v in self.model.state_dict().items()}
-
-    def _record(self, name: str, index: int, grad: torch.Tensor) -> None:
-        self.sq[name][index].append(float((grad.double() ** 2).sum()))
-
-    def norms(self) -> dict[str, list[float]]:
-        """Removes the hooks; per layer, the gradient norm at each recorded step."""
-        for h in self.handles:
-            h.remove()
-        return {name: [sum(step) ** 0.5 for step in zip(*per_param, strict=True)]
-                for name, per_param in self.sq.items()}
-
-
-# ---- the experiment ---------------------------------------------------------------------------
-
-PRESETS = {
-    "tiny": dict(seeds=1, train_size=200, val_size=100, test_size=100, batch_size=50,
-                 module_width_div=16, module_epochs=1, module_lr=0.05,
-                 googlenet_width_div=16, googlenet_epochs=2, googlenet_lr=0.002, grad_steps=3),
-    "quick": dict(seeds=1, train_size=4000, val_size=1000, test_size=5000, batch_size=64,
-                  module_width_div=4, module_epochs=3, module_lr=0.05,
-                  googlenet_width_div=8, googlenet_epochs=3, googlenet_lr=0.002, grad_steps=30),
-    "full": dict(seeds=3, train_size=55000, val_size=5000, test_size=10000, batch_size=64,
-                 module_width_div=2, module_epochs=15, module_lr=0.05,
-                 googlenet_width_div=4, googlenet_epochs=15, googlenet_lr=0.002, grad_steps=100),
-}
-
-
-@experiment(
-    "inception",
-    title="Inception: 1x1 reductions and auxiliary classifiers",
-    paper="Szegedy et al. 2015, Going Deeper with Convolutions, arXiv:1409.4842",
-    claim="1x1 reductions cut an Inception module's cost several-fold without costing accuracy; "
-          "auxiliary classifiers inject gradient into the lower layers (and, the paper says, "
-          "help accuracy a little)",
-    presets=PRESETS,
-)
-def run(ctx: Context) -> Finding:
-    p = ctx.params
-    costs = cost_table()
-    for scope, c in costs.items():
-        ctx.log(f"{scope}: naive {c['naive']['params']:,} params {c['naive']['macs'] / 1e6:.0f}M "
-                f"MACs, reduced {c['reduced']['params']:,} {c['reduced']['macs'] / 1e6:.0f}M: "
-                f"{c['params_ratio']:.2f}x / {c['macs_ratio']:.2f}x")
-    splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
-                         test_size=p["test_size"])
-    modules = _train_module_nets(ctx, splits)
-    aux = _train_googlenets(ctx, splits)
-    return _finding(ctx, costs, modules, aux)
-
-
-def _train_module_nets(ctx: Context, splits: Splits) -> dict[str, Any]:
-    import cnnzoo
-
-    p = ctx.params
-    result: dict[str, Any] = {}
-    for variant in ("naive", "reduced"):
-        runs = []
-        for i in range(p["seeds"]):
-            torch.manual_seed(ctx.seed + i)
-            model = ModuleNet(naive=variant == "naive", width_div=p["module_width_div"],
-                              in_chans=splits.in_chans, num_classes=splits.num_classes)
-            # channels_last: CPU max-pooling is several times faster in NHWC.
-            model, rows = fit(ctx, model, splits, epochs=p["module_epochs"], seed=ctx.seed + i,
-                              batch_size=p["batch_size"], lr=p["module_lr"], schedule="cosine",
-                              channels_last=True)
-            runs.append({"test_acc": accuracy(model, splits.test),
-                         "val_acc": [r["val_acc"] for r in rows],
-                         "train_s": sum(r["epoch_time_s"] for r in rows)})
-            ctx.log(f"module net {variant} seed {ctx.seed + i}: test {pct(runs[-1]['test_acc'])}")
-        report = cnnzoo.profile(model, (1, splits.in_chans, *splits.image_size))
-        result[variant] = {"params": report.params, "macs": report.macs, "runs": runs}
-    return result
-
-
-def _train_googlenets(ctx: Context, splits: Splits) -> dict[str, Any]:
-    import cnnzoo
-
-    p = ctx.params
-    side = splits.image_size
-    lo, hi = paper_aux_sides(small_input=True)
-    if not (lo <= min(side) and max(side) <= hi):
-        raise ValueError(f"inception: the GoogLeNet's auxiliary heads need images of {lo} to "
-                         f"{hi} px, got {side[0]}x{side[1]} from {ctx.data}")
-    x, y = normalized_batch(splits.train, min(256, len(splits.train)))
-    per_epoch = len(splits.train) // p["batch_size"]  # the trainer drops the last partial batch
-    total = per_epoch * p["googlenet_epochs"]
-    early = min(p["grad_steps"], total)
-    # Weights at step s = after s - 1 updates: the start, the end of the first steps, each
-    # epoch's start; the trained model is step total + 1.
-    probes = {1, early, *(e * per_epoch + 1 for e in range(1, p["googlenet_epochs"]))}
-    result: dict[str, Any] = {"aux": {"runs": []}, "no_aux": {"runs": []},
-                              "early_step": early, "last_step": total + 1}
-    for i in range(p["seeds"]):
-        seed = ctx.seed + i
-        torch.manual_seed(seed)
-        with_heads = slim_googlenet(width_div=p["googlenet_width_div"], in_chans=splits.in_chans,
-                                    num_classes=splits.num_classes)
-        no_heads = without_aux(with_heads)  # the same initial body weights
-        for key, model in (("aux", with_heads), ("no_aux", no_heads)):
-            recorder = GradientRecorder(model, snapshot_steps=probes if key == "aux" else ())
-            # AdamW: chosen on validation accuracy over SGD (lr 0.05/0.1), which left these
-            # un-normalised nets near chance for epochs at this budget.
-            model, rows = fit(ctx, model, splits, epochs=p["googlenet_epochs"], seed=seed,
-                              batch_size=p["batch_size"], optimizer="adamw",
-                              lr=p["googlenet_lr"], weight_decay=0.05, schedule="cosine",
-                              channels_last=True)
-            norms = recorder.norms()
-            run = {"test_acc": accuracy(model, splits.test),
-                   "val_acc": [r["val_acc"] for r in rows],
-                   "train_loss": [r["train_loss"] for r in rows],
-                   "grad_norms": {k: v[:early] for k, v in norms.items()},
-                   "train_s": sum(r["epoch_time_s"] for r in rows)}
-            if key == "aux":
-                states = {**recorder.snapshots, total + 1: model.state_dict()}
-                run["split"] = {}
-                for step, state in sorted(states.items()):
-                    probe = copy.deepcopy(model)
-                    probe.load_state_dict(state)
-                    torch.manual_seed(seed)  # the same dropout draw at every probe
-                    run["split"][step] = gradient_split(probe, x, y)
-            result[key]["runs"].append(run)
-            ctx.log(f"googlenet {key} seed {seed}: test {pct(run['test_acc'])}")
-        result["aux"]["params"] = cnnzoo.profile(with_heads, (1, splits.in_chans, *side)).params
-        result["no_aux"]["params"] = cnnzoo.profile(no_heads, (1, splits.in_chans, *side)).params
-    return result
-
-
 def _mean(values: Iterable[float]) -> float:
     return mean_std(list(values))[0]
 
 
-def _mean_steps(runs: list[dict[str, Any]], layer: str) -> list[float]:
-    """The per-step gradient norm of `layer`, averaged over the seeds' runs."""
-    return [_mean(s) for s in zip(*(r["grad_norms"][layer] for r in runs), strict=True)]
+# ---- verdict ------------------------------------------------------------------------------
 
 
-def _share(runs: list[dict[str, Any]], step: int, layer: str) -> float:
-    """||g_aux|| / ||g_main|| of `layer` at the weights of `step`, mean over seeds."""
-    return _mean(r["split"][step][layer]["ratio"] for r in runs)
+@dataclass
+class Verdicts:
+    """What `judge` concluded: the claims, and the numbers behind them.
+
+    Attributes:
+        claims: claim -> verdict.
+        gap: mean test accuracy of the naive module nets minus the reduced ones'.
+        share_init, share_early, share_last: layer -> ||g_aux|| / ||g_main|| at step 1,
+            after the first steps and after training.
+        run_gain: layer -> mean gradient norm over the first steps, with heads / without.
+        aux_margin: `margin` of test accuracy with heads over without.
+    """
+
+    claims: dict[str, str]
+    gap: float
+    share_init: dict[str, float]
+    share_early: dict[str, float]
+    share_last: dict[str, float]
+    run_gain: dict[str, float]
+    aux_margin: float
 
 
-def _finding(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
-             aux: dict[str, Any]) -> Finding:
-    p = ctx.params
+def judge(m: Measured) -> Verdicts:
+    """Every claim's verdict, by the module docstring's rules."""
     claims: dict[str, str] = {}
+    costs, modules, aux = m.costs, m.modules, m.aux
 
     module_cost, stack_cost = costs["module 3a"], costs["all nine (3a-5b)"]
     for label, c in (("module 3a", module_cost), ("all nine modules", stack_cost)):
@@ -416,14 +265,14 @@ def _finding(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
 
     runs_aux, runs_plain = aux["aux"]["runs"], aux["no_aux"]["runs"]
     early, last = aux["early_step"], aux["last_step"]
-    share_early = {k: _share(runs_aux, early, k) for k in WATCHED}
-    share_last = {k: _share(runs_aux, last, k) for k in WATCHED}
-    share_init = {k: _share(runs_aux, 1, k) for k in WATCHED}
+    share_early = {k: share(runs_aux, early, k) for k in WATCHED}
+    share_last = {k: share(runs_aux, last, k) for k in WATCHED}
+    share_init = {k: share(runs_aux, 1, k) for k in WATCHED}
     holds = [share_early[k] >= AUX_SHARE and share_last[k] >= AUX_SHARE for k in LOWER]
     fails = [share_early[k] < AUX_SHARE and share_last[k] < AUX_SHARE for k in LOWER]
     claims["aux heads inject gradient into lower layers"] = (
         "supported" if all(holds) else "not supported" if all(fails) else "mixed")
-    run_gain = {k: _mean(_mean_steps(runs_aux, k)) / _mean(_mean_steps(runs_plain, k))
+    run_gain = {k: _mean(mean_steps(runs_aux, k)) / _mean(mean_steps(runs_plain, k))
                 for k in WATCHED}
 
     acc_aux = [r["test_acc"] for r in runs_aux]
@@ -431,10 +280,25 @@ def _finding(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
     t = margin(acc_aux, acc_plain)
     claims["aux heads improve final accuracy"] = (
         "supported" if t >= 2 else "not supported" if t <= -2 else "inconclusive")
+    return Verdicts(claims, gap, share_init, share_early, share_last, run_gain, t)
 
-    verdicts = set(claims.values())
-    verdict = verdicts.pop() if len(verdicts) == 1 else "mixed"
-    _plots(ctx, costs, modules, aux)
+
+# ---- finding ------------------------------------------------------------------------------
+
+
+def finding(ctx: Context, m: Measured, v: Verdicts) -> Finding:
+    """results.json's numbers and finding.md's text."""
+    p = ctx.params
+    costs, modules, aux = m.costs, m.modules, m.aux
+    claims, gap, t, run_gain = v.claims, v.gap, v.aux_margin, v.run_gain
+    share_init, share_early, share_last = v.share_init, v.share_early, v.share_last
+    module_cost, stack_cost = costs["module 3a"], costs["all nine (3a-5b)"]
+    runs_aux, runs_plain = aux["aux"]["runs"], aux["no_aux"]["runs"]
+    early = aux["early_step"]
+    naive_acc = [r["test_acc"] for r in modules["naive"]["runs"]]
+    reduced_acc = [r["test_acc"] for r in modules["reduced"]["runs"]]
+    acc_aux = [r["test_acc"] for r in runs_aux]
+    acc_plain = [r["test_acc"] for r in runs_plain]
 
     def listed(values: dict[str, float]) -> str:
         return ", ".join(f"{values[k]:.2f}" for k in LOWER)
@@ -480,7 +344,7 @@ def _finding(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
         f"cosine, batch {p['batch_size']}; the same initial weights with and without heads.",
         "Aux/main gradient share per probe step (weights before that step) at "
         + ", ".join(LOWER) + ": "
-        + "; ".join(f"step {s}: " + ", ".join(f"{_share(runs_aux, s, k):.2f}" for k in LOWER)
+        + "; ".join(f"step {s}: " + ", ".join(f"{share(runs_aux, s, k):.2f}" for k in LOWER)
                     for s in sorted(runs_aux[0]["split"])) + ".",
         f"Run against run (trainer hooks, mean gradient norm over the first {early} steps, "
         f"with heads / without): "
@@ -497,7 +361,7 @@ def _finding(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
         "run_gain_first_steps": run_gain,
         "aux_accuracy_margin": t,
         "module_accuracy_gap": gap,
-        "mean_grad_norms": {key: {k: _mean_steps(aux[key]["runs"], k) for k in WATCHED}
+        "mean_grad_norms": {key: {k: mean_steps(aux[key]["runs"], k) for k in WATCHED}
                             for key in ("aux", "no_aux")},
     }
     paper = (
@@ -508,16 +372,16 @@ def _finding(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
         "says: 'the effect of the auxiliary networks is relatively minor (around 0.5%)'; we "
         f"measured {100 * (a_aux - a_plain):+.2f} points."
     )
-    return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
+    return Finding(combine_verdicts(claims.values()), summary, measured, paper=paper,
+                   details=details, claims=claims)
 
 
-def _plots(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
-           aux: dict[str, Any]) -> None:
-    import matplotlib
+# ---- plots ------------------------------------------------------------------------------
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _plots(ctx: Context, m: Measured) -> None:
+    plt = pyplot()
+    costs, modules, aux = m.costs, m.modules, m.aux
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
     scopes = list(costs)
     xs = range(len(scopes))
@@ -563,7 +427,7 @@ def _plots(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
         ax = axes[name]
         for key, label, color in (("aux", "with aux heads", "tab:green"),
                                   ("no_aux", "without", "tab:gray")):
-            steps = _mean_steps(aux[key]["runs"], layer)
+            steps = mean_steps(aux[key]["runs"], layer)
             ax.plot(range(1, len(steps) + 1), steps, label=label, color=color)
         ax.set_yscale("log")
         ax.set_title(layer + (" (control)" if layer == "inception5b" else ""), fontsize=9)
@@ -574,7 +438,7 @@ def _plots(ctx: Context, costs: dict[str, Any], modules: dict[str, Any],
     runs = aux["aux"]["runs"]
     probes = sorted(runs[0]["split"])
     for layer in WATCHED[:-1]:  # inception5b: exactly 0, nothing to draw on a log axis
-        bottom.plot(probes, [_share(runs, s, layer) for s in probes], marker="o", label=layer)
+        bottom.plot(probes, [share(runs, s, layer) for s in probes], marker="o", label=layer)
     bottom.axhline(AUX_SHARE, color="black", linestyle="--", linewidth=1,
                    label=f"threshold {AUX_SHARE:g}")
     bottom.axvline(aux["early_step"], color="gray", linestyle=":", linewidth=1)
