@@ -19,7 +19,7 @@ from reference import REPO
 
 # (test file, test name): one per fixture in tests/fixtures/.
 PROBES = [
-    ("test_reference_f64.py", "test_float64_logits_equal_the_reference_float64_logits[resnet18]"),
+    ("test_reference_logits.py", "test_reference_logits_and_params[resnet18]"),
     ("test_layers.py", "test_deform_conv2d_matches_torchvision[v2_mask]"),
     ("test_transfer.py", "test_class_count_and_freeze_stage_mismatches_are_one_line"),
 ]

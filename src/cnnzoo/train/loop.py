@@ -15,7 +15,7 @@ Because everything random is re-derived from (seed, epoch, rank) at each epoch s
 mid-epoch last.pt holds the generators as they stood at its step, and last.pt holds the rest
 of the state, a run killed at any point and resumed with `resume=True` continues from the
 step of its last.pt and ends with exactly the weights of an uninterrupted run (same machine,
-same thread count, CPU; see tests/test_train_resume.py).
+same thread count, CPU; see tests/train/test_resume.py).
 
 `setup` (setup.py) builds the `Run`; `fit` is the epoch loop; `checkpoint.save` and
 `checkpoint.restore` (train/checkpoint.py) write and read the training state.

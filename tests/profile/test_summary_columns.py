@@ -1,7 +1,8 @@
 """`cnnzoo summary`: the receptive-field and jump (cumulative stride) columns.
 
-The numbers checked are the hand sums of tests/test_receptive_field.py and the papers' strides:
-ResNet-50 (He et al. 2015, Table 1) and VGG-16 (Simonyan & Zisserman 2014, configuration D).
+The numbers checked are the hand sums of tests/profile/test_receptive_field.py and the papers'
+strides: ResNet-50 (He et al. 2015, Table 1) and VGG-16
+(Simonyan & Zisserman 2014, configuration D).
 """
 
 from __future__ import annotations

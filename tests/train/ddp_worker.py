@@ -1,4 +1,4 @@
-"""Run by tests/test_train_distributed.py, alone or under torchrun.
+"""Run by tests/train/test_distributed.py, alone or under torchrun.
 
 `ddp_worker.py OUT DUMP_DIR [VARIANT ...]` trains each VARIANT with `cnnzoo.train` into
 OUT/VARIANT/rank{RANK} and dumps this rank's final weights to DUMP_DIR/VARIANT-rank{RANK}.pt.

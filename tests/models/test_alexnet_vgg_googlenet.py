@@ -188,7 +188,7 @@ SMALL = [("alexnet", {"small_input": True}), ("vgg11_bn", {}),
 @pytest.mark.parametrize(("name", "options"), SMALL, ids=str)
 def test_small_images(name, options):
     # Fashion-MNIST 1x28x28 (resized to VGG's minimum, 32) and CIFAR 3x32x32, in eval mode;
-    # training on them (gradients, aux outputs) is in test_models.py and above.
+    # training on them (gradients, aux outputs) is in test_every_registered_model.py and above.
     gray = 32 if name.startswith("vgg") else 28
     for in_chans, side in ((1, gray), (3, 32)):
         model = cnnzoo.create_model(name, num_classes=10, in_chans=in_chans, **options).eval()
