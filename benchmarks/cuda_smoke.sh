@@ -2,8 +2,8 @@
 # The CUDA path, run once through the real CLI: train a ResNet-18 on synthetic data with bf16
 # autocast and channels_last, crash it (SIGKILL) and --resume it, evaluate it, time and measure
 # it (CUDA events, max memory allocated), export it (safetensors and ONNX, logits verified), then
-# one short fp16 run (GradScaler) and one short --compile run. About 300 optimizer steps in all;
-# under 3 minutes on one GPU, most of it process start-up and torch.compile. See docs/cuda.md.
+# one short fp16 run (GradScaler) and one short --compile run. About 330 optimizer steps in all,
+# sized for under 3 minutes on one GPU (not yet measured: no GPU has run it). See docs/cuda.md.
 #
 #   bash benchmarks/cuda_smoke.sh          # on a machine with a CUDA GPU
 #   bash benchmarks/cuda_smoke.sh --cpu    # dry run of the same steps on the CPU, tiny sizes
