@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA path, run once through the real CLI: train a ResNet-18 on synthetic data with bf16
+# The CUDA path through the real CLI, in one go: train a ResNet-18 on synthetic data with bf16
 # autocast and channels_last, crash it (SIGKILL) and --resume it, evaluate it, time and measure
 # it (CUDA events, max memory allocated), export it (safetensors and ONNX, logits verified), then
 # one short fp16 run (GradScaler) and one short --compile run. About 330 optimizer steps in all,
