@@ -28,10 +28,11 @@ PLOTS = {"accuracy_vs_macs.png", "accuracy_density.png", "latency_vs_batch.png",
          "memory_vs_batch.png", "macs_vs_latency.png", "accuracy_vs_latency.png"}
 
 
-def make_run(root: Path, name: str, model: str, accs: list[float | None]) -> None:
+def make_run(root: Path, name: str, model: str, accs: list[float | None],
+             data: str = "cifar10") -> None:
     run = root / name
     run.mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"model": model, "data": "cifar10"}))
+    (run / "config.json").write_text(json.dumps({"model": model, "data": data}))
     (run / "metrics.jsonl").write_text(
         "".join(json.dumps({"epoch": i, "val_acc": a}) + "\n" for i, a in enumerate(accs)))
 
@@ -235,6 +236,43 @@ def test_read_runs_skips_runs_without_validation(tmp_path):
     assert set(found) == {"alexnet"} and found["alexnet"].epochs == 2
     with pytest.raises(FileNotFoundError, match="not a directory"):
         read_runs(tmp_path / "missing")
+
+
+def test_read_runs_takes_the_selected_checkpoint_on_the_stated_data(tmp_path):
+    # The trainer writes best.pt when val_acc beats every earlier epoch: epoch 2 here, whose
+    # 0.63 later epochs only tie. The synthetic run scores higher, on other data.
+    make_run(tmp_path, "r18-cifar", "resnet18", [0.41, 0.63, 0.58, 0.63])
+    make_run(tmp_path, "r18-synth", "resnet18", [0.2, 0.97, 0.9], data="synthetic")
+    make_run(tmp_path, "vgg-synth", "vgg11", [0.5], data="synthetic")
+    notes: list[str] = []
+    found = read_runs(tmp_path, "cifar10", notes=notes)
+    assert list(found) == ["resnet18"]
+    r18 = found["resnet18"]
+    assert (r18.top1, r18.epochs, r18.run, r18.data) == (0.63, 2, "r18-cifar", "cifar10")
+    assert notes == ["--runs: left out r18-synth (resnet18 on synthetic, not cifar10)",
+                     "--runs: left out vgg-synth (vgg11 on synthetic, not cifar10)"]
+    assert read_runs(tmp_path, "synthetic")["resnet18"].top1 == 0.97
+    with pytest.raises(ValueError, match=r"several data sets \(cifar10, synthetic\)"):
+        read_runs(tmp_path)  # the comparison states no data, and the runs disagree
+
+
+def test_cli_compare_runs_data(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    make_run(runs, "r18-cifar", "resnet18", [0.41, 0.63, 0.58])
+    make_run(runs, "r18-synth", "resnet18", [0.97], data="synthetic")
+    out = tmp_path / "out"
+    argv = ["compare", "resnet18", "--input", "3x32x32", "--batch-sizes", "1", "--repeats", "1",
+            "--min-time", "0", "--no-train", "--quiet", "--runs", str(runs), "--out", str(out)]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert "several data sets (cifar10, synthetic)" in err and "\n" not in err
+    assert not out.exists()
+    assert main([*argv, "--runs-data", "cifar10"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == "--runs: left out r18-synth (resnet18 on synthetic, not cifar10)"
+    measured = json.loads((out / "results.json").read_text())["measured_accuracy"]
+    assert measured == {"resnet18": {"model": "resnet18", "top1": 0.63, "data": "cifar10",
+                                     "run": "r18-cifar", "epochs": 2}}
 
 
 def test_linear_fit():

@@ -85,16 +85,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     options = TimingOptions(warmup=1, repeats=args.repeats, max_repeats=max(20, args.repeats),
                             min_time_s=args.min_time, train=not args.no_train,
                             time_train=args.time_train)
+    notes: list[str] = []
     comparison = compare(
         args.models or DEFAULT_MODELS,
         image_size=args.input,
         batch_sizes=args.batch_sizes,
         device=args.device,
         runs_dir=args.runs,
+        runs_data=args.runs_data,
+        notes=notes,
         options=options,
         progress=None if args.quiet else ProgressBar(),
     )
     out = write_comparison(comparison, args.out)
+    for note in notes:  # runs on other data than --runs-data
+        print(note, file=sys.stderr)
     print(text_table(comparison))
     fits = comparison.fits()
     if fits:
@@ -145,7 +150,10 @@ def register(sub) -> None:
     c.add_argument("--batch-sizes", type=_ints, default=(1, 4, 16), metavar="B1,B2,..",
                    help="batch sizes to time (default 1,4,16)")
     c.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    c.add_argument("--runs", metavar="DIR", help="folder of `cnnzoo train` runs: measured accuracy")
+    c.add_argument("--runs", metavar="DIR", help="folder of `cnnzoo train` runs: measured accuracy "
+                   "(each run's best-validation checkpoint)")
+    c.add_argument("--runs-data", metavar="DATA", help="only --runs on this data set (their "
+                   "--data); default: the one data set they share")
     c.add_argument("--repeats", type=int, default=3, help="fewest timed runs (default 3)")
     c.add_argument("--min-time", type=float, default=0.5, metavar="S",
                    help="repeat until S seconds are timed, up to 20 runs (default 0.5)")

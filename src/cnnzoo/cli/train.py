@@ -45,7 +45,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, hint: object) -> None:
     flag = "--" + f.name.replace("_", "-")
-    text = f.metadata.get("help", "")
+    text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help texts
     default = f.default
     if hint is bool:
         parser.add_argument(flag, action="store_true", help=text)

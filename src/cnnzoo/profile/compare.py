@@ -72,6 +72,8 @@ def compare(
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     device: str | torch.device = "cpu",
     runs_dir: str | os.PathLike | None = None,
+    runs_data: str | None = None,
+    notes: list[str] | None = None,
     options: TimingOptions = COMPARE_TIMING,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> Comparison:
@@ -85,7 +87,11 @@ def compare(
         image_size: (C, H, W) of one image.
         batch_sizes: batch sizes to time.
         device: "cpu" or "cuda[:i]".
-        runs_dir: a folder of training runs (`cnnzoo train` output) for measured accuracy.
+        runs_dir: a folder of training runs (`cnnzoo train` output) for measured accuracy:
+            each run's selected (best-validation) checkpoint (`read_runs`).
+        runs_data: the data set those accuracies are measured on; runs on other data are
+            left out. None: the one data set the runs share (several are an error).
+        notes: when given, gets one line per run left out.
         options: warm-up and repetitions.
         progress: called as `progress(done, total, label)` after each measured step.
     """
@@ -97,7 +103,7 @@ def compare(
     shape = check_input_shape((1, *image_size))
     batch_sizes = check_batch_sizes(batch_sizes)
     device = check_device(device)
-    measured = read_runs(runs_dir) if runs_dir is not None else {}
+    measured = read_runs(runs_dir, runs_data, notes=notes) if runs_dir is not None else {}
     for name in models:  # fail fast: names and shapes before minutes of timing
         run_profile(name, shape, timing=False)
     total = len(models) * len(batch_sizes)
@@ -118,34 +124,76 @@ def compare(
     return Comparison(tuple(reports), batch_sizes, measured, env, time.perf_counter() - start)
 
 
-def read_runs(runs_dir: str | os.PathLike) -> dict[str, MeasuredAccuracy]:
-    """Best validation top-1 per model from `<runs_dir>/*/config.json` + `metrics.jsonl`.
+def read_runs(runs_dir: str | os.PathLike, data: str | None = None, *,
+              notes: list[str] | None = None) -> dict[str, MeasuredAccuracy]:
+    """Validation top-1 of each model's selected checkpoint, from `<runs_dir>/*/config.json`
+    and `metrics.jsonl`, counting only runs on one data set.
 
     A run directory written by `cnnzoo train` holds `config.json` (with `model` and `data`)
-    and `metrics.jsonl` (one row per epoch, `val_acc` as a fraction). Where several runs
-    train the same model, the best one is kept. Runs without validation are skipped.
+    and `metrics.jsonl` (one row per epoch, from the first, `val_acc` as a fraction). A run's
+    accuracy is that of the checkpoint it selected, best.pt: the first epoch whose `val_acc`
+    beat every earlier one (the trainer's rule), and `epochs` is that epoch, the training the
+    checkpoint had. Where several runs train the same model, the best one is kept. Runs
+    without validation are skipped.
+
+    Args:
+        runs_dir: the folder of run directories.
+        data: the data set the accuracies must be measured on, as `cnnzoo train --data`
+            names it (`config.json`'s `data`). None: the one data set the runs share.
+        notes: when given, gets one line per run left out because it is on other data.
+
+    Raises:
+        FileNotFoundError: `runs_dir` is not a directory.
+        ValueError: `data` is None and the runs with validation are on several data sets.
     """
     root = Path(runs_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"--runs: {root} is not a directory")
+    found = [f for f in map(_selected_checkpoint, sorted(root.glob("*/config.json"))) if f]
+    if data is None:
+        datasets = sorted({f.data for f in found})
+        if len(datasets) > 1:
+            raise ValueError(f"--runs: runs on several data sets ({', '.join(datasets)}); "
+                             "state the one to compare with --runs-data")
+        data = datasets[0] if datasets else ""
     best: dict[str, MeasuredAccuracy] = {}
-    for config_path in sorted(root.glob("*/config.json")):
-        run = config_path.parent
-        try:
-            config = json.loads(config_path.read_text())
-            lines = (run / "metrics.jsonl").read_text().splitlines()
-        except (OSError, json.JSONDecodeError):
+    for run in found:
+        if not _same_data(run.data, data):
+            if notes is not None:
+                notes.append(f"--runs: left out {run.run} ({run.model} on {run.data}, "
+                             f"not {data})")
             continue
-        rows = [json.loads(line) for line in lines if line.strip()]
-        accs = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
-        model = config.get("model")
-        if not accs or not model:
-            continue
-        found = MeasuredAccuracy(model, max(accs), str(config.get("data", "?")), run.name,
-                                 len(rows))
-        if model not in best or found.top1 > best[model].top1:
-            best[model] = found
+        if run.model not in best or run.top1 > best[run.model].top1:
+            best[run.model] = run
     return best
+
+
+def _selected_checkpoint(config_path: Path) -> MeasuredAccuracy | None:
+    """The row of the epoch the trainer wrote best.pt at, or None (unreadable, no validation)."""
+    run = config_path.parent
+    try:
+        config = json.loads(config_path.read_text())
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+    except (OSError, json.JSONDecodeError):
+        return None
+    model = config.get("model")
+    best, epoch = None, 0
+    for i, row in enumerate(rows, 1):
+        acc = row.get("val_acc")
+        if acc is not None and (best is None or acc > best):  # as train.loop.fit: strictly
+            best, epoch = acc, i
+    if best is None or not model:
+        return None
+    return MeasuredAccuracy(model, best, str(config.get("data", "?")), run.name, epoch)
+
+
+def _same_data(a: str, b: str) -> bool:
+    """Whether two `--data` values name one data set: equal, or paths to one folder/file."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def check_output_dir(out_dir: str | os.PathLike) -> None:

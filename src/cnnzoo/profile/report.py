@@ -229,7 +229,8 @@ class ProfileReport:
 
 @dataclass(frozen=True)
 class MeasuredAccuracy:
-    """Best validation top-1 of one of the user's training runs (fraction in [0, 1])."""
+    """Best validation top-1 of one of the user's training runs (fraction in [0, 1]): that of
+    its selected checkpoint, trained for `epochs` epochs, on `data`."""
 
     model: str
     top1: float
