@@ -19,8 +19,9 @@ def fashion():
         return load_dataset("fashion-mnist"), load_dataset("fashion-mnist", "test")
     except FileNotFoundError as err:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"Fashion-MNIST must be installed in CI: {err}")
-        pytest.skip(f"Fashion-MNIST not installed: {err}")
+            pytest.fail(f"Fashion-MNIST must be installed in CI (.ci/run installs Debian's "
+                        f"dataset-fashion-mnist): {err}")
+        pytest.skip(f"Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): {err}")
 
 
 def test_fashion_mnist_real_files(fashion):
