@@ -64,13 +64,23 @@ def test_verdict_follows_from_the_measured_errors(tiny):
 
 
 def test_claim_rules():
-    assert claim_verdicts(3.0, 0.0) == ("supported", "supported", "supported")
     assert claim_verdicts(3.0, -5.0) == ("supported", "supported", "supported")
+    assert claim_verdicts(3.0, -2.1) == ("supported", "supported", "supported")
     assert claim_verdicts(-3.0, 2.5) == ("not supported", "not supported", "not supported")
     assert claim_verdicts(3.0, 2.5) == ("supported", "not supported", "mixed")
     # issue 16's one rule, combine_verdicts (the overall was "inconclusive" under the old rule)
-    assert claim_verdicts(1.9, 1.0) == ("inconclusive", "supported", "mixed")
-    assert claim_verdicts(2.0, 2.0) == ("inconclusive", "supported", "mixed")
+    assert claim_verdicts(1.9, -3.0) == ("inconclusive", "supported", "mixed")
+
+
+@pytest.mark.parametrize("resnet_margin", [0.0, 1.0, 2.0, -2.0])
+def test_deeper_resnet_within_the_noise_is_inconclusive(resnet_margin):
+    # Issue 15: the deeper ResNet's error within 2 standard errors of the shallower one's
+    # does not show "at least as good". The old rule called every margin <= 2 supported.
+    def old_rule(m):
+        return "supported" if m <= 2.0 else "not supported"
+
+    assert old_rule(resnet_margin) == "supported"
+    assert claim_verdicts(3.0, resnet_margin)[1] == "inconclusive"
 
 
 @pytest.mark.parametrize("depths", [[56, 20], [20, 21], [20], [20, 56, 110], "20,56", [20, 20]])

@@ -16,6 +16,8 @@ from cnnzoo.experiments.dense_vs_residual import (
     heatmap_change,
     reuse_heatmaps,
     reuse_score,
+    reuse_shifts,
+    reuse_verdict,
 )
 from cnnzoo.models import create_model
 
@@ -55,6 +57,76 @@ def test_heatmap_reads_each_source_channels():
     assert heatmap_change(first, first) == 0.0
 
 
+def _map(n, cell):
+    """A heatmap of one block: target rows l = 1..n then the transition, cell(l, s) for the
+    connected cells (s < l; every source for the transition), NaN elsewhere."""
+    rows = [[cell(t, s) if s < t else math.nan for s in range(n + 1)] for t in range(1, n + 1)]
+    return {"cells": rows + [[cell(n + 1, s) for s in range(n + 1)]], "n": n,
+            "last_target": "T"}
+
+
+def _init(seed, n=6):
+    g = torch.Generator().manual_seed(seed)  # Kaiming-like: every cell ~1, sampling noise
+    noise = (1 - 0.05 * torch.rand(n + 2, n + 1, generator=g)).tolist()
+    return _map(n, lambda t, s: noise[t][s])
+
+
+def _trained(init, change):
+    """init with change(l, s, value) applied to every connected cell."""
+    n = init["n"]
+    return _map(n, lambda t, s: change(t, s, init["cells"][t - 1][s]))
+
+
+def _old_reuse_rule(trained, initial):
+    """The rule before issue 15: moved >= 0.05 in every block, then reuse >= 0.3."""
+    moved = [heatmap_change(h, h0) for h, h0 in zip(trained, initial, strict=True)]
+    scores = [reuse_score(h) for h in trained]
+    if min(moved) < 0.05:
+        return "inconclusive"
+    return ("supported" if min(scores) >= 0.3 else "not supported" if max(scores) < 0.3
+            else "mixed")
+
+
+def test_reuse_is_judged_against_the_initial_map_and_can_fail():
+    inits = [[_init(10 * seed + b) for b in range(3)] for seed in range(2)]
+    rng = torch.Generator().manual_seed(1)
+
+    def trained(change):
+        return [[_trained(h, change) for h in maps] for maps in inits]
+
+    def jitter():
+        return 0.01 * float(torch.randn(1, generator=rng))
+
+    # 1. The later layers' rows as initialised, everything else (earlier layers, the
+    # transition) moved by 0.3: the map "moved" and its reuse is ~0.97, the old rule says
+    # supported; judged against the initialisation, nothing was learned about reuse.
+    untouched = trained(lambda t, s, v: v if 3 < t <= 6 else v - 0.3)
+    assert all(_old_reuse_rule(t, i) == "supported"
+               for t, i in zip(untouched, inits, strict=True))
+    verdict, blocks = reuse_verdict(untouched, inits)
+    assert verdict == "inconclusive" and all(b["shift"] == 0 for b in blocks)
+    # 2. Training takes the later layers' weight off the early sources (s < 3) and leaves the
+    # recent ones: reuse is still ~0.6 >= 0.3 and the old rule still says supported; the
+    # shift is -0.35 per row, far beyond the noise: not supported.
+    dropped = trained(lambda t, s, v: v - 0.35 + jitter() if t > 3 and s < 3 else v)
+    assert all(_old_reuse_rule(t, i) == "supported"
+               for t, i in zip(dropped, inits, strict=True))
+    assert reuse_verdict(dropped, inits)[0] == "not supported"
+    # 3. The claim holds: training moves weight to the recent sources of the early layers,
+    # but the later layers keep their early sources and lose weight on the recent ones.
+    kept = trained(lambda t, s, v: v - 0.2 + jitter() if t > 3 and s >= 3 else v)
+    verdict, blocks = reuse_verdict(kept, inits)
+    assert verdict == "supported" and all(b["t"] >= 2 for b in blocks)
+    assert all(b["targets"] == 6 for b in blocks)  # 3 later targets x 2 seeds
+    # 4. Noise alone (a shift within 2 standard errors) is inconclusive.
+    noisy = trained(lambda t, s, v: v + 5 * jitter())
+    assert reuse_verdict(noisy, inits)[0] == "inconclusive"
+    # The shift is per later target: early-source change minus late-source change.
+    h0 = inits[0][0]
+    h = _trained(h0, lambda t, s, v: v - 0.1 if s == 0 else v)
+    assert reuse_shifts(h, h0) == pytest.approx([-0.1 / 3] * 3)
+
+
 def test_tiny_preset_end_to_end(tmp_path):
     result = run_experiment("dense-vs-residual", "tiny", data="synthetic:1x28x28:10:400",
                             out=tmp_path, quiet=True)
@@ -81,6 +153,10 @@ def test_tiny_preset_end_to_end(tmp_path):
         min(ratios) >= MEMORY_RATIO)
     if dense["params"] >= res["params"]:
         assert claims["fewer parameters at comparable or better accuracy"] == "not supported"
+    assert claims["later layers reuse early features"] == (
+        "supported" if all(b["t"] >= 2 for b in m["reuse_shift"])
+        else "not supported" if all(b["t"] <= -2 for b in m["reuse_shift"])
+        else "inconclusive" if all(-2 < b["t"] < 2 for b in m["reuse_shift"]) else "mixed")
     overall = set(claims.values())
     assert saved["verdict"] == (overall.pop() if len(overall) == 1 else "mixed")
     assert result.finding.verdict == saved["verdict"]

@@ -23,7 +23,12 @@ from cnnzoo.experiments._inception_costs import (
     inception_stack,
     inception_weights,
 )
-from cnnzoo.experiments.inception import AUX_SHARE, SEVERAL_FOLD
+from cnnzoo.experiments.inception import (
+    ACC_TOLERANCE,
+    AUX_SHARE,
+    SEVERAL_FOLD,
+    accuracy_loss_verdict,
+)
 from cnnzoo.models.googlenet import slim_googlenet
 from cnnzoo.models.inception_blocks import GOOGLENET_TABLE_1, NaiveInception, scaled
 
@@ -100,6 +105,26 @@ def test_gradient_recorder_sees_every_step_and_the_weights_it_was_taken_at():
     assert not torch.equal(weights[1], weights[0])
 
 
+def test_accuracy_loss_needs_two_standard_errors_either_way():
+    # Issue 15: a loss under 1 point on the point estimate, within the noise of three seeds,
+    # is inconclusive; the old rule (the point estimate alone) called it supported.
+    naive = [0.80, 0.84, 0.88]
+    reduced = [0.795, 0.835, 0.875]  # 0.5 points lost, standard error ~3.3 points
+    gap = sum(naive) / 3 - sum(reduced) / 3
+    assert gap <= ACC_TOLERANCE  # the old rule: "supported"
+    assert accuracy_loss_verdict(naive, reduced)[0] == "inconclusive"
+    # Tight seeds: nothing lost is 1 point under the threshold, 2 floored standard errors
+    # (0.5 points each); 0.5 points lost is only one.
+    tight = [0.800, 0.801, 0.802]
+    assert accuracy_loss_verdict(tight, tight)[0] == "supported"
+    assert accuracy_loss_verdict(tight, [a - 0.005 for a in tight])[0] == "inconclusive"
+    # 3 points lost on tight seeds: not supported; one seed needs > 2 points either way.
+    assert accuracy_loss_verdict(tight, [a - 0.03 for a in tight])[0] == "not supported"
+    assert accuracy_loss_verdict([0.80], [0.795])[0] == "inconclusive"
+    assert accuracy_loss_verdict([0.80], [0.80])[0] == "supported"
+    assert accuracy_loss_verdict([0.80], [0.775])[0] == "not supported"
+
+
 def test_tiny_preset_end_to_end(tmp_path):
     result = run_experiment("inception", "tiny", data="synthetic:1x28x28:10:400", out=tmp_path,
                             quiet=True)
@@ -134,6 +159,9 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert claims["aux heads inject gradient into lower layers"] == (
         "supported" if all(above) else "not supported" if all(below) else "mixed")
     assert all(share[when]["inception5b"] == 0 for when in share)  # above both heads
+    assert claims["reduced module loses <= 1 point of accuracy"] == accuracy_loss_verdict(
+        [r["test_acc"] for r in nets["naive"]["runs"]],
+        [r["test_acc"] for r in nets["reduced"]["runs"]])[0]
     t = m["aux_accuracy_margin"]
     assert claims["aux heads improve final accuracy"] == (
         "supported" if t >= 2 else "not supported" if t <= -2 else "inconclusive")

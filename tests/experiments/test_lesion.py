@@ -23,6 +23,7 @@ from cnnzoo.experiments.lesion import (
     TRAINED_MIN_MARGIN,
     max_step_ratio,
     random_deletion_sets,
+    smoothness_verdict,
     step_standard_errors,
 )
 from cnnzoo.models.resnet_cifar import CifarResNet
@@ -94,6 +95,27 @@ def test_max_step_ratio_tells_a_slope_from_a_cliff():
     assert max_step_ratio([0.5, 0.5, 0.6]) == 0.0
 
 
+def test_smoothness_needs_the_step_cleared_by_two_standard_errors():
+    # Issue 15: a flat curve (0.4 points lost in all, steps within the noise) and a ratio
+    # under 3 on noisy point estimates are both inconclusive; the old rule called them smooth.
+    def old_rule(max_step, total, steps, se):
+        ratio = max_step / (total / steps) if total > 0 else 0.0
+        if total < 1.0 or ratio <= SMOOTH_MAX_STEP_RATIO:
+            return "supported"
+        excess = max_step - SMOOTH_MAX_STEP_RATIO * total / steps
+        return "not supported" if excess > 2 * se else "inconclusive"
+
+    flat = (0.3, 0.4, 4, 0.5)  # largest step 0.3 +- 0.5 points, 0.4 lost over 4 steps
+    noisy = (5.0, 8.0, 4, 2.0)  # ratio 2.5, but the step's excess -1 is within 2 x 2
+    for case in (flat, noisy):
+        assert old_rule(*case) == "supported"
+        assert smoothness_verdict(*case) == "inconclusive"
+    assert smoothness_verdict(0.0, 0.0, 4, 0.0) == "inconclusive"  # nothing lost at all
+    # A clear slope (ratio 1.25, excess -10 against 2 x 1) holds; a clear cliff fails.
+    assert smoothness_verdict(5.0, 16.0, 4, 1.0) == "supported"
+    assert smoothness_verdict(30.0, 32.0, 4, 2.0) == "not supported"
+
+
 def test_step_standard_errors_add_the_two_means_variances():
     se = step_standard_errors([0.0, 0.3, 0.4], [1, 9, 4])
     assert se == pytest.approx([0.1, (0.3**2 / 9 + 0.4**2 / 4) ** 0.5])
@@ -138,11 +160,9 @@ def test_tiny_preset_end_to_end(tmp_path):
     assert r["max_step_points"] == pytest.approx(max(steps))
     assert r["max_step_ratio"] == pytest.approx(max(steps) / (r["total_drop_points"] / 4))
     smooth = claims["more deletions degrade smoothly"]
-    if r["total_drop_points"] < 1.0 or r["max_step_ratio"] <= SMOOTH_MAX_STEP_RATIO:
-        assert smooth == "supported"
-    else:
-        excess = max(steps) - SMOOTH_MAX_STEP_RATIO * r["total_drop_points"] / 4
-        assert smooth == ("not supported" if excess > 2 * r["max_step_se_points"]
-                          else "inconclusive")
+    excess = max(steps) - SMOOTH_MAX_STEP_RATIO * r["total_drop_points"] / 4
+    se = r["max_step_se_points"]
+    assert smooth == ("supported" if excess < -2 * se else "not supported" if excess > 2 * se
+                      else "inconclusive")
     verdicts = set(claims.values())
     assert saved["verdict"] == (verdicts.pop() if len(verdicts) == 1 else "mixed")

@@ -236,6 +236,39 @@ def train_val_split(
     return train, val
 
 
+def stratified_indices(labels: torch.Tensor, count: int, *, seed: int,
+                       num_classes: int | None = None) -> torch.Tensor:
+    """`count` indices with an equal share per class (as far as each class has images),
+    deterministic in `seed`.
+
+    A split read from class folders is sorted by class, so its first `count` images can cover
+    only some classes; these are drawn class by class instead. Round-robin: every class gives
+    its r-th image (in a seeded random order within the class) before any gives its (r+1)-th,
+    the classes taking turns in a seeded random order; a class that runs out drops out. So the
+    shares differ by at most one image where every class has enough, and every prefix of the
+    result (a batch taken from its front) is stratified the same way.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    n = len(labels)
+    if not 0 <= count <= n:
+        raise ValueError(f"stratified_indices: count must be in 0..{n}, got {count}")
+    classes = int(labels.max()) + 1 if num_classes is None and n else (num_classes or 0)
+    g = torch.Generator().manual_seed(seed)
+    turn = torch.randperm(max(classes, 1), generator=g)  # the classes' order within a round
+    rank = torch.empty(n, dtype=torch.int64)
+    for cls in range(classes):
+        members = torch.nonzero(labels == cls).flatten()
+        rank[members[torch.randperm(len(members), generator=g)]] = torch.arange(len(members))
+    order = torch.argsort(rank * max(classes, 1) + turn[labels], stable=True)
+    return order[:count]
+
+
+def stratified_subset(dataset: ImageDataset, count: int, *, seed: int) -> ImageDataset:
+    """`count` images of `dataset`, an equal share per class, in `stratified_indices` order."""
+    return dataset.subset(stratified_indices(dataset.labels, count, seed=seed,
+                                             num_classes=dataset.num_classes))
+
+
 def check_split(split: str) -> None:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

@@ -101,7 +101,7 @@ class GradientRecorder:
 def train_twins(ctx: Context, splits: Splits) -> dict[str, Any]:
     """A slim GoogLeNet and its twin without heads (the same initial weights) trained per seed
     with a `GradientRecorder`; the run with heads is probed by `gradient_split` at its
-    snapshots, on one fixed training batch.
+    snapshots, on one fixed training batch (stratified and seeded: `normalized_batch`).
 
     Returns:
         "aux" / "no_aux" -> params and per-seed runs (test_acc, val_acc, train_loss,
@@ -114,7 +114,7 @@ def train_twins(ctx: Context, splits: Splits) -> dict[str, Any]:
     if not (lo <= min(side) and max(side) <= hi):
         raise ValueError(f"inception: the GoogLeNet's auxiliary heads need images of {lo} to "
                          f"{hi} px, got {side[0]}x{side[1]} from {ctx.data}")
-    x, y = normalized_batch(splits.train, min(256, len(splits.train)))
+    x, y = normalized_batch(splits.train, min(256, len(splits.train)), seed=ctx.seed)
     per_epoch = len(splits.train) // p["batch_size"]  # the trainer drops the last partial batch
     total = per_epoch * p["googlenet_epochs"]
     early = min(p["grad_steps"], total)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnzoo.data import ImageDataset, load_dataset, normalize, train_val_split
-from cnnzoo.data.dataset import channel_stats
+from cnnzoo.data.dataset import channel_stats, stratified_indices, stratified_subset
 from cnnzoo.experiments.base import Context
 from cnnzoo.train import train
 
@@ -46,8 +46,10 @@ class Splits:
 def load_splits(ctx: Context, *, train_size: int, val_size: int, test_size: int | None = None,
                 image_size: int | None = None) -> Splits:
     """The experiment's data: `train_size` training and `val_size` validation images, both
-    stratified subsets of the training split, and the first `test_size` test images (all when
-    None). Deterministic in `ctx.seed`.
+    stratified subsets of the training split, and `test_size` test images (all when None), a
+    stratified subset too (`stratified_subset`: an equal share per class; a split read from
+    class folders is sorted by class, so its first images would miss classes). Deterministic
+    in `ctx.seed`.
     """
     full = load_dataset(ctx.data, "train", data_dir=ctx.data_dir, image_size=image_size)
     try:
@@ -73,7 +75,7 @@ def load_splits(ctx: Context, *, train_size: int, val_size: int, test_size: int 
         train = _restat(train)
         val = ImageDataset(val.images, val.labels, val.classes, train.mean, train.std, val.name)
     if test_size is not None and test_size < len(test):
-        test = test.subset(torch.arange(test_size))
+        test = stratified_subset(test, test_size, seed=ctx.seed + 3)
     test = ImageDataset(test.images, test.labels, test.classes, train.mean, train.std, test.name)
     ctx.log(f"data {ctx.data}: {len(train)} train, {len(val)} val, {len(test)} test, "
             f"{train.in_chans}x{train.image_size[0]}x{train.image_size[1]}, "
@@ -120,11 +122,14 @@ def accuracy(model: nn.Module, data: ImageDataset, *, batch_size: int = 500,
     return correct / max(len(data), 1)
 
 
-def normalized_batch(data: ImageDataset, count: int, *, start: int = 0) -> tuple[torch.Tensor,
-                                                                                 torch.Tensor]:
-    """The images [start, start + count) as a normalised float batch, and their labels."""
-    x = normalize(data.images[start:start + count].float(), data.mean, data.std)
-    return x, data.labels[start:start + count].clone()
+def normalized_batch(data: ImageDataset, count: int, *, seed: int, start: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A probe batch: images [start, start + count) of `data` in the seeded, class-interleaved
+    order of `stratified_indices` (so each batch has an equal share per class, and batches
+    with different `start` and the same seed are disjoint), normalised, and their labels."""
+    order = stratified_indices(data.labels, len(data), seed=seed, num_classes=data.num_classes)
+    idx = order[start:start + count]
+    return normalize(data.images[idx].float(), data.mean, data.std), data.labels[idx].clone()
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

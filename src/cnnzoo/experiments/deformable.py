@@ -31,10 +31,10 @@ points of a 3x3 filter, in units of the layer's input grid (1 for a regular conv
 averaged over the deformable layers, at each output unit. A unit is "object" when at least
 3/4 of its cell (the stride x stride pixels around its centre) is foreground (pixel > 10%
 of full scale), "background" when none is.
-- scale elasticity: `probe_images` test images are rendered at each of `probe_scales`
-  (zoom only); per image, the slope of log(mean object-unit dilation) on log(scale). 1 means
-  the sampling grid grows with the object, 0 that it ignores the object's size (a regular
-  convolution). Mean and standard error over images.
+- scale elasticity: `probe_images` test images (a stratified, seeded pick) are rendered at
+  each of `probe_scales` (zoom only); per image, the slope of log(mean object-unit
+  dilation) on log(scale). 1 means the sampling grid grows with the object, 0 that it
+  ignores the object's size (a regular convolution). Mean and standard error over images.
 - object vs background: mean dilation on object units minus on background units of the same
   deformed test image (paired over `probe_images` images).
 - the picture (Fig. 5 of the paper): for a unit on the object and one on the background, the
@@ -70,6 +70,7 @@ import torch
 from torch import nn
 
 from cnnzoo.data import ImageDataset
+from cnnzoo.data.dataset import stratified_indices
 from cnnzoo.experiments._deformations import deformed_copy, zoomed
 from cnnzoo.experiments._offsets import (
     object_vs_background,
@@ -137,7 +138,8 @@ class Measured:
         kept: protocol -> the first seed's trained deformable net and its deformable convs.
         n_params: net -> parameters.
         offsets: protocol -> "scale" (`scale_elasticity`) and "object_vs_background".
-        test: the clean test images; probe: the first `probe_images` of them (uint8).
+        test: the clean test images; probe: `probe_images` of them (uint8), a stratified, seeded
+            pick (`stratified_indices`).
     """
 
     acc: dict[str, dict[str, dict[str, list[float]]]]
@@ -186,8 +188,11 @@ def measure(ctx: Context) -> Measured:
                 ctx.log(f"seed {seed} trained on {protocol}, {net}: test clean {pct(a_clean)}, "
                         f"deformed {pct(a_def)} ({sum(r['epoch_time_s'] for r in rows):.0f} s)")
 
-    probe = splits.test.images[:p["probe_images"]]
-    probe_deformed = test_deformed.images[:p["probe_images"]]
+    # The same stratified, seeded pick of test images, clean and deformed.
+    pick = stratified_indices(splits.test.labels, min(p["probe_images"], len(splits.test)),
+                              seed=ctx.seed + 40_000, num_classes=splits.test.num_classes)
+    probe = splits.test.images[pick]
+    probe_deformed = test_deformed.images[pick]
     offsets: dict[str, dict[str, Any]] = {}
     for protocol, (model, paths) in kept.items():
         offsets[protocol] = {

@@ -132,7 +132,7 @@ def run(ctx: Context) -> Finding:
     train_size = p["steps"] * p["batch_size"]
     # The fixed batch is the held-out split; nothing here reads the test split.
     splits = load_splits(ctx, train_size=train_size, val_size=p["grad_batch"], test_size=1)
-    x, y = normalized_batch(splits.val, p["grad_batch"])
+    x, y = normalized_batch(splits.val, p["grad_batch"], seed=ctx.seed)
     g = measure_gradients(ctx, splits, x, y, depths)
     a = measure_activations(ctx, x, splits.image_size)
     claims = claim_verdicts(g, a)

@@ -230,10 +230,9 @@ def _paths_one(ctx: Context, splits: Any, seed: int) -> dict[str, Any]:
     model, rows = train_cifar_net(ctx, splits, depth=p["depth"], width=p["width"], shortcut=True,
                                   epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
                                   seed=seed)
-    # Random training batches, as in the paper (the gradient is a training-time quantity).
-    order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(seed))
-    train = splits.train.subset(order[:p["grad_batch"] * p["batches"]])
-    batches = [normalized_batch(train, p["grad_batch"], start=i * p["grad_batch"])
+    # Random training batches, as in the paper (the gradient is a training-time quantity):
+    # disjoint, seeded, and each with an equal share per class.
+    batches = [normalized_batch(splits.train, p["grad_batch"], seed=seed, start=i * p["grad_batch"])
                for i in range(p["batches"])]
     means, stds, counts = _measure(ctx, model, batches, random.Random(seed))
     n = len(means) - 1
