@@ -1,0 +1,268 @@
+"""Deployment backends: the same model, run the fastest way this machine offers.
+
+`deploy(model, backend, example_input)` returns a `Deployed`, a callable from an input batch to
+logits that also carries the backend's name, its export artefact where it has one, its build
+time and its measured agreement with eager PyTorch. Every backend is checked against eager on
+`example_input` when it is built: max |logit - eager logit| <= 1e-4 x max |eager logit| (the
+rule of `cnnzoo export`), or `DeployMismatchError` with one line naming the backend and the
+difference. Nothing is silently wrong.
+
+Backends (all fp32):
+- `eager`: the baseline, `eval()` under `torch.inference_mode`.
+- `fused`: every BatchNorm that directly follows a convolution (and is that convolution's
+  only consumer) folded into the convolution's weight and bias (`fold_batchnorm`), channels_last
+  memory format, inference mode. The folded model is a plain `nn.Module` one can save.
+- `compile`: `torch.compile` with inductor, on the fused model, with inductor's freezing (the
+  weights become constants the compiler can fold), as Intel recommends for CPU inference.
+- `onnxruntime`: the fused model exported through the dynamo ONNX exporter, run by an ORT
+  session with every graph optimisation on and `threads` intra-op threads; the session options
+  are recorded in `Deployed.options`.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+BACKENDS = ("eager", "fused", "compile", "onnxruntime")
+RTOL = 1e-4  # agreement with eager, relative to max |eager logit|, as for `cnnzoo export`
+
+
+class DeployMismatchError(RuntimeError):
+    """A backend whose logits differ from eager PyTorch's by more than the tolerance."""
+
+
+@dataclass
+class Deployed:
+    """A built backend: call it on a batch to get logits.
+
+    Attributes:
+        backend: its name (one of `BACKENDS`).
+        run: the function from an input batch to logits.
+        module: the PyTorch module it runs (the folded one for `fused`), or None (onnxruntime).
+        artefact: the serialised form where the backend has one (ONNX bytes), else None.
+        build_s: seconds to build it, including the first call (compilation happens there).
+        max_abs_diff, tolerance: its agreement with eager on the example input.
+        options: the settings it was built with (threads, ORT session options, ...).
+    """
+
+    backend: str
+    run: Callable[[torch.Tensor], torch.Tensor]
+    module: nn.Module | None
+    artefact: bytes | None
+    build_s: float
+    max_abs_diff: float
+    tolerance: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+
+def deploy(model: nn.Module, backend: str, example_input: torch.Tensor, *,
+           threads: int | None = None) -> Deployed:
+    """Build `backend` for `model` and check it against eager on `example_input`.
+
+    The model passed in is not modified (backends work on a copy).
+
+    Raises:
+        ValueError: an unknown backend.
+        RuntimeError: a backend whose optional dependency is missing (one line naming it).
+        DeployMismatchError: the backend's logits differ from eager's beyond the tolerance.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"deploy: unknown backend {backend!r}; expected one of "
+                         f"{', '.join(BACKENDS)}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    base = copy.deepcopy(model).eval()
+    with torch.inference_mode():
+        expected = base(example_input)
+    start = time.perf_counter()
+    built = _BUILDERS[backend](base, example_input, threads)
+    got = built.run(example_input)
+    built.build_s = time.perf_counter() - start
+    built.max_abs_diff = float((got.float() - expected.float()).abs().max())
+    built.tolerance = RTOL * float(expected.abs().max())
+    if not built.max_abs_diff <= built.tolerance:
+        raise DeployMismatchError(
+            f"deploy {backend}: max |logit difference| vs eager on {len(example_input)} "
+            f"images: {built.max_abs_diff:.2e} (tolerance {built.tolerance:.2e} = "
+            f"{RTOL:.0e} x max |logit|)")
+    return built
+
+
+def _eager(model: nn.Module, x: torch.Tensor, threads: int | None) -> Deployed:
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(batch)
+
+    return Deployed("eager", run, model, None, 0.0, 0.0, 0.0, {"threads": threads})
+
+
+def _fused(model: nn.Module, x: torch.Tensor, threads: int | None) -> Deployed:
+    folded = fold_batchnorm(model, x).to(memory_format=torch.channels_last)
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return folded(batch.contiguous(memory_format=torch.channels_last))
+
+    return Deployed("fused", run, folded, None, 0.0, 0.0, 0.0,
+                    {"threads": threads, "channels_last": True,
+                     "folded": getattr(folded, "_cnnzoo_folded", [])})
+
+
+def _compile(model: nn.Module, x: torch.Tensor, threads: int | None) -> Deployed:
+    folded = fold_batchnorm(model, x).to(memory_format=torch.channels_last)
+    options = {"freezing": True}
+    compiled = torch.compile(folded, backend="inductor", options=options)
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # freezing needs no_grad; inference_mode tensors break dynamo
+            return compiled(batch.contiguous(memory_format=torch.channels_last))
+
+    return Deployed("compile", run, folded, None, 0.0, 0.0, 0.0,
+                    {"threads": threads, "inductor": options, "channels_last": True})
+
+
+def _onnxruntime(model: nn.Module, x: torch.Tensor, threads: int | None) -> Deployed:
+    try:
+        import onnxruntime as ort  # lazy: an optional extra (cnnzoo[export])
+    except ImportError:
+        raise RuntimeError("deploy onnxruntime needs the onnxruntime and onnx packages "
+                           "(pip install 'cnnzoo[export]')") from None
+    folded = fold_batchnorm(model, x)
+    batch_dim = torch.export.Dim("batch", min=1)
+    example = x if len(x) > 1 else x.repeat(2, 1, 1, 1)  # export specialises a batch of 1
+    program = torch.onnx.export(folded, (example,), dynamo=True, input_names=["images"],
+                                output_names=["logits"], dynamic_shapes={"x": {0: batch_dim}},
+                                verbose=False)
+    artefact = program.model_proto.SerializeToString()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    session = ort.InferenceSession(artefact, so, providers=["CPUExecutionProvider"])
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        out = session.run(None, {"images": batch.detach().cpu().numpy()})[0]
+        return torch.from_numpy(out)
+
+    return Deployed("onnxruntime", run, None, artefact, 0.0, 0.0, 0.0,
+                    {"threads": threads, "graph_optimization_level": "ORT_ENABLE_ALL",
+                     "intra_op_num_threads": so.intra_op_num_threads,
+                     "providers": session.get_providers()})
+
+
+_BUILDERS = {"eager": _eager, "fused": _fused, "compile": _compile,
+             "onnxruntime": _onnxruntime}
+
+
+# ---- BatchNorm folding ------------------------------------------------------------------
+
+
+class _Uses(TorchFunctionMode):
+    """Counts how often each tensor is passed to a torch function, outside the modules in
+    `skip` (a BatchNorm reading its own input does not count as a second consumer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.uses: collections.Counter[int] = collections.Counter()
+        self.skip = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.skip:
+            for t in tree_leaves((args, kwargs)):
+                if isinstance(t, torch.Tensor):
+                    self.uses[id(t)] += 1
+        return func(*args, **kwargs)
+
+
+def conv_bn_pairs(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, str]]:
+    """(conv name, BatchNorm name) for each BatchNorm2d whose input is the output of one
+    Conv2d and that output's only consumer, found by running `model` once on
+    `example_input` in eval mode. Modules called more than once are left out."""
+    names = {m: n for n, m in model.named_modules()}
+    calls: collections.Counter[str] = collections.Counter()
+    outputs: dict[int, tuple[str, torch.Tensor]] = {}  # id -> (conv, tensor kept alive)
+    candidates: list[tuple[str, str, int]] = []
+    mode = _Uses()
+
+    def conv_hook(module, args, out):
+        calls[names[module]] += 1
+        outputs[id(out)] = (names[module], out)
+        mode.uses[id(out)] = 0  # a freed tensor may have had this id before
+
+    def bn_pre(module, args):
+        calls[names[module]] += 1
+        mode.skip += 1
+        if id(args[0]) in outputs:
+            candidates.append((outputs[id(args[0])][0], names[module], id(args[0])))
+
+    def bn_post(module, args, out):
+        mode.skip -= 1
+
+    hooks = []
+    for m in model.modules():
+        if type(m) is nn.Conv2d:
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif type(m) is nn.BatchNorm2d:
+            hooks += [m.register_forward_pre_hook(bn_pre), m.register_forward_hook(bn_post)]
+    try:
+        with torch.no_grad(), mode:
+            model(example_input)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [(conv, bn) for conv, bn, tid in candidates
+            if mode.uses[tid] == 0 and calls[conv] == 1 and calls[bn] == 1]
+
+
+def fold_batchnorm(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    """A copy of `model` (in eval mode) with every BatchNorm of `conv_bn_pairs` folded into its
+    convolution and replaced by `nn.Identity`. The folded names are in `_cnnzoo_folded`.
+
+    Folding (eval mode, per output channel c): s = gamma_c / sqrt(var_c + eps);
+    W'_c = s W_c; b'_c = s (b_c - mean_c) + beta_c.
+    """
+    folded = copy.deepcopy(model).eval()
+    pairs = conv_bn_pairs(folded, example_input)
+    for conv_name, bn_name in pairs:
+        conv = folded.get_submodule(conv_name)
+        bn = folded.get_submodule(bn_name)
+        _set(folded, conv_name, _fold(conv, bn))
+        _set(folded, bn_name, nn.Identity())
+    folded._cnnzoo_folded = [bn for _, bn in pairs]
+    return folded
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    with torch.no_grad():
+        scale = bn.running_var.add(bn.eps).rsqrt()
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        new_bias = (bias - bn.running_mean) * scale
+        if bn.bias is not None:
+            new_bias = new_bias + bn.bias
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                          conv.padding, conv.dilation, conv.groups, bias=True,
+                          padding_mode=conv.padding_mode).to(conv.weight.device)
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        fused.bias.copy_(new_bias)
+    return fused
+
+
+def _set(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, module)

@@ -1,0 +1,142 @@
+"""`cnnzoo.infer.deploy`: every fp32 backend equals eager within 1e-4 x max|logit|, `fused`
+folds every BatchNorm that follows a convolution, and a backend that is wrong is refused."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from cnnzoo.infer import deploy as deploy_mod
+from cnnzoo.infer.deploy import DeployMismatchError, conv_bn_pairs, deploy, fold_batchnorm
+from cnnzoo.models import create_model
+
+# One model of each family, at a small input it takes (name, kwargs, input shape).
+FAMILIES = [
+    ("alexnet", {"small_input": True}, (2, 3, 32, 32)),
+    ("vgg11_bn", {}, (2, 3, 32, 32)),
+    ("googlenet", {"small_input": True}, (2, 3, 32, 32)),
+    ("resnet18", {"small_input": True}, (2, 3, 32, 32)),
+    ("resnet20", {}, (2, 3, 32, 32)),
+    ("se_resnet18", {"small_input": True}, (2, 3, 32, 32)),
+    ("densenet121", {"small_input": True}, (2, 3, 32, 32)),
+    ("efficientnet_b0", {"small_input": True}, (2, 3, 32, 32)),
+    ("resnet50_dcn", {"small_input": True}, (2, 3, 32, 32)),
+    ("compact_resnet8", {}, (2, 3, 28, 28)),
+]
+
+
+def _model(name: str, kwargs: dict) -> nn.Module:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, **kwargs).eval()
+    # Non-trivial BatchNorm statistics, so folding them in is a real change.
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("name, kwargs, shape", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_fused_equals_eager_for_every_family(name, kwargs, shape):
+    model = _model(name, kwargs)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    built = deploy(model, "fused", x)
+    assert built.max_abs_diff <= built.tolerance
+    assert built.options["channels_last"] and built.module is not None
+    # The model passed in is untouched.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # Another batch than the one it was checked on agrees too.
+    y = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(y)
+    assert (built(y) - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_fused_leaves_no_batchnorm_behind_a_convolution():
+    model = _model("resnet18", {"small_input": True})
+    x = torch.randn(2, 3, 32, 32)
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    folded = fold_batchnorm(model, x)
+    assert n_bn == 20 and len(folded._cnnzoo_folded) == n_bn
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_batchnorm_that_does_not_follow_a_convolution_stays():
+    """DenseNet's pre-activation BatchNorms read a concatenation, not a conv: they stay."""
+    model = _model("densenet121", {"small_input": True})
+    folded = fold_batchnorm(model, torch.randn(2, 3, 32, 32))
+    left = sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert len(folded._cnnzoo_folded) > 0 and left > 0
+
+
+class TwoConsumers(nn.Module):
+    """The conv's output feeds the BatchNorm and the addition: folding would change the sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (self.bn(y) + y).mean((2, 3))
+
+
+def test_a_convolution_with_a_second_consumer_is_not_folded():
+    model = TwoConsumers().eval()
+    model.bn.running_mean.fill_(0.5)
+    x = torch.randn(2, 3, 8, 8)
+    assert conv_bn_pairs(model, x) == []
+    assert deploy(model, "fused", x).max_abs_diff < 1e-6  # channels_last rounding only
+    # Folding it anyway would have been wrong: the addition would see the folded output.
+    forced = TwoConsumers().eval()
+    forced.load_state_dict(model.state_dict())
+    forced.conv, forced.bn = deploy_mod._fold(model.conv, model.bn), nn.Identity()
+    with torch.no_grad():
+        assert (forced(x) - model(x)).abs().max() > 0.1
+
+
+def test_onnxruntime_equals_eager_and_records_its_session():
+    model = _model("resnet20", {})
+    x = torch.randn(3, 3, 32, 32)
+    built = deploy(model, "onnxruntime", x, threads=1)
+    assert built.max_abs_diff <= built.tolerance and built.artefact
+    assert built.options["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert built.options["intra_op_num_threads"] == 1
+    assert built(torch.randn(1, 3, 32, 32)).shape == (1, 10)  # a batch of 1 after export
+
+
+def test_compile_equals_eager():
+    model = _model("resnet20", {})
+    x = torch.randn(2, 3, 32, 32)
+    built = deploy(model, "compile", x)
+    assert built.max_abs_diff <= built.tolerance
+    assert built.options["inductor"] == {"freezing": True}
+
+
+def test_a_backend_that_computes_something_else_is_refused(monkeypatch):
+    def wrong_fold(conv, bn):
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                          conv.padding, conv.dilation, conv.groups, bias=True)
+        return fused  # fresh weights: not the folded ones
+
+    monkeypatch.setattr(deploy_mod, "_fold", wrong_fold)
+    with pytest.raises(DeployMismatchError, match=r"^deploy fused: max \|logit difference\|"):
+        deploy(_model("resnet20", {}), "fused", torch.randn(2, 3, 32, 32))
+
+
+def test_a_missing_dependency_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(RuntimeError, match=r"cnnzoo\[export\]"):
+        deploy(_model("resnet20", {}), "onnxruntime", torch.randn(2, 3, 32, 32))
+
+
+def test_an_unknown_backend_lists_the_known_ones():
+    with pytest.raises(ValueError, match="eager, fused, compile, onnxruntime"):
+        deploy(nn.Linear(2, 2), "tensorrt", torch.randn(1, 2))
