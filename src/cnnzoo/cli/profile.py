@@ -45,8 +45,9 @@ def _native_shape(name: str) -> tuple[int, int, int]:
 class ProgressBar:
     """A one-line progress bar on stderr (a plain line per step when stderr is not a tty)."""
 
-    def __init__(self, stream=sys.stderr, width: int = 28):
-        self.stream = stream
+    def __init__(self, stream=None, width: int = 28):
+        # sys.stderr looked up now, not at import: it may have been replaced since (pytest).
+        self.stream = stream if stream is not None else sys.stderr
         self.width = width
         self.start = time.perf_counter()
         self.tty = hasattr(stream, "isatty") and stream.isatty()

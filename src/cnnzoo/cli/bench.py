@@ -1,0 +1,82 @@
+"""`cnnzoo bench`: deployed speed across backends and batch sizes (`cnnzoo.infer.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from cnnzoo.cli.profile import ProgressBar, _shape
+from cnnzoo.fileio import atomic_write_text
+from cnnzoo.infer.bench import bench, plot_throughput
+from cnnzoo.infer.deploy import BACKENDS
+from cnnzoo.train.device import describe
+
+
+def _list(text: str) -> list[str]:
+    return [t for t in text.split(",") if t]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in _list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    unknown = [b for b in args.backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"--backends: unknown {', '.join(unknown)}; expected some of "
+                         f"{', '.join(BACKENDS)}")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(describe("cpu", "fp32"), flush=True)
+    c, h, w = args.input[-3:]
+    result = bench(args.models, args.backends, args.batch_sizes, (c, h, w), rounds=args.rounds,
+                   min_time_s=args.min_time, threads=args.threads, progress=ProgressBar())
+    print(result.peak.line())
+    print(result.table())
+    noisy = sum(bool(r.noisy) for r in result.rows)
+    if noisy:
+        print(f"{noisy} of {len(result.rows)} entries flagged noisy: rerun on an idle machine "
+              f"or with more --rounds")
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(out / "bench.json", result.to_json())
+        atomic_write_text(out / "bench.csv", result.to_csv())
+        plot_throughput(result, str(out / "throughput.png"))
+        print(f"wrote {out / 'bench.json'}, bench.csv, throughput.png")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="deployed latency and throughput per backend and batch size",
+        description="Build each model with each backend (checked against eager), then time "
+                    "every (model, backend, batch size) in interleaved rounds; reports median "
+                    "and p90 latency, images/s, GFLOP/s and the share of this machine's fp32 "
+                    "peak (the best of a large matmul and a channels_last 3x3 conv, measured "
+                    "in the same run), and flags entries timed on a busy machine.")
+    p.add_argument("models", metavar="MODEL", nargs="+", help="registered model names")
+    p.add_argument("--backends", type=_list, default=["eager", "fused"],
+                   help=f"comma-separated, of {','.join(BACKENDS)} (default: eager,fused)")
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 8, 32], metavar="N,N",
+                   help="comma-separated batch sizes (default: 1,8,32)")
+    p.add_argument("--input", type=_shape, default="3x224x224", metavar="CxHxW",
+                   help="input shape of one image (default: 3x224x224)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="intra-op threads (default: torch's)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: 3)")
+    p.add_argument("--min-time", type=float, default=0.5, metavar="S",
+                   help="seconds of calls per entry and round, at least (default: 0.5)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="write bench.json, bench.csv and throughput.png here")
+    p.set_defaults(func=_cmd_bench)

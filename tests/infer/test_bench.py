@@ -1,0 +1,77 @@
+"""`cnnzoo bench` and `cnnzoo.infer.bench`: the figures it reports, its files, and the noise
+flag raised when another process shares the cores."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnnzoo.cli import main
+from cnnzoo.infer import bench as bench_mod
+from cnnzoo.profile.peak import measure_peak
+
+
+def _small(**kw):
+    args = dict(rounds=2, min_time_s=0.01, threads=1, peak_size="small")
+    args.update(kw)
+    return bench_mod.bench(["resnet20"], ["eager", "fused"], [1, 4], (3, 32, 32), **args)
+
+
+def test_every_entry_gets_its_figures_in_interleaved_rounds():
+    result = _small()
+    assert [(r.backend, r.batch) for r in result.rows] == [
+        ("eager", 1), ("eager", 4), ("fused", 1), ("fused", 4)]
+    peak = result.peak
+    assert peak.gflops == max(peak.matmul_gflops, peak.conv_gflops) > 0
+    for r in result.rows:
+        assert len(r.round_medians_ms) == 2 and r.calls >= 6
+        assert 0 < r.median_ms <= r.p90_ms
+        assert r.images_per_s == pytest.approx(r.batch / (r.median_ms / 1e3))
+        # resnet20 by hand: 40,550,400 conv MACs per 3x32x32 image + 64 x 1000 classifier.
+        assert r.gflops == pytest.approx(2 * 40_614_400 * r.batch / (r.median_ms / 1e3) / 1e9,
+                                         rel=1e-3)
+        assert r.pct_of_peak == pytest.approx(100 * r.gflops / peak.gflops)
+        assert r.max_abs_diff <= r.tolerance
+
+
+def test_peak_is_the_best_of_matmul_and_conv():
+    peak = measure_peak("small", repeats=2, min_time_s=0.0)
+    assert peak.gflops == max(peak.matmul_gflops, peak.conv_gflops)
+    assert "fp32 peak" in peak.line() and peak.cpu in peak.line()
+
+
+def test_an_entry_timed_beside_a_busy_loop_is_flagged(monkeypatch):
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        result = _small(min_time_s=0.2)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait(timeout=10)
+    assert all(r.other_load is not None and r.other_load > bench_mod.NOISY_LOAD
+               for r in result.rows)
+    assert all(any("other processes" in n for n in r.noisy) for r in result.rows)
+
+
+def test_cli_prints_the_table_and_writes_its_files(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench_mod, "measure_peak", lambda size: measure_peak("small"))
+    out = tmp_path / "bench"
+    assert main(["bench", "resnet20", "--backends", "eager,fused", "--batch-sizes", "1,2",
+                 "--input", "3x32x32", "--rounds", "1", "--min-time", "0.01", "--threads", "1",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].startswith("device cpu")
+    assert "fp32 peak" in text and "% peak" in text
+    data = json.loads((out / "bench.json").read_text())
+    assert len(data["rows"]) == 4 and data["peak"]["gflops"] > 0
+    assert (out / "bench.csv").read_text().count("\n") == 5
+    assert (out / "throughput.png").stat().st_size > 1000
+
+
+def test_cli_rejects_an_unknown_backend(capsys):
+    assert main(["bench", "resnet20", "--backends", "eager,tensorrt"]) == 2
+    err = capsys.readouterr().err
+    assert "--backends: unknown tensorrt" in err and len(err.strip().splitlines()) == 1
