@@ -2,7 +2,7 @@
 
 from cnnzoo import layers, models, profile, train  # profile and train are callable packages
 from cnnzoo._version import __version__
-from cnnzoo.infer.deploy import deploy
+from cnnzoo.infer.backends import deploy
 from cnnzoo.models import create_model, from_timm, from_torchvision, list_models
 from cnnzoo.profile.receptive_field import receptive_field
 

@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from cnnzoo.infer import deploy as deploy_mod
-from cnnzoo.infer.deploy import DeployMismatchError, conv_bn_pairs, deploy, fold_batchnorm
+import cnnzoo
+from cnnzoo.data import make_synthetic, normalize
+from cnnzoo.infer import backends as deploy_mod
+from cnnzoo.infer.backends import DeployMismatchError, conv_bn_pairs, deploy, fold_batchnorm
 from cnnzoo.models import create_model
 
 # One model of each family, at a small input it takes (name, kwargs, input shape).
@@ -140,3 +142,36 @@ def test_a_missing_dependency_names_the_extra(monkeypatch):
 def test_an_unknown_backend_lists_the_known_ones():
     with pytest.raises(ValueError, match="eager, fused, compile, onnxruntime"):
         deploy(nn.Linear(2, 2), "tensorrt", torch.randn(1, 2))
+
+
+@pytest.fixture(scope="module")
+def trained_resnet20():
+    """resnet20 trained 2 epochs on a learnable 10-class synthetic set of 3x32x32 images,
+    with the normalised batches the trainer fed it (calibration and check data)."""
+    data = make_synthetic(600, 10, (3, 32, 32), seed=0)
+    result = cnnzoo.train("resnet20", data, epochs=2, batch_size=64, lr=0.1, val_size=100,
+                          threads=2, quiet=True)
+    model = result.model.eval()
+    x = normalize(data.images[:256].float() / 255, data.mean, data.std)
+    return model, list(x.split(64))
+
+
+def test_int8_keeps_top1_agreement_with_eager(trained_resnet20):
+    model, batches = trained_resnet20
+    built = deploy(model, "int8", batches[0], calibration=batches, threads=1)
+    assert built.top1_agreement >= 0.95
+    assert built.options["quant_format"] == "QDQ" and built.options["calibration_batches"] == 4
+    assert b"QuantizeLinear" in built.artefact  # it really runs quantized
+    assert built(batches[0]).shape == (64, 10)
+
+
+def test_int8_needs_calibration_data():
+    with pytest.raises(ValueError, match="deploy int8: needs calibration"):
+        deploy(_model("resnet20", {}), "int8", torch.randn(2, 3, 32, 32))
+
+
+def test_int8_that_disagrees_with_eager_is_refused(trained_resnet20, monkeypatch):
+    model, batches = trained_resnet20
+    monkeypatch.setattr(deploy_mod, "INT8_AGREEMENT", 1.01)  # a bar no model can reach
+    with pytest.raises(DeployMismatchError, match="deploy int8: top-1 agreement"):
+        deploy(model, "int8", batches[0], calibration=batches[:1], threads=1)

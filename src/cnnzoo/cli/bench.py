@@ -9,8 +9,8 @@ import torch
 
 from cnnzoo.cli.profile import ProgressBar, _shape
 from cnnzoo.fileio import atomic_write_text
+from cnnzoo.infer.backends import BACKENDS
 from cnnzoo.infer.bench import bench, plot_throughput
-from cnnzoo.infer.deploy import BACKENDS
 from cnnzoo.train.device import describe
 
 

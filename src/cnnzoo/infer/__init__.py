@@ -9,7 +9,7 @@ rebuild the registered model in eval mode, and feed it the way training did
 """
 
 from cnnzoo.checkpoint import ModelInfo, Preprocess, load_safetensors_model
-from cnnzoo.infer.deploy import Deployed, DeployMismatchError, deploy, fold_batchnorm
+from cnnzoo.infer.backends import Deployed, DeployMismatchError, deploy, fold_batchnorm
 from cnnzoo.infer.evaluate import EvalResult, evaluate_checkpoint, evaluate_model, write_report
 from cnnzoo.infer.export import ExportMismatchError, ExportResult, export_model
 from cnnzoo.infer.loading import load_model

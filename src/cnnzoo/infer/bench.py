@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from cnnzoo.infer.deploy import Deployed, deploy
+from cnnzoo.infer.backends import Deployed, deploy
 from cnnzoo.models import create_model
 from cnnzoo.profile.peak import Peak, measure_peak
 from cnnzoo.profile.plots import figure
