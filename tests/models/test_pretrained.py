@@ -20,9 +20,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+from PIL import Image
 
 import cnnzoo
 from cnnzoo.cli import main
+from cnnzoo.infer.predict import PublishedPreprocess
 from cnnzoo.models import hub, registry, weights
 from cnnzoo.models.imagenet_classes import IMAGENET_CLASSES
 from cnnzoo.models.keymap import check_strict, convert_keys
@@ -323,3 +325,34 @@ def test_entries_fit_the_reference_structure(name):
     with torch.device("meta"):
         model = cnnzoo.create_model(name, **entry.options)
     check_strict(model, convert_keys(filled_state_dict(name), key_rules(entry)), what=name)
+
+
+# -- predict --pretrained ----------------------------------------------------------------------
+
+
+def test_cli_predict_pretrained_prints_imagenet_class_names(home, server, weights_file, tmp_path,
+                                                            capsys):
+    name, data = weights_file
+    _serve(server, name, data)
+    image = tmp_path / "photo.png"
+    pixels = torch.randint(0, 256, (300, 400, 3), generator=torch.Generator().manual_seed(0))
+    Image.fromarray(pixels.to(torch.uint8).numpy()).save(image)
+    assert main(["predict", "resnet18", "--pretrained", str(image), "--topk", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(image) and len(lines) == 4
+    for line in lines[1:]:
+        percent, rest = line.split("%", 1)
+        assert 0 <= float(percent) <= 100
+        assert rest.strip().rsplit("  (label ", 1)[0].strip() in IMAGENET_CLASSES
+
+
+def test_published_preprocess_resizes_the_shorter_side_then_crops():
+    pre = PublishedPreprocess(weights.Preprocessing(resize=256, crop=224, interpolation="bicubic"))
+    image = torch.zeros((1, 3, 300, 600), dtype=torch.uint8)
+    image[..., 300:] = 255  # the right half white
+    out = pre.apply(image)
+    assert out.shape == (1, 3, 224, 224)
+    mean, std = torch.tensor(weights.IMAGENET_MEAN), torch.tensor(weights.IMAGENET_STD)
+    # 300x600 -> 256x512, crop columns 144..368: the edge (column 256) lands on column 112
+    torch.testing.assert_close(out[0, :, 50, 100], (0 - mean) / std, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[0, :, 50, 124], (1 - mean) / std, atol=1e-4, rtol=0)
