@@ -356,3 +356,29 @@ def test_published_preprocess_resizes_the_shorter_side_then_crops():
     # 300x600 -> 256x512, crop columns 144..368: the edge (column 256) lands on column 112
     torch.testing.assert_close(out[0, :, 50, 100], (0 - mean) / std, atol=1e-4, rtol=0)
     torch.testing.assert_close(out[0, :, 50, 124], (1 - mean) / std, atol=1e-4, rtol=0)
+
+
+# -- train --pretrained ------------------------------------------------------------------------
+
+
+def test_cli_train_pretrained_fine_tunes_from_the_cached_weights(home, server, weights_file,
+                                                                 tmp_path, capsys):
+    name, data = weights_file
+    _serve(server, name, data)
+    out = tmp_path / "run"
+    code = main(["train", "resnet18", "--pretrained", "--data", "synthetic:3x32x32:4:32",
+                 "--out", str(out), "--epochs", "1", "--batch-size", "16", "--val-size", "0",
+                 "--freeze", "layer4", "--threads", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["init"]["path"] == str(home / name)
+    assert ckpt["init"]["reinitialized"] == ["fc.weight", "fc.bias"]
+    state = filled_state_dict("resnet18")
+    assert torch.equal(ckpt["model"]["layer3.1.conv2.weight"], state["layer3.1.conv2.weight"])
+
+
+def test_cli_train_refuses_pretrained_with_init(home, capsys, tmp_path):
+    code = main(["train", "resnet18", "--pretrained", "--init", "x.pth", "--data", "synthetic",
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"])
+    assert code == 2
+    assert "--pretrained and --init" in capsys.readouterr().err

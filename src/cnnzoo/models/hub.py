@@ -2,7 +2,8 @@
 
 The careful parts, each for a failure seen in practice:
 
-- the bytes stream into `<cache>/.<file>.part`; a connection that drops mid-stream is retried
+- the bytes stream into a part file of this process beside the target
+  (`<cache>/.<file>.<random>.part`); a connection that drops mid-stream is retried
   (`RETRIES` times, with an HTTP `Range` request so that the transfer resumes where it stopped;
   a server that ignores the range sends the whole file again and the part file restarts);
 - a transfer shorter than the server's Content-Length, an HTML page where a weights file was
@@ -15,8 +16,8 @@ The careful parts, each for a failure seen in practice:
 The cache is `$CNNZOO_HOME/weights`, else `$XDG_CACHE_HOME/cnnzoo/weights`, else
 `~/.cache/cnnzoo/weights` (the data sets' cache, `cnnzoo.data.cache`, has the same root).
 `CNNZOO_WEIGHTS_URL` replaces the location of every file (file name appended), for a mirror or
-a test server. Only the standard library is used: this module sits at the bottom of the models
-part, below the registry.
+a test server. Only the standard library (and `cnnzoo.fileio`) is used: this module sits at
+the bottom of the models part, below the registry.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import hashlib
 import http.client
 import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -94,8 +96,10 @@ def cached_file(url: str, sha256_prefix: str | None, *, file_name: str | None = 
 def download(url: str, target: Path, sha256_prefix: str | None, *,
              progress: bool | None = None, timeout: float = 60.0) -> None:
     """Fetch `url` into `target` atomically (see `cached_file`)."""
-    part = target.with_name(f".{target.name}.part")
-    part.unlink(missing_ok=True)  # a part file of a killed process: its bytes are unverified
+    # A part file of its own: ranks of one torchrun job may fetch the same file at once.
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    part = Path(name)
     show = sys.stderr.isatty() if progress is None else progress
     try:
         _transfer(url, target, part, show=show, timeout=timeout)
@@ -113,7 +117,7 @@ def _transfer(url: str, target: Path, part: Path, *, show: bool, timeout: float)
     """Stream `url` into `part`, resuming with a Range request after a dropped connection."""
     attempt = 0
     while True:
-        done = part.stat().st_size if part.exists() else 0
+        done = part.stat().st_size
         request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as resp:
@@ -139,7 +143,7 @@ def _transfer(url: str, target: Path, part: Path, *, show: bool, timeout: float)
         except (http.client.IncompleteRead, ConnectionError, TimeoutError,
                 http.client.HTTPException) as err:
             attempt += 1
-            got = part.stat().st_size if part.exists() else 0
+            got = part.stat().st_size
             if attempt > RETRIES:
                 raise WeightsDownloadError(
                     f"{url}: transfer cut short after {got} bytes, {RETRIES + 1} attempts "
