@@ -38,6 +38,8 @@ from reference import (
     reference_names,
 )
 
+TABLE = weights.WEIGHTS  # the real table, before `home` replaces it with the test entry
+
 
 @pytest.fixture(scope="module")
 def weights_file() -> tuple[str, bytes]:
@@ -213,6 +215,29 @@ def test_a_file_of_another_model_is_refused_by_the_strict_load(home, server, mon
     _serve(server, name, data)
     with pytest.raises(ValueError, match="does not fit resnet18: .* unexpected keys"):
         cnnzoo.create_model("resnet18", pretrained=True)
+    assert _cache_is_clean(home)  # checked before the file entered the cache
+
+
+def test_a_timm_entry_without_hash_loads_through_the_strict_check(home, server, monkeypatch):
+    """timm publishes no hash: the file is checked key by key, shape by shape, instead."""
+    buf = io.BytesIO()
+    torch.save(filled_state_dict("timm_seresnet50"), buf)
+    entry = next(w for w in TABLE if w.key == "se_resnet50:ra2_in1k")  # the real entry
+    assert entry.source == "timm" and entry.sha256_prefix is None
+    monkeypatch.setattr(weights, "WEIGHTS", (entry,))
+    _serve(server, entry.file_name, buf.getvalue())
+    model = cnnzoo.create_model("se_resnet50", pretrained=True).eval().double()
+    with torch.no_grad():  # float64 and 3e-4, as the reference-logit test for this model
+        logits = model(reference_input().double())
+    assert_logits_match("timm_seresnet50", logits.float(), tol=3e-4)
+    # A file of another model under that name never enters the cache.
+    (home / entry.file_name).unlink()
+    buf = io.BytesIO()
+    torch.save(filled_state_dict("resnet50"), buf)
+    _serve(server, entry.file_name, buf.getvalue())
+    with pytest.raises(ValueError, match="timm weights se_resnet50:ra2_in1k .* does not fit"):
+        cnnzoo.create_model("se_resnet50", pretrained=True)
+    assert _cache_is_clean(home)
 
 
 def test_features_only_keeps_the_pretrained_stages(home, server, weights_file):
@@ -316,15 +341,20 @@ def test_the_imagenet_classes():
     assert IMAGENET_CLASSES[0] == "tench" and IMAGENET_CLASSES[999] == "toilet tissue"
 
 
-@pytest.mark.parametrize("name", sorted({w.model for w in weights.WEIGHTS}
-                                        & set(reference_names())))
-def test_entries_fit_the_reference_structure(name):
+def _fixture(entry: weights.WeightsEntry) -> str:
+    return entry.model if entry.source == "torchvision" else f"timm_{entry.source_name}"
+
+
+@pytest.mark.parametrize("entry", [w for w in weights.WEIGHTS if w.default
+                                   and _fixture(w) in reference_names()],
+                         ids=lambda w: w.key)
+def test_entries_fit_the_reference_structure(entry):
     """The entry's builder options and key mapping take the reference file's every key and
-    shape (the fixture files are torchvision's own structures, filled)."""
-    entry = weights.get_weights(name)
+    shape (the fixture files are torchvision's and timm's own structures, filled)."""
     with torch.device("meta"):
-        model = cnnzoo.create_model(name, **entry.options)
-    check_strict(model, convert_keys(filled_state_dict(name), key_rules(entry)), what=name)
+        model = cnnzoo.create_model(entry.model, **entry.options)
+    state = convert_keys(filled_state_dict(_fixture(entry)), key_rules(entry))
+    check_strict(model, state, what=entry.key)
 
 
 # -- predict --pretrained ----------------------------------------------------------------------

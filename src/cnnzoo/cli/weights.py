@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -25,9 +26,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
         mark = "*" if w.default else " "
         cached = "yes" if cache_path(w).is_file() else "-"
         print(f"{w.key + mark:<32} {w.source:<11} {w.top1:6.2f} {w.top5:6.2f} "
-              f"{f'{p.resize}/{p.crop}':>11} {w.file_size_mb or 0:6.1f}  {cached}")
+              f"{f'{p.resize}/{p.crop}':>11} {_mb(w):>6}  {cached}")
     print(f"(* the default for pretrained=True; cache: {weights_dir()})")
     return 0
+
+
+def _mb(entry: WeightsEntry) -> str:
+    return "?" if entry.file_size_mb is None else f"{entry.file_size_mb:.1f}"
 
 
 def _parse(spec: str) -> WeightsEntry:
@@ -38,10 +43,9 @@ def _parse(spec: str) -> WeightsEntry:
 def _cmd_download(args: argparse.Namespace) -> int:
     for spec in args.names:
         entry = _parse(spec)
-        cached_file(entry.url, entry.sha256_prefix, progress=args.progress)
-        problem = verify_file(entry)  # the structure too, not only the hash
-        if problem:
-            raise ValueError(f"{cache_path(entry)}: {problem}")
+        # The structure is checked too, not only the hash, before the file enters the cache.
+        cached_file(entry.url, entry.sha256_prefix, check=lambda part, e=entry: _fits(e, part),
+                    progress=args.progress)
         print(f"{entry.key}: {cache_path(entry)} ({cache_path(entry).stat().st_size:,} bytes, "
               f"{_check_line(entry)})")
     return 0
@@ -65,12 +69,17 @@ def verify_file(entry: WeightsEntry) -> str | None:
         if not digest.startswith(entry.sha256_prefix):
             return f"SHA-256 {digest[:len(entry.sha256_prefix)]}... is not {entry.sha256_prefix}..."
     try:
-        with torch.device("meta"):  # shapes and keys only: nothing is allocated
-            model = _build(entry)
-        check_strict(model, read_state_dict(path, entry), what=entry.key)
+        _fits(entry, path)
     except ValueError as err:
         return str(err)
     return None
+
+
+def _fits(entry: WeightsEntry, path: Path) -> None:
+    """Raise a one-line ValueError unless the file has every key and shape of the model."""
+    with torch.device("meta"):  # shapes and keys only: nothing is allocated
+        model = _build(entry)
+    check_strict(model, read_state_dict(path, entry), what=entry.key)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

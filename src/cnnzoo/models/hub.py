@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -70,7 +71,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def cached_file(url: str, sha256_prefix: str | None, *, file_name: str | None = None,
-                progress: bool | None = None, timeout: float = 60.0) -> Path:
+                check: Callable[[Path], object] | None = None, progress: bool | None = None,
+                timeout: float = 60.0) -> Path:
     """The path of the verified file for `url`, downloading it first if the cache lacks it.
 
     Args:
@@ -78,6 +80,8 @@ def cached_file(url: str, sha256_prefix: str | None, *, file_name: str | None = 
         sha256_prefix: the first hex digits of the file's SHA-256, or None for a source that
             publishes none (the caller then checks the structure strictly).
         file_name: the name in the cache (default: the URL's last part).
+        check: called with the complete, hash-checked part file before it is moved into
+            place; what it raises (e.g. the strict structure check) leaves the cache clean.
         progress: draw a progress bar on stderr; None: only when stderr is a terminal.
         timeout: seconds without data before an attempt fails.
 
@@ -89,12 +93,14 @@ def cached_file(url: str, sha256_prefix: str | None, *, file_name: str | None = 
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    download(resolve_url(url), target, sha256_prefix, progress=progress, timeout=timeout)
+    download(resolve_url(url), target, sha256_prefix, check=check, progress=progress,
+             timeout=timeout)
     return target
 
 
 def download(url: str, target: Path, sha256_prefix: str | None, *,
-             progress: bool | None = None, timeout: float = 60.0) -> None:
+             check: Callable[[Path], object] | None = None, progress: bool | None = None,
+             timeout: float = 60.0) -> None:
     """Fetch `url` into `target` atomically (see `cached_file`)."""
     # A part file of its own: ranks of one torchrun job may fetch the same file at once.
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -104,6 +110,8 @@ def download(url: str, target: Path, sha256_prefix: str | None, *,
     try:
         _transfer(url, target, part, show=show, timeout=timeout)
         _check(url, target, part, sha256_prefix)
+        if check is not None:
+            check(part)
         with open(part, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(part, 0o644)

@@ -5,7 +5,8 @@
 checked against the published SHA-256 prefix), is read with `torch.load(weights_only=True)`,
 its keys are rewritten by the source's rules (`cnnzoo.models.keymap`) and it is loaded
 strictly: every key and every shape must match, so an entry without a published hash still
-cannot load a file of another architecture.
+cannot load a file of another architecture. Both checks run on the downloaded part file,
+before it enters the cache.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from cnnzoo.models.hub import cached_file, weights_dir
-from cnnzoo.models.keymap import TIMM, TORCHVISION, Rules, convert_keys, load_strict
+from cnnzoo.models.keymap import TIMM, TORCHVISION, Rules, check_strict, convert_keys, load_strict
 from cnnzoo.models.weights import WeightsEntry
 
 _KEYMAPS = {"torchvision": TORCHVISION, "timm": TIMM}
@@ -54,7 +55,11 @@ def load_pretrained(model: nn.Module, entry: WeightsEntry, *,
         WeightsDownloadError: the download failed (one line; the cache is left clean).
         ValueError: the file does not fit the model (first mismatching keys or shape).
     """
-    path = cached_file(entry.url, entry.sha256_prefix, progress=progress)
-    state_dict = read_state_dict(path, entry)
-    load_strict(model, state_dict, what=f"{entry.source} weights {entry.key} ({path})")
+    what = f"{entry.source} weights {entry.key}"
+
+    def fits(part: Path) -> None:  # before the file enters the cache: a misfit leaves none
+        check_strict(model, read_state_dict(part, entry), what=f"{what} ({entry.url})")
+
+    path = cached_file(entry.url, entry.sha256_prefix, check=fits, progress=progress)
+    load_strict(model, read_state_dict(path, entry), what=f"{what} ({path})")
     return model

@@ -9,18 +9,27 @@ Every entry is a fact copied from its source, never a guess:
   preset `ImageClassification`: resize the shorter side to `resize`, center-crop `crop`,
   normalise with `mean` / `std`; torchvision's defaults are resize 256, bilinear, the ImageNet
   mean and std). `default` is torchvision's `DEFAULT` member.
+- timm (`timm/models/resnet.py` default_cfgs, commit aa4b585 of huggingface/pytorch-image-models):
+  the SE-ResNet-50 files, at the `url` each cfg names (timm's GitHub releases), with the cfg's
+  license and preprocessing (input 224, `crop_pct`: resize floor(224 / crop_pct), as timm's
+  transforms_factory, bicubic); top-1 / top-5 are the 224-pixel rows of timm's
+  `results/results-imagenet.csv` (timm's own test size, 288, scores higher). timm publishes
+  no hash it checks: the file names end in 8 hex digits (its `clean_checkpoint.py` names files
+  by their SHA-256 prefix) but timm downloads with `check_hash=False`, so that is not taken
+  as a published hash here; these entries rely on the strict key-and-shape check.
 - Builder options: GoogLeNet's weights are torchvision's BatchNorm variant, trained on input
   normalised as (x - 0.5) / 0.5, which torchvision re-normalises inside the model
   (`transform_input=True`, set whenever it loads them): the entry builds the same.
 
 Not included: torchvision's `vgg16` `IMAGENET1K_FEATURES` (no classifier, another
-normalisation), and timm's SE-ResNet weights (timm's Hugging Face hub publishes no hash per
-file; left for an entry that checks the structure strictly instead).
+normalisation); timm's `seresnet50.a3_in1k` (trained at 160 pixels) and the other SE-ResNets
+(timm has no ImageNet weights for SE-ResNet 18/34/101/152, only `.untrained` cfgs).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -28,6 +37,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_URL = "https://download.pytorch.org/models/"
 TORCHVISION_METRICS = "torchvision 0.29.1 weights enum, ImageNet-1K acc@1 / acc@5"
+TIMM_METRICS = "timm results/results-imagenet.csv (commit aa4b585), the 224-pixel row"
+TIMM_LICENSE = "apache-2.0 (timm's cfg)"
 TORCHVISION_LICENSE = ("BSD-3-Clause (torchvision); trained on ImageNet-1k, whose terms of "
                        "access may apply to the weights")
 HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,})\.pth$")  # torch.hub's rule: name-<sha256 prefix>.pth
@@ -110,6 +121,18 @@ def _tv(model: str, tag: str, file: str, size_mb: float, top1: float, top5: floa
     )
 
 
+def _timm(model: str, source_name: str, tag: str, url: str, top1: float, top5: float,
+          crop_pct: float, *, default: bool = True) -> WeightsEntry:
+    crop = 224
+    return WeightsEntry(
+        model, tag, "timm", source_name, url, None, None, top1, top5, TIMM_METRICS,
+        TIMM_LICENSE, Preprocessing(math.floor(crop / crop_pct), crop, "bicubic"), {}, default,
+    )
+
+
+_TIMM_RELEASES = "https://github.com/huggingface/pytorch-image-models/releases/download/"
+_TIMM_OLD_RELEASES = "https://github.com/rwightman/pytorch-image-models/releases/download/"
+
 # model, tag, file, MB, acc@1, acc@5, resize, crop, interpolation (torchvision 0.29.1)
 WEIGHTS: tuple[WeightsEntry, ...] = (
     _tv("alexnet", "IMAGENET1K_V1", "alexnet-owt-7be5be79.pth", 233.087,
@@ -175,6 +198,16 @@ WEIGHTS: tuple[WeightsEntry, ...] = (
         84.008, 96.916, 528, 528, "bicubic"),
     _tv("efficientnet_b7", "IMAGENET1K_V1", "efficientnet_b7_lukemelas-c5b4e57e.pth", 254.675,
         84.122, 96.908, 600, 600, "bicubic"),
+    # model, timm name, tag, url, top-1, top-5 at 224, crop_pct (timm's cfg)
+    _timm("se_resnet50", "seresnet50", "ra2_in1k",
+          _TIMM_OLD_RELEASES + "v0.1-weights/seresnet50_ra_224-8efdb4bb.pth",
+          80.260, 95.068, 0.875),
+    _timm("se_resnet50", "seresnet50", "a1_in1k",
+          _TIMM_RELEASES + "v0.1-rsb-weights/seresnet50_a1_0-ffa00869.pth",
+          80.012, 94.704, 0.95, default=False),
+    _timm("se_resnet50", "seresnet50", "a2_in1k",
+          _TIMM_RELEASES + "v0.1-rsb-weights/seresnet50_a2_0-850de0d9.pth",
+          80.102, 94.720, 0.95, default=False),
 )
 
 
