@@ -412,3 +412,26 @@ def test_cli_train_refuses_pretrained_with_init(home, capsys, tmp_path):
                  "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"])
     assert code == 2
     assert "--pretrained and --init" in capsys.readouterr().err
+
+
+def test_every_torchvision_entry_builds_the_published_parameter_count():
+    """For the models without a reference file too (EfficientNet B4-B7, VGG 13/19, ...): the
+    model the entry builds has torchvision's parameter count (profile/published.py, from the
+    same weights enums), so its file can fit."""
+    for w in TABLE:
+        published = PUBLISHED_TOP1.get(w.model)
+        if w.source != "torchvision" or published is None or published.params is None:
+            continue
+        with torch.device("meta"):
+            model = cnnzoo.create_model(w.model, **w.options)
+        count = sum(p.numel() for n, p in model.named_parameters()
+                    if not n.startswith(("aux1.", "aux2.")))  # published: without aux heads
+        assert count == published.params, w.key
+
+
+def test_the_progress_bar_goes_to_stderr_when_asked(home, server, weights_file, capsys):
+    name, data = weights_file
+    _serve(server, name, data)
+    hub.cached_file(weights.get_weights("resnet18").url, name[9:17], progress=True)
+    err = capsys.readouterr().err
+    assert f"{name} [" in err and "100.0%" in err and err.endswith("\n")
