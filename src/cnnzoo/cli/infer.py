@@ -44,8 +44,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    predictor = Predictor.from_file(args.checkpoint, weights=args.weights,
-                                    device=_device(args.device))
+    if args.pretrained:
+        name, _, tag = args.checkpoint.partition(":")
+        predictor = Predictor.from_pretrained(name, tag or True, device=_device(args.device))
+    else:
+        predictor = Predictor.from_file(args.checkpoint, weights=args.weights,
+                                        device=_device(args.device))
     predictions = predictor.predict(args.images, args.topk)
     if args.json:
         for p in predictions:
@@ -97,8 +101,12 @@ def register(sub) -> None:
     p = sub.add_parser(
         "predict", help="top-k classes with probabilities for image files",
         description="Classify PNG/JPEG files with a checkpoint (or a .safetensors export), "
-                    "preprocessing them as recorded at training.")
-    p.add_argument("checkpoint", metavar="CKPT", help="best.pt / last.pt of a run, or .safetensors")
+                    "preprocessing them as recorded at training; or with a model's published "
+                    "ImageNet weights (--pretrained), preprocessing them as those were "
+                    "evaluated.")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="best.pt / last.pt of a run, or .safetensors; with --pretrained a "
+                        "model name, MODEL or MODEL:TAG (see cnnzoo weights list)")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     p.add_argument("--topk", type=int, default=5, metavar="K",
                    help="classes per image (default: 5, at most the number of classes)")
@@ -106,6 +114,9 @@ def register(sub) -> None:
                    help=WEIGHTS_HELP)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--pretrained", action="store_true",
+                   help="CKPT is a model name: use its published ImageNet-1k weights "
+                        "(downloaded once into the cache, SHA-256 checked) and class names")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(

@@ -6,7 +6,9 @@ command trains data-parallel.
 
 Fine-tuning: `cnnzoo train resnet50 --init resnet50-11ad3fa6.pth --num-classes 5 --freeze
 layer2 --backbone-lr-scale 0.1 --data my_images/ --out runs/ft` starts from pretrained weights
-with a new classifier (see `cnnzoo.train.transfer`).
+with a new classifier (see `cnnzoo.train.transfer`). `--pretrained [TAG]` does the same with
+the model's published ImageNet-1k weights: fetched once into the cache (SHA-256 checked, see
+`cnnzoo weights`) and passed on as `--init` (with the builder options the weights need).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import ast
 import dataclasses
 import typing
 
+from cnnzoo.models.hub import cached_file
+from cnnzoo.models.weights import get_weights
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.loop import train
 
@@ -68,7 +72,8 @@ def register(sub) -> None:
                     "best.pt and last.pt to --out. Run it under torchrun --nproc_per_node=N to "
                     "train data-parallel. --init WEIGHTS fine-tunes from a checkpoint or a "
                     "torchvision/timm state dict, with --freeze STAGE and "
-                    "--backbone-lr-scale.")
+                    "--backbone-lr-scale; --pretrained [TAG] from the model's published "
+                    "ImageNet-1k weights.")
     p.add_argument("model", metavar="MODEL", help="registered model name (see `cnnzoo list`)")
     p.add_argument("--data", required=True, metavar="NAME_OR_PATH",
                    help="fashion-mnist, mnist, cifar10, cifar100, synthetic[:CxHxW:CLASSES:N], "
@@ -77,6 +82,10 @@ def register(sub) -> None:
     p.add_argument("--model-opt", dest="model_options", action="append", default=[],
                    type=_model_option, metavar="KEY=VALUE",
                    help="model builder option, repeatable, e.g. --model-opt drop_path_rate=0.2")
+    p.add_argument("--pretrained", nargs="?", const=True, default=None, metavar="TAG",
+                   help="start from the model's published ImageNet-1k weights (its default, "
+                        "or TAG, see `cnnzoo weights list MODEL`): downloaded once, SHA-256 "
+                        "checked, used as --init")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name not in SPECIAL:
@@ -88,5 +97,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     options = {k: v for k, v in vars(args).items()
                if k not in ("func", "command") and v is not None and v is not False}
     options["model_options"] = dict(args.model_options)
+    pretrained = options.pop("pretrained", None)
+    if pretrained is not None:
+        if args.init is not None:
+            raise ValueError("--pretrained and --init both give the starting weights: use one")
+        entry = get_weights(args.model, pretrained)
+        options["init"] = str(cached_file(entry.url, entry.sha256_prefix))
+        options["model_options"] = {**entry.options, **options["model_options"]}
     train(**options)
     return 0

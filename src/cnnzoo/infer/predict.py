@@ -6,6 +6,10 @@ Pillow's ITU-R 601-2 luma for colour -> gray), then preprocessed as recorded in 
 checkpoint: a plain bilinear resize to the training (H, W) (anti-aliased when shrinking;
 no crop, so a non-square photo is squeezed, as the training data would have been), scaling
 to [0, 1] and normalisation with the training mean/std.
+
+With published weights (`Predictor.from_pretrained`, `cnnzoo predict MODEL --pretrained`) the
+preprocessing is the weights' own evaluation transform instead (`PublishedPreprocess`: the
+shorter side resized, a center crop, their mean/std), and the classes are ImageNet-1k's.
 """
 
 from __future__ import annotations
@@ -17,11 +21,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
 from cnnzoo.checkpoint.info import ModelInfo
+from cnnzoo.data.augment import normalize
 from cnnzoo.infer.loading import load_model
+from cnnzoo.models.imagenet_classes import IMAGENET_CLASSES
+from cnnzoo.models.pretrained import cache_path
+from cnnzoo.models.registry import create_model
+from cnnzoo.models.weights import Preprocessing, get_weights
 
 BATCH = 64  # images per forward pass
 
@@ -69,6 +79,33 @@ def read_image(path: str | os.PathLike, in_chans: int) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
+@dataclass(frozen=True)
+class PublishedPreprocess:
+    """The evaluation transform of published weights, as torchvision's `ImageClassification`
+    preset applies it to a tensor: resize the shorter side to `resize` (the longer in
+    proportion, antialiased), center-crop `crop` x `crop`, scale to [0, 1], normalise.
+
+    It stands where a checkpoint's `Preprocess` does (the same `apply`)."""
+
+    weights: Preprocessing
+
+    def apply(self, images: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+        """uint8 (N, C, H, W) -> normalised float32 (N, C, crop, crop) on `device`."""
+        p = self.weights
+        x = images.to(device).float()
+        h, w = x.shape[-2:]
+        short, long = min(h, w), max(h, w)
+        size_long = int(p.resize * long / short)
+        size = (p.resize, size_long) if h <= w else (size_long, p.resize)
+        x = F.interpolate(x, size=size, mode=p.interpolation, align_corners=False,
+                          antialias=True).clamp_(0, 255)  # bicubic overshoots
+        if min(size) < p.crop:
+            raise ValueError(f"resize {p.resize} is smaller than the crop {p.crop}")
+        top, left = round((size[0] - p.crop) / 2), round((size[1] - p.crop) / 2)
+        x = x[..., top:top + p.crop, left:left + p.crop].contiguous()
+        return normalize(x, p.mean, p.std)
+
+
 class Predictor:
     """A model with its preprocessing and class names, ready to classify image files.
 
@@ -89,6 +126,20 @@ class Predictor:
                   device: str | torch.device = "cpu") -> Predictor:
         """From a checkpoint or an exported .safetensors file (see `load_model`)."""
         model, info = load_model(path, weights=weights, device=device)
+        return cls(model, info, device)
+
+    @classmethod
+    def from_pretrained(cls, name: str, tag: str | bool = True, *,
+                        device: str | torch.device = "cpu") -> Predictor:
+        """A registered model with its published ImageNet-1k weights (downloaded once, see
+        `create_model(pretrained=)`), their preprocessing and the 1000 class names."""
+        entry = get_weights(name, tag)
+        model = create_model(name, pretrained=entry.tag).to(device)
+        info = ModelInfo(
+            model_name=name, model_options=dict(entry.options), num_classes=entry.num_classes,
+            in_chans=3, classes=list(IMAGENET_CLASSES),
+            preprocess=PublishedPreprocess(entry.preprocessing),  # the same `apply`
+            weights=f"{entry.source} {entry.tag}", source=cache_path(entry))
         return cls(model, info, device)
 
     def inputs(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:

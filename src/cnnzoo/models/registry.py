@@ -7,7 +7,8 @@ ResNet: return ResNet(*RESNET_LAYERS[50], **kw)`, takes the keyword-only paramet
 class it returns (its family's options; what comes before the `*` is the architecture, which
 the builder fixes): `register_model` gives it that signature, so `create_model`, `help()` and
 `inspect.signature` all list them. `features_only` and `out_indices` work the
-same for every model, so they live here, not in the builders.
+same for every model, so they live here, not in the builders, and so does `pretrained`: the
+published weights of `cnnzoo.models.weights`, loaded by `cnnzoo.models.pretrained`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from cnnzoo.models.features import FeatureExtractor
+from cnnzoo.models.pretrained import load_pretrained
+from cnnzoo.models.weights import get_weights
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -71,13 +74,18 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
         ) from None
 
 
-def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3,
-                 features_only: bool = False, out_indices: Sequence[int] | None = None,
-                 **kwargs) -> nn.Module:
+def create_model(name: str, *, pretrained: bool | str = False, num_classes: int = 1000,
+                 in_chans: int = 3, features_only: bool = False,
+                 out_indices: Sequence[int] | None = None, **kwargs) -> nn.Module:
     """Build a registered model by name, or its backbone.
 
     Args:
         name: a name from `list_models()`.
+        pretrained: True for the model's default published ImageNet-1k weights, or a tag
+            (`"IMAGENET1K_V2"`, see `cnnzoo weights list`): downloaded once into the user
+            cache, checked against the published SHA-256 prefix and loaded strictly. The
+            weights need `num_classes=1000` (or `features_only`) and `in_chans=3`; their
+            builder options (GoogLeNet's torchvision form) are set unless given.
         num_classes: size of the classifier output; 0 builds no classifier (the model then
             returns the classifier's input). Ignored with `features_only`.
         in_chans: channels of the input image (1 for Fashion-MNIST, 3 for RGB).
@@ -101,8 +109,23 @@ def create_model(name: str, *, num_classes: int = 1000, in_chans: int = 3,
         raise ValueError(f"{name}: out_indices selects feature maps, expected features_only=True")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"{name}: expected num_classes as an int >= 0, got {num_classes!r}")
-    model = builder(num_classes=0 if features_only else num_classes, in_chans=in_chans, **kwargs)
+    entry = None
+    if pretrained:
+        entry = get_weights(name, pretrained)
+        if in_chans != 3 or (num_classes != entry.num_classes and not features_only):
+            raise ValueError(
+                f"{name}: the {entry.tag} weights take 3 input channels and give "
+                f"{entry.num_classes} classes, got in_chans={in_chans}, num_classes={num_classes} "
+                "(for a new head, fine-tune: cnnzoo train MODEL --pretrained)"
+            )
+        kwargs = {**entry.options, **kwargs}
+        num_classes = entry.num_classes  # features_only too: the file has the classifier
+    elif features_only:
+        num_classes = 0
+    model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     model.name = name
+    if entry is not None:
+        load_pretrained(model, entry)
     if features_only:
         return FeatureExtractor(model, out_indices)
     return model

@@ -267,7 +267,7 @@ def _candidates(model_name: str, weights: InitWeights) -> list[tuple[str, str | 
     if weights.kind != "state dict":
         return [("cnnzoo", None, dict(weights.model_options), [])]
     out = []
-    for source, table in (("torchvision", convert._TORCHVISION), ("timm", convert._TIMM)):
+    for source, table in (("torchvision", convert.TORCHVISION), ("timm", convert.TIMM)):
         for ref, (zoo_name, options, rules) in table.items():
             if zoo_name == model_name:
                 options = dict(options)
