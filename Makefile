@@ -35,7 +35,7 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
-# The whole suite in a fresh clone of HEAD with nothing beside it (no ../shared), as a user's
+# The whole suite in a fresh clone of HEAD with nothing beside it (no shared data folder), as a user's
 # clone from the public repository would run it; reuses this checkout's venv.
 clone-test: $(STAMP)
 	set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \

@@ -1,10 +1,10 @@
 """A clone of the repository, with nothing beside it, passes the tests that read fixtures.
 
 The reference logits, the deform_conv2d cases and the CIFAR-10 JPEG subset used to be read from
-`../shared/`, which only this project's machines have: a clone elsewhere failed 36 tests. This
-clones HEAD into a temporary directory that has no `shared/` beside it and runs one test of each
-fixture there, so a test that reaches outside the repository again fails here first.
-`make clone-test` runs the whole suite the same way.
+a folder beside the repository, which only this project's machines have: a clone elsewhere
+failed 36 tests. This clones HEAD into a temporary directory that holds nothing else and runs
+one test of each fixture there, so a test that reaches outside the repository again fails here
+first. `make clone-test` runs the whole suite the same way.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_a_clone_with_nothing_beside_it_passes_the_fixture_tests(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
                    check=True, capture_output=True)
-    assert not (clone.parent / "shared").exists()
+    assert [p.name for p in clone.parent.iterdir()] == ["clone"]  # nothing beside it
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNNZOO_")}
     env["PYTHONPATH"] = str(clone / "src")
     nodes = [_node(clone, f, n) for f, n in PROBES]

@@ -18,7 +18,7 @@ from cnnzoo.models.googlenet import GOOGLENET_TABLE_1, GoogLeNet, GoogLeNetOutpu
 from cnnzoo.models.vgg import VGG_TABLE_1
 from reference import assert_logits_match, filled_state_dict, manifest, reference_input
 
-# torchvision 0.29.1's published `num_params` (../shared/reference/published.md, section 1).
+# torchvision 0.29.1's published `num_params` (tests/fixtures/reference/published.md, section 1).
 PUBLISHED_PARAMS = {
     ("alexnet", ()): 61_100_840,
     ("vgg11", ()): 132_863_336,

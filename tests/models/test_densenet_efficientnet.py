@@ -25,7 +25,7 @@ from cnnzoo.models.efficientnet import (
 )
 from reference import manifest
 
-# torchvision 0.29.1 published num_params (../shared/reference/published.md, section 1).
+# torchvision 0.29.1 published num_params (tests/fixtures/reference/published.md, section 1).
 TORCHVISION_PARAMS = {
     "densenet121": 7_978_856,
     "densenet161": 28_681_000,

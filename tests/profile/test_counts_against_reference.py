@@ -1,5 +1,5 @@
 """Golden counts: cnnzoo's profiler against FlopCounterMode on the reference implementations
-(../shared/reference/models/*.json) and against torchvision's published GMACs."""
+(tests/fixtures/reference/models/*.json) and against torchvision's published GMACs."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def test_se_resnet50_published_top1_is_the_papers():
 
 
 def test_saved_for_backward_matches_the_measured_reference():
-    """../shared/reference/README.md: autograd really saves 3,979 MiB for DenseNet-121 at
+    """tests/fixtures/reference/README.md: autograd really saves 3,979 MiB for DenseNet-121 at
     batch 32 (input included), against estimates of 5,510 (torchinfo) and 842 (fvcore)."""
     report = profile("densenet121", (32, 3, 224, 224))
     saved_mib = (report.activation_bytes_train + report.input_bytes) / 2**20

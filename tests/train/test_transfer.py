@@ -1,7 +1,7 @@
 """Transfer learning: `cnnzoo train MODEL --init WEIGHTS --num-classes N --freeze STAGE`.
 
 The pretrained weights are the reference-filled torchvision state dicts of `tests/reference.py`
-(the deterministic fill of ../shared/reference/README.md, in torchvision's key layout), the
+(the deterministic fill of tests/fixtures/reference/README.md, in torchvision's key layout), the
 data 400 images of the CIFAR-10 training split (JPEGs, 40 per class) in tests/fixtures/.
 """
 
@@ -25,7 +25,7 @@ from cnnzoo.train import TrainConfig, load_checkpoint, transfer
 from cnnzoo.train.optim import build_optimizer, param_groups
 from reference import REPO, filled_state_dict
 
-# Every 125th image of ../shared/datasets/cifar10-train-jpeg.tar.gz (sorted by class): files
+# Every 125th image of the project's cifar10-train-jpeg.tar.gz (sorted by class): files
 # 0000, 0125, ..., 4875 of each class, 130 kB; see tests/fixtures/README.md.
 CIFAR = REPO / "tests" / "fixtures" / "cifar10-400-jpeg.tar.gz"
 FROZEN = ("conv1.", "bn1.", "layer1.", "layer2.")  # resnet18 --freeze layer2

@@ -13,7 +13,7 @@ Three figures, three methods:
   backward pass, read from `torch.autograd.graph.saved_tensors_hooks` in a train-mode
   forward on the meta device, each storage once, weights and input excluded. This is what a
   training step really has to hold, which estimates from layer outputs are not (they differ
-  from it by up to 4.7x on DenseNet-121, see ../shared/reference/README.md).
+  from it by up to 4.7x on DenseNet-121, see tests/fixtures/reference/README.md).
 - **Measured peak** (`measure_peak_bytes`): on CUDA, `torch.cuda.max_memory_allocated`
   after `reset_peak_memory_stats`. On CPU there is no such counter, so the peak comes from
   the allocator itself: under `torch.profiler` with `profile_memory=True`, PyTorch's CPU

@@ -3,7 +3,7 @@
 These are other people's numbers, shown in the comparison report as "published" and never
 as measured. Top-1 is single-crop accuracy on the ImageNet-1K validation set, in percent.
 
-Sources (collected in ../shared/reference/published.md):
+Sources (collected in tests/fixtures/reference/published.md):
 
 - torchvision 0.29.1, the `IMAGENET1K_V1` weights of each builder (the docs table columns
   Acc@1, Params and GFLOPS, from `torchvision/models/<file>.py`). torchvision's "GFLOPS" are
