@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cnnzoo.cli.profile import ProgressBar, _shape
+from cnnzoo.cli.profile import ProgressBar, _ints, _shape
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.infer.backends import BACKENDS
 from cnnzoo.infer.bench import bench, plot_throughput
@@ -16,17 +16,6 @@ from cnnzoo.train.device import describe
 
 def _list(text: str) -> list[str]:
     return [t for t in text.split(",") if t]
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(t) for t in _list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

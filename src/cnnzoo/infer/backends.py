@@ -44,6 +44,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
+from cnnzoo.infer.export import onnx_proto
+
 BACKENDS = ("eager", "fused", "compile", "onnxruntime", "int8")
 INT8_AGREEMENT = 0.9  # top-1 agreement with eager on the calibration batches, at least
 RTOL = 1e-4  # agreement with eager, relative to max |eager logit|, as for `cnnzoo export`
@@ -142,7 +144,7 @@ def _fused(model: nn.Module, x: torch.Tensor, threads: int | None) -> Deployed:
 
 
 def _compile(model: nn.Module, x: torch.Tensor, threads: int | None) -> Deployed:
-    folded = fold_batchnorm(model, x).to(memory_format=torch.channels_last)
+    folded = _fused(model, x, threads).module
     options = {"freezing": True}
     compiled = torch.compile(folded, backend="inductor", options=options)
 
@@ -164,17 +166,8 @@ def _ort():
 
 
 def _export_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
-    batch_dim = torch.export.Dim("batch", min=1)
     example = x if len(x) > 1 else x.repeat(2, 1, 1, 1)  # export specialises a batch of 1
-    try:
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["images"],
-                                    output_names=["logits"],
-                                    dynamic_shapes={"x": {0: batch_dim}}, verbose=False)
-    except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise RuntimeError(f"deploy: ONNX export of {type(model).__name__} failed: "
-                           f"{first}") from err
-    return program.model_proto.SerializeToString()
+    return onnx_proto(model, example, f"deploy {type(model).__name__}").SerializeToString()
 
 
 def _session(artefact: bytes, threads: int | None) -> tuple[Callable, dict]:

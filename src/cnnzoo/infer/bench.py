@@ -25,7 +25,7 @@ from cnnzoo.infer.backends import Deployed, deploy
 from cnnzoo.models import create_model
 from cnnzoo.profile.peak import Peak, measure_peak
 from cnnzoo.profile.plots import figure
-from cnnzoo.profile.profiler import profile
+from cnnzoo.profile.profiler import check_batch_sizes, profile
 from cnnzoo.profile.timing import OtherLoad, percentile, time_calls
 
 NOISY_SPREAD = 1.5  # p90 / median above this: the entry's calls varied too much
@@ -93,6 +93,7 @@ def bench(models: Sequence[str], backends: Sequence[str], batch_sizes: Sequence[
     """Measure every (model, backend, batch size); see the module docstring."""
     if rounds < 1:
         raise ValueError(f"rounds: expected at least 1, got {rounds}")
+    batch_sizes = check_batch_sizes(batch_sizes)
     if threads is not None:
         torch.set_num_threads(threads)
     peak = measure_peak(peak_size)

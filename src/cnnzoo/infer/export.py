@@ -191,14 +191,10 @@ def _quiet() -> Iterator[None]:
         onnx_log.setLevel(level)
 
 
-def _write_onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
-    try:
-        import onnx  # lazy: an optional extra (cnnzoo[export]), needed only for this format
-    except ImportError:
-        raise RuntimeError("export --format onnx needs the onnx package "
-                           "(pip install onnx onnxruntime)") from None
-    # Batch 2 when tracing: torch.export specialises a dimension of size 0 or 1.
-    x = example_input(info.preprocess, info.in_chans, 2)
+def onnx_proto(model: nn.Module, x: torch.Tensor, name: str):
+    """`model` as an ONNX ModelProto (dynamo exporter, input "images" with a dynamic batch,
+    output "logits"); `x` is the example batch, of size 2 or more (torch.export specialises a
+    dimension of size 0 or 1). A failure is one RuntimeError line naming `name`."""
     batch = torch.export.Dim("batch", min=1)
     try:
         with _quiet():
@@ -206,9 +202,18 @@ def _write_onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
                                         input_names=["images"], output_names=["logits"],
                                         dynamic_shapes={"x": {0: batch}}, verbose=False)
     except Exception as err:
-        raise RuntimeError(f"ONNX export of {info.model_name} failed: "
-                           f"{_first_line(err)}") from err
-    proto = program.model_proto
+        raise RuntimeError(f"ONNX export of {name} failed: {_first_line(err)}") from err
+    return program.model_proto
+
+
+def _write_onnx(model: nn.Module, info: ModelInfo, out: Path) -> None:
+    try:
+        import onnx  # lazy: an optional extra (cnnzoo[export]), needed only for this format
+    except ImportError:
+        raise RuntimeError("export --format onnx needs the onnx package "
+                           "(pip install onnx onnxruntime)") from None
+    # Batch 2 when tracing: torch.export specialises a dimension of size 0 or 1.
+    proto = onnx_proto(model, example_input(info.preprocess, info.in_chans, 2), info.model_name)
     entry = proto.metadata_props.add()
     entry.key, entry.value = "cnnzoo", metadata_json(info)
     onnx.checker.check_model(proto)
