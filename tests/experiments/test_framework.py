@@ -12,7 +12,7 @@ from cnnzoo.experiments import EXPERIMENTS, Finding, experiment, run_experiment
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin
 
 PRESETS = {"tiny": {"epochs": 1, "width": 4}, "quick": {"epochs": 2, "width": 8},
-           "full": {"epochs": 3, "width": 16}}
+           "standard": {"epochs": 3, "width": 8}, "full": {"epochs": 3, "width": 16}}
 
 
 @pytest.fixture
@@ -79,8 +79,9 @@ def test_bad_names_and_parameters(toy, tmp_path):
 def test_presets_must_agree_and_verdicts_are_checked():
     with pytest.raises(ValueError, match="presets must define the same parameters"):
         experiment("bad", title="", paper="", claim="",
-                   presets={"tiny": {"a": 1}, "quick": {"a": 1}, "full": {"b": 1}})
-    with pytest.raises(ValueError, match="presets \\['full'\\] are missing"):
+                   presets={"tiny": {"a": 1}, "quick": {"a": 1}, "standard": {"a": 1},
+                            "full": {"b": 1}})
+    with pytest.raises(ValueError, match="presets \\['full', 'standard'\\] are missing"):
         experiment("bad", title="", paper="", claim="", presets={"tiny": {}, "quick": {}})
     with pytest.raises(ValueError, match="verdict must be one of"):
         Finding("probably", "", {})
@@ -113,7 +114,7 @@ def test_every_claim_of_the_issues_is_an_experiment_with_three_presets():
     assert wanted <= set(list_experiments())
     for name in wanted:
         exp = get_experiment(name)
-        assert {"tiny", "quick", "full"} <= set(exp.presets)
+        assert {"tiny", "quick", "standard", "full"} <= set(exp.presets)
         assert exp.paper and exp.claim and exp.title
 
 

@@ -2,7 +2,8 @@
 
 An experiment is a module whose entry point `run(ctx: Context) -> Finding` is registered
 with `@experiment`, with named presets (`tiny` for the plumbing test, `quick` for < 10 minutes
-on 2 CPU cores, `full` for the paper's settings as far as a CPU allows). `run_experiment`
+on 2 CPU cores, `standard` for <= 30 minutes at a scale chosen to decide every claim (issue 15),
+`full` for the paper's settings as far as a CPU allows). `run_experiment`
 resolves the preset and the user's overrides, seeds everything, calls `run` and writes,
 atomically, into the output directory:
 
@@ -105,10 +106,10 @@ def experiment(name: str, *, title: str, paper: str, claim: str,
                presets: dict[str, dict[str, Any]], aliases: tuple[str, ...] = ()) -> Callable:
     """Register `fn(ctx) -> Finding` as the experiment `name` (also found by `aliases`).
 
-    Every preset must define the same keys (the overridable parameters), and `tiny`, `quick`
-    and `full` must exist.
+    Every preset must define the same keys (the overridable parameters), and `tiny`, `quick`,
+    `standard` and `full` must exist.
     """
-    missing = {"tiny", "quick", "full"} - set(presets)
+    missing = {"tiny", "quick", "standard", "full"} - set(presets)
     if missing:
         raise ValueError(f"experiment {name!r}: presets {sorted(missing)} are missing")
     keys = {p: set(v) for p, v in presets.items()}
@@ -132,7 +133,7 @@ class Context:
 
     Attributes:
         name: the experiment's name.
-        preset: the preset's name ("tiny", "quick", "full").
+        preset: the preset's name ("tiny", "quick", "standard", "full").
         params: the preset's parameters with the user's overrides applied.
         seed: seed of every run in the experiment (vary it per run as seed + i if needed).
         data: data set name or path (default fashion-mnist).
@@ -275,7 +276,8 @@ def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
 
     Args:
         name: a registered experiment (see `list_experiments()`).
-        preset: "tiny" (plumbing test), "quick" (< 10 min on 2 CPU cores) or "full".
+        preset: "tiny" (plumbing test), "quick" (< 10 min on 2 CPU cores), "standard" (<= 30 min,
+            powered to decide every claim) or "full".
         data: data set name or path; default fashion-mnist.
         data_dir: folder holding the named data set.
         out: output directory; default experiments/NAME-PRESET under the working directory.

@@ -156,3 +156,29 @@ def margin(a: Sequence[float], b: Sequence[float]) -> float:
 def pct(x: float) -> str:
     """A fraction as a percentage with two decimals."""
     return f"{100 * x:.2f}%"
+
+
+def power_estimate(t: float, n: int, *, seconds_per_unit: float, unit: str = "seeds",
+                   z: float = 2.0, max_units: int = 10_000) -> dict[str, Any]:
+    """How many `unit`s (seeds, images, resamples) would decide a claim left inconclusive.
+
+    `t` is the claim's statistic as judged: (measured - threshold) / standard error, with
+    the verdict decided at |t| >= z. The standard error shrinks like 1 / sqrt(n), so the same
+    effect reaches |t| = z at n * (z / |t|)^2 units, if the effect is what was measured. That
+    is an estimate at the observed effect, not a guarantee: the true effect may be smaller.
+
+    Returns:
+        {"t", "n", "unit", "needed" (None when |t| is ~0: no feasible number decides it),
+         "seconds" (needed * seconds_per_unit, None likewise), "text"}.
+    """
+    if not math.isfinite(t) or abs(t) < z * math.sqrt(n / max_units):
+        needed = None
+        text = (f"|t| = {abs(t):.2f} with {n} {unit}: the effect is too close to the threshold "
+                f"for any feasible number of {unit} (more than {max_units:,}) to decide it")
+    else:
+        needed = max(n + 1, math.ceil(n * (z / abs(t)) ** 2))
+        text = (f"|t| = {abs(t):.2f} with {n} {unit}; at the measured effect ~{needed} {unit} "
+                f"would reach |t| = {z:g} (~{needed * seconds_per_unit / 60:.0f} min on this "
+                f"machine)")
+    return {"t": t, "n": n, "unit": unit, "needed": needed,
+            "seconds": None if needed is None else needed * seconds_per_unit, "text": text}

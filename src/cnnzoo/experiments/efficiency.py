@@ -114,6 +114,13 @@ PRESETS = {
         "train_size": 3000, "val_size": 1000, "test_size": 2000, "epochs": 3,
         "batch_size": 128, "lr": 0.05, "seeds": 1, "runs": "",
     },
+    "standard": {"models": ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "googlenet", "resnet18",
+                 "resnet34", "resnet50", "resnet101", "resnet152", "densenet121", "densenet169",
+                 "densenet201", "se_resnet50", "se_resnet101", "efficientnet_b0"],
+                 "image_size": 224, "batch_sizes": [1, 16], "repeats": 5, "min_time_s": 0.5,
+                 "train_models": ["compact_resnet8_k1", "resnet20_w8", "compact_resnet8",
+                 "resnet20"], "train_size": 8000, "val_size": 1000, "test_size": 5000, "epochs": 6,
+                 "batch_size": 128, "lr": 0.05, "seeds": 2, "runs": ""},
     "full": {
         "models": ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "googlenet", "resnet18",
                    "resnet34", "resnet50", "resnet101", "resnet152", "densenet121",

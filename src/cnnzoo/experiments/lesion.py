@@ -88,6 +88,8 @@ PRESETS = {
              "test_size": 80, "lr": 0.1, "batch_size": 40, "draws": 2, "seeds": 1},
     "quick": {"depth": 32, "width": 8, "epochs": 4, "train_size": 8000, "val_size": 1000,
               "test_size": 1500, "lr": 0.1, "batch_size": 128, "draws": 8, "seeds": 1},
+    "standard": {"depth": 56, "width": 8, "epochs": 8, "train_size": 8000, "val_size": 1000,
+                 "test_size": 2000, "lr": 0.1, "batch_size": 128, "draws": 5, "seeds": 2},
     "full": {"depth": 110, "width": 8, "epochs": 20, "train_size": 55000, "val_size": 5000,
              "test_size": 2000, "lr": 0.1, "batch_size": 128, "draws": 5, "seeds": 3},
 }
