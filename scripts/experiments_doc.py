@@ -1,8 +1,11 @@
 """Assemble docs/experiments.md from the experiment runs under docs/experiments/NAME/.
 
 Each run directory holds results.json, finding.md and its plots, as written by
-`cnnzoo experiment NAME --preset quick --out docs/experiments/NAME`. This script only
-collects them: every figure in the page comes from those files.
+`cnnzoo experiment NAME --preset quick --out docs/experiments/NAME` (the quick run) and
+`cnnzoo experiment NAME --preset standard --out docs/experiments/NAME/standard` (the standard
+run, issue 15). This script only collects them: every figure in the page comes from those
+files. The table shows both presets side by side; each experiment's section shows the
+standard finding where it exists, then the quick one.
 
     .venv/bin/python scripts/experiments_doc.py            # writes docs/experiments.md
 """
@@ -32,27 +35,26 @@ FULL_ESTIMATE = {"degradation": "20-30 h", "gradient-flow": "~3 h", "lesion": "~
 
 INTRO = """# Experiments: the course's claims, measured
 
-`cnnzoo experiment NAME [--preset tiny|quick|full] [--data ...] [--out DIR] [--seed S]
+`cnnzoo experiment NAME [--preset tiny|quick|standard|full] [--data ...] [--out DIR] [--seed S]
 [--set key=value]` (or `cnnzoo.experiments.run(NAME, ...)`) trains and measures real networks
 and computes its verdict from the numbers it measured, with the thresholds its summary states.
 Each run writes `results.json` (numbers, parameters, environment, wall time), `finding.md` and
 PNG plots. `cnnzoo experiment --list` names them; `--show-params` prints a preset's settings.
 
 Presets: `tiny` checks the plumbing in seconds (the tests run it on synthetic data); `quick`
-finishes in under 10 minutes on 2 CPU cores on Fashion-MNIST; `full` follows the paper's
-settings as far as a CPU allows (its run time is estimated in each module's docstring). The
-verdicts below are those of the quick presets, measured on this project's machine; the quick
-scale is small (subsets, few epochs, narrow nets), and where the effect is within the noise
-the finding says so. Validation numbers drive curves; the test split is read once per final
-model.
+finishes in under 10 minutes on 2 CPU cores on Fashion-MNIST, a small scale (subsets, few
+epochs, narrow nets) where several effects are within the noise; `standard` takes at most 30
+minutes on 2 CPU cores, at a scale chosen for each claim (depth where the effect lives, epochs
+to convergence on a subset, seeds where the effect is small), and its rule was committed
+before its first run (issue 15); `full` follows the paper's settings as far as a CPU allows
+(its run time is estimated in each module's docstring). A claim the standard run leaves
+"inconclusive" carries a power estimate: how many seeds (or other units) would decide it at
+the measured effect, and what that would cost. Validation numbers drive curves; the test
+split is read once per final model.
 
-Regenerate this page: run each experiment with `--preset quick --out docs/experiments/NAME`,
-then `.venv/bin/python scripts/experiments_doc.py`.
+Regenerate this page: `make experiments` (quick) and `make experiments-standard` (standard)
+run them and rebuild it; or, after single runs, `.venv/bin/python scripts/experiments_doc.py`.
 """
-
-
-# /proc/cpuinfo names this VM's CPU only "AMD EPYC"; its family/model numbers say more.
-MACHINE = "family 25, model 17: Zen 4 with AVX-512; 2 vCPUs, 24 GiB RAM, no GPU"
 
 
 def _short(paper: str) -> str:
@@ -61,41 +63,81 @@ def _short(paper: str) -> str:
     return match.group(1) if match else paper.split(",")[0]
 
 
+def _run(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _cell(r: dict | None) -> tuple[str, str]:
+    """(verdict, wall) cells of one preset's run, or dashes when it was not run."""
+    return (f"**{r['verdict']}**", f"{r['wall_s'] / 60:.1f} min") if r else ("-", "-")
+
+
+def _section(r: dict, root: Path, out: Path, name: str, sub: str, heading: str) -> str:
+    body = finding_markdown(r, heading=heading)
+    # Plots live beside results.json; the page sits one level up.
+    where = f"{root.relative_to(out.parent)}/{name}" + (f"/{sub}" if sub else "")
+    for plot in r.get("plots", []):
+        body = body.replace(f"]({plot})", f"]({where}/{plot})")
+    return body
+
+
+# Runs made before results.json recorded the CPU's family/model (the quick runs): what
+# /proc/cpuinfo said on that machine, noted by hand then (it named the CPU only "AMD EPYC").
+KNOWN_CPU_ID = {"AMD EPYC": "family 25 model 17, Zen 4: avx512f avx512_bf16 avx512_vnni"}
+
+
+def _machines(runs: list[dict]) -> str:
+    """One line per distinct machine the runs here came from (CPU, threads, torch)."""
+    seen: dict[str, list[str]] = {}
+    for r in runs:
+        env = r["environment"]
+        ident = (", ".join(x for x in (env.get("cpu_id"), " ".join(env.get("cpu_flags", []))) if x)
+                 or KNOWN_CPU_ID.get(env["cpu"], ""))
+        key = (f"{env['cpu']}" + (f" ({ident})" if ident else "")
+               + f", {env['torch_threads']} torch threads, torch {env['torch']}, "
+               f"{env.get('precision', 'fp32')}")
+        seen.setdefault(key, [])
+        if r["preset"] not in seen[key]:
+            seen[key].append(r["preset"])
+    return "\n".join(f"- {' and '.join(p)} runs: {k}" for k, p in seen.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="docs/experiments", help="run directories")
     parser.add_argument("--out", default="docs/experiments.md")
     args = parser.parse_args(argv)
     root, out = Path(args.root), Path(args.out)
-    rows, sections, missing = [], [], []
+    rows, sections, missing, runs = [], [], [], []
     names = list_experiments()
     for name in [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]:
-        path = root / name / "results.json"
-        if not path.exists():
+        quick = _run(root / name / "results.json")
+        standard = _run(root / name / "standard" / "results.json")
+        if quick is None and standard is None:
             missing.append(name)
             continue
-        r = json.loads(path.read_text())
+        runs += [r for r in (quick, standard) if r]
         exp = get_experiment(name)
-        env = r["environment"]
-        rows.append(f"| [`{name}`](#{name}) | {_short(exp.paper)} | **{r['verdict']}** | "
-                    f"{r['wall_s']:.0f} s | {FULL_ESTIMATE.get(name, '-')} |")
-        body = finding_markdown(r, heading="##")
-        # Plots live beside results.json; the page sits one level up.
-        for plot in r.get("plots", []):
-            body = body.replace(f"]({plot})", f"]({root.relative_to(out.parent)}/{name}/{plot})")
-        sections.append(f'<a id="{name}"></a>\n\n' + body)
-    cpu = env["cpu"] if rows else "-"
-    table = ["| experiment | paper | verdict (quick) | quick: wall | full: estimated |",
-             "|---|---|---|---:|---:|", *rows]
-    machine = (f"All runs: {cpu} ({MACHINE}), torch {env['torch'] if rows else '-'}, fp32, "
-               "one process with 2 torch threads; the runs held a lock so that no two experiments "
-               "overlapped, but lighter jobs (tests, editing) sometimes shared the CPU, so a few "
-               "wall times are pessimistic.")
-    text = "\n".join([INTRO, machine, "",
-                      *table, ""])
+        (qv, qw), (sv, sw) = _cell(quick), _cell(standard)
+        rows.append(f"| [`{name}`](#{name}) | {_short(exp.paper)} | {qv} | {sv} | {qw} | {sw} | "
+                    f"{FULL_ESTIMATE.get(name, '-')} |")
+        parts = [f'<a id="{name}"></a>', ""]
+        if standard:
+            parts.append(_section(standard, root, out, name, "standard", "##"))
+        if quick:
+            parts.append(_section(quick, root, out, name, "", "###" if standard else "##"))
+        sections.append("\n".join(parts))
+    table = ["| experiment | paper | quick | standard | quick: wall | standard: wall "
+             "| full: estimated |", "|---|---|---|---|---:|---:|---:|", *rows]
+    machine = ("Where they ran (each finding names its CPU; the CPU of this project's machine "
+               "changes between sessions, so compare times only within one preset):\n"
+               + _machines(runs) + "\n\nOne process per run; the runs held a lock so that no "
+               "two experiments overlapped, but lighter jobs (tests, editing) sometimes shared "
+               "the CPU, so a few wall times are pessimistic.")
+    text = "\n".join([INTRO, machine, "", *table, ""])
     if missing:
         text += "\nNot yet run here: " + ", ".join(f"`{m}`" for m in missing) + ".\n"
-    text += "\n" + "\n".join(sections)
+    text += "\n" + "\n\n".join(sections)
     atomic_write_text(out, text)
     print(f"wrote {out}: {len(rows)} experiments, {len(missing)} missing")
     return 0

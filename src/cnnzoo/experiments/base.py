@@ -36,6 +36,7 @@ import torch
 
 from cnnzoo._version import __version__
 from cnnzoo.fileio import atomic_write, atomic_write_text, cpu_name
+from cnnzoo.profile.peak import cpu_flags
 
 # "supported": the numbers show the claimed effect; "not supported": they contradict it;
 # "inconclusive": the effect is within the noise at this scale (say so, do not force it);
@@ -253,6 +254,10 @@ def environment() -> dict[str, Any]:
     """Where the numbers were measured: CPU, threads, versions."""
     return {
         "cpu": cpu_name(),
+        # The name alone can be vague ("AMD EPYC"): family/model and the vector units say
+        # which CPU (and which fast paths) a run had.
+        "cpu_id": _cpu_id(),
+        "cpu_flags": list(cpu_flags()),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -261,6 +266,23 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cnnzoo": __version__,
     }
+
+
+def _cpu_id() -> str:
+    """'family F model M' from /proc/cpuinfo ('' where it is missing)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("cpu family", "model") and key not in fields:
+                    fields[key] = value.strip()
+                if len(fields) == 2:
+                    break
+    except OSError:
+        pass
+    return f"family {fields['cpu family']} model {fields['model']}" if len(fields) == 2 else ""
 
 
 def seed_everything(seed: int) -> None:
