@@ -8,6 +8,7 @@ files. The table shows both presets side by side; each experiment's section show
 standard finding where it exists, then the quick one.
 
     .venv/bin/python scripts/experiments_doc.py            # writes docs/experiments.md
+    .venv/bin/python scripts/experiments_doc.py --readme README.md   # and README's table
 """
 
 from __future__ import annotations
@@ -102,10 +103,43 @@ def _machines(runs: list[dict]) -> str:
     return "\n".join(f"- {' and '.join(p)} runs: {k}" for k, p in seen.items())
 
 
+README_BEGIN, README_END = "<!-- experiments-table -->", "<!-- /experiments-table -->"
+
+
+def readme_table(root: Path, names: list[str]) -> str:
+    """README's table: each experiment's quick and standard verdicts, the per-claim verdicts of
+    the standard run where there is one (else the quick run's), and both wall times."""
+    rows = ["| experiment | quick | standard | per claim (standard where run, else quick) | wall: "
+            "quick / standard |", "|---|---|---|---|---:|"]
+    for name in names:
+        quick = _run(root / name / "results.json")
+        standard = _run(root / name / "standard" / "results.json")
+        shown = standard or quick
+        if shown is None:
+            continue
+        claims = "; ".join(f"{c}: {v}" for c, v in shown.get("claims", {}).items())
+        (qv, qw), (sv, sw) = _cell(quick), _cell(standard)
+        rows.append(f"| [`{name}`](docs/experiments.md#{name}) | {qv} | {sv} | {claims} | "
+                    f"{qw} / {sw} |")
+    return "\n".join(rows)
+
+
+def update_readme(path: Path, table: str) -> None:
+    """Replace the text between README_BEGIN and README_END in `path` with `table`."""
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{path}: expected the markers {README_BEGIN} and {README_END} around "
+                         "the experiments table")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(path, f"{head}{README_BEGIN}\n{table}\n{README_END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="docs/experiments", help="run directories")
     parser.add_argument("--out", default="docs/experiments.md")
+    parser.add_argument("--readme", help="also rewrite this README's experiments table")
     args = parser.parse_args(argv)
     root, out = Path(args.root), Path(args.out)
     rows, sections, missing, runs = [], [], [], []
@@ -140,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     text += "\n" + "\n\n".join(sections)
     atomic_write_text(out, text)
     print(f"wrote {out}: {len(rows)} experiments, {len(missing)} missing")
+    if args.readme:
+        order = [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
+        update_readme(Path(args.readme), readme_table(root, order))
+        print(f"updated the experiments table in {args.readme}")
     return 0
 
 
