@@ -1,4 +1,4 @@
-"""scripts/experiments_doc.py: the docs page and README table put quick and standard side by side."""
+"""scripts/experiments_doc.py: the docs page and README put quick and standard side by side."""
 
 import importlib.util
 import json
