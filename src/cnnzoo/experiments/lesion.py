@@ -438,9 +438,11 @@ def _claims(s: dict[str, Any], u: dict[str, Any], trained: bool, params: dict[st
             smoothness_verdict(c["max_step_points"], c["total_drop_points"], steps,
                                c["max_step_se_points"]),
             t_statistic(smooth_excess, c["max_step_se_points"]),
-            c["random_draws"][c["max_step_k"] - 1],
-            statistics.fmean(r for r in u["random_seconds_per_seed"]) / params["draws"],
-            "random sets per k"),
+            # the sets asked for per k, pooled over seeds (a k with fewer possible sets, as
+            # the last, cannot grow; the estimate is for the others)
+            params["draws"] * seeds,
+            statistics.fmean(u["random_seconds_per_seed"]) / params["draws"],
+            "random sets per k (pooled over seeds)"),
     }
     if "downsampling_excess_points" in u:
         excess, se = u["downsampling_excess_points"], u["downsampling_excess_se_points"]
