@@ -1,0 +1,43 @@
+"""Power estimates for claims judged by `common.margin`, honest about its standard-error floor.
+
+`common.margin` divides a difference by max(SE, 0.5 points), so |t| can never exceed
+|difference| / 0.5 points. A difference under 1 point therefore stays under |t| = 2 at any
+number of seeds: more seeds shrink the real standard error, not the floor. For such a claim
+no seed count decides it at the measured effect, and the estimate says so rather than
+extrapolating with 1 / sqrt(n).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnzoo.experiments.common import power_estimate
+
+SE_FLOOR = 0.005  # common.margin's floor: 0.5 points, for accuracies as fractions
+
+
+def margin_power(diff: float, t: float, n: int, *, seconds_per_unit: float,
+                 unit: str = "seeds", z: float = 2.0) -> dict[str, Any]:
+    """`common.power_estimate` for a claim judged by t = `common.margin`, where `diff` is the
+    difference margin divided (already shifted by the claim's threshold) and `n` the number
+    of seeds per side. When |diff| < z x SE_FLOOR the floor caps |t| below z for any n: then
+    "needed" and "seconds" are None and the text says why."""
+    p = power_estimate(t, n, seconds_per_unit=seconds_per_unit, unit=unit, z=z)
+    if abs(diff) < z * SE_FLOOR:
+        p.update(needed=None, seconds=None, floor_capped=True, text=(
+            f"|t| = {abs(t):.2f} with {n} {unit}: the difference from the threshold is "
+            f"{100 * diff:+.2f} points, and common.margin floors the standard error at "
+            f"{100 * SE_FLOOR:g} points, so |t| <= {abs(diff) / SE_FLOOR:.2f} < {z:g} at any "
+            f"number of {unit}: more {unit} cannot decide it at the measured effect (a larger "
+            f"budget per {unit.rstrip('s')}, which could change the effect, might)"))
+    else:
+        p["floor_capped"] = False
+    return p
+
+
+def inconclusive_power(claims: dict[str, str], stats: dict[str, tuple[float, float, int]], *,
+                       seconds_per_unit: float, unit: str = "seeds") -> dict[str, Any]:
+    """claim -> `margin_power` for every claim in `stats` ((diff, t, n) as judged) whose
+    verdict is "inconclusive"; a decided claim needs no estimate and gets none."""
+    return {claim: margin_power(diff, t, n, seconds_per_unit=seconds_per_unit, unit=unit)
+            for claim, (diff, t, n) in stats.items() if claims.get(claim) == "inconclusive"}
