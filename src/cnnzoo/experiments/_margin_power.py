@@ -41,3 +41,30 @@ def inconclusive_power(claims: dict[str, str], stats: dict[str, tuple[float, flo
     verdict is "inconclusive"; a decided claim needs no estimate and gets none."""
     return {claim: margin_power(diff, t, n, seconds_per_unit=seconds_per_unit, unit=unit)
             for claim, (diff, t, n) in stats.items() if claims.get(claim) == "inconclusive"}
+
+
+def band_power(estimate: float, band: tuple[float, float], per_unit: list[float], *,
+               seconds_per_unit: float, unit: str = "seeds", what: str = "the estimate"
+               ) -> dict[str, Any]:
+    """The power entry for a claim judged on a point estimate against a fixed band
+    (inconclusive inside `band`, decided outside), not by standard errors: more units do not
+    decide it, since they narrow the estimate's noise without moving it out of the band
+    unless the true value lies outside. "needed" is None; t is the distance to the nearer
+    edge over the standard error of `per_unit` (the per-unit values the estimate averages,
+    on the scale the band is in; None with one unit), to show how noisy the estimate is."""
+    n = len(per_unit)
+    edge = min(band, key=lambda e: abs(estimate - e))
+    se = None
+    if n > 1:
+        mean = sum(per_unit) / n
+        se = (sum((v - mean) ** 2 for v in per_unit) / (n - 1)) ** 0.5 / n ** 0.5
+    t = (estimate - edge) / se if se else None
+    noise = (f"its standard error over {n} {unit} is {se:.3g}, so it sits {abs(t):.2f} "
+             f"standard errors from the nearer edge {edge:g}" if t is not None
+             else f"{n} {unit} give no spread to measure its noise by")
+    text = (f"{what} {estimate:.3g} lies inside the inconclusive band ({band[0]:g}, "
+            f"{band[1]:g}); {noise}. The rule judges the point estimate, with no standard-error "
+            f"band, so more {unit} (~{seconds_per_unit / 60:.0f} min each here) do not decide it "
+            f"unless the true value lies outside the band: no number of {unit} is given")
+    return {"t": t, "n": n, "unit": unit, "needed": None, "seconds": None,
+            "band": list(band), "rule": "point estimate against a fixed band", "text": text}
