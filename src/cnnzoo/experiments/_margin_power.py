@@ -17,17 +17,19 @@ SE_FLOOR = 0.005  # common.margin's floor: 0.5 points, for accuracies as fractio
 
 
 def margin_power(diff: float, t: float, n: int, *, seconds_per_unit: float,
-                 unit: str = "seeds", z: float = 2.0) -> dict[str, Any]:
+                 unit: str = "seeds", z: float = 2.0, floor: float = SE_FLOOR
+                 ) -> dict[str, Any]:
     """`common.power_estimate` for a claim judged by t = `common.margin`, where `diff` is the
     difference margin divided (already shifted by the claim's threshold) and `n` the number
-    of seeds per side. When |diff| < z x SE_FLOOR the floor caps |t| below z for any n: then
-    "needed" and "seconds" are None and the text says why."""
+    of seeds per side. When |diff| < z x `floor` (the SE floor of the t judged) the floor
+    caps |t| below z for any n: then "needed" and "seconds" are None and the text says
+    why."""
     p = power_estimate(t, n, seconds_per_unit=seconds_per_unit, unit=unit, z=z)
-    if abs(diff) < z * SE_FLOOR:
+    if abs(diff) < z * floor:
         p.update(needed=None, seconds=None, floor_capped=True, text=(
             f"|t| = {abs(t):.2f} with {n} {unit}: the difference from the threshold is "
-            f"{100 * diff:+.2f} points, and common.margin floors the standard error at "
-            f"{100 * SE_FLOOR:g} points, so |t| <= {abs(diff) / SE_FLOOR:.2f} < {z:g} at any "
+            f"{diff:+.4g}, and the standard error is floored at {floor:g}, so "
+            f"|t| <= {abs(diff) / floor:.2f} < {z:g} at any "
             f"number of {unit}: more {unit} cannot decide it at the measured effect (a larger "
             f"budget per {unit.rstrip('s')}, which could change the effect, might)"))
     else:
