@@ -8,7 +8,7 @@ import pytest
 
 from cnnzoo.experiments import run_experiment
 from cnnzoo.experiments.common import margin
-from cnnzoo.experiments.degradation import check_depths, claim_verdicts
+from cnnzoo.experiments.degradation import check_depths, claim_power, claim_verdicts
 
 DATA = "synthetic:1x28x28:10:400"
 
@@ -88,3 +88,39 @@ def test_bad_depths_are_rejected_in_one_line(depths):
     with pytest.raises(ValueError, match=r"parameter depths: expected \[shallow, deep\]"):
         check_depths(depths)
     assert check_depths([20, 56]) == (20, 56)
+
+
+def _measured(plain_diff, plain_margin, resnet_diff, resnet_margin):
+    return {"plain_deeper_minus_shallow_train_err": plain_diff, "plain_margin": plain_margin,
+            "resnet_deeper_minus_shallow_train_err": resnet_diff, "resnet_margin": resnet_margin}
+
+
+def test_an_inconclusive_claim_gets_a_power_estimate_and_a_decided_one_none():
+    # 3 seeds: plain +4 points at t = 3 (decided); ResNet -1.5 points at t = -1 (inconclusive:
+    # the real SE, 1.5 points, is above the floor, so 3 x (2/1)^2 = 12 seeds would decide it).
+    m = _measured(0.04, 3.0, -0.015, -1.0)
+    claims = dict(zip(["plain", "resnet"], claim_verdicts(3.0, -1.0)[:2], strict=True))
+    power = claim_power(claims, m, 3, seconds_per_seed=100.0)
+    assert list(power) == ["resnet"]
+    assert power["resnet"]["needed"] == 12 and power["resnet"]["seconds"] == 1200.0
+    assert not power["resnet"]["floor_capped"]
+
+
+def test_a_difference_under_one_point_is_capped_by_the_floor():
+    # 0.6 points at one seed: t = 0.006 / 0.005 = 1.2, and the 0.5-point floor keeps
+    # |t| <= 1.2 at any number of seeds, so no seed count is offered.
+    m = _measured(0.006, 1.2, -0.05, -10.0)
+    claims = dict(zip(["plain", "resnet"], claim_verdicts(1.2, -10.0)[:2], strict=True))
+    power = claim_power(claims, m, 1, seconds_per_seed=50.0)
+    assert list(power) == ["plain"]
+    assert power["plain"]["needed"] is None and power["plain"]["floor_capped"]
+    assert "cannot decide" in power["plain"]["text"]
+
+
+def test_tiny_run_reports_power_for_its_inconclusive_claims_only(tiny):
+    result, _ = tiny
+    m = result.finding.measured
+    inconclusive = {c for c, v in result.finding.claims.items() if v == "inconclusive"}
+    assert set(m["power"]) == inconclusive and m["seconds_per_seed"] > 0
+    for claim in inconclusive:
+        assert any(m["power"][claim]["text"] in line for line in result.finding.details)

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from cnnzoo.experiments import run_experiment
+from cnnzoo.experiments.common import margin
 from cnnzoo.experiments.dense_vs_residual import (
     MEMORY_RATIO,
+    claim_power,
     densenet_bc,
     heatmap_change,
     reuse_heatmaps,
@@ -157,6 +159,26 @@ def test_tiny_preset_end_to_end(tmp_path):
         "supported" if all(b["t"] >= 2 for b in m["reuse_shift"])
         else "not supported" if all(b["t"] <= -2 for b in m["reuse_shift"])
         else "inconclusive" if all(-2 < b["t"] < 2 for b in m["reuse_shift"]) else "mixed")
+    assert set(saved["measured"]["power"]) <= {c for c, v in claims.items()
+                                               if v == "inconclusive"}
     overall = set(claims.values())
     assert saved["verdict"] == (overall.pop() if len(overall) == 1 else "mixed")
     assert result.finding.verdict == saved["verdict"]
+
+
+def test_power_estimates_for_inconclusive_claims_only():
+    acc, reuse = ("fewer parameters at comparable or better accuracy",
+                  "later layers reuse early features")
+    claims = {acc: "inconclusive", reuse: "inconclusive"}
+    # DenseNet 3 points below over 3 seeds, t = margin(ResNet, DenseNet) = 1.73 (SE 1.7
+    # points, above the floor): 3 x (2 / 1.73)^2 = 4 seeds would decide it.
+    acc_d, acc_r = [0.84, 0.81, 0.78], [0.84, 0.84, 0.84]
+    # Block 1: shift 0.02 at t = 1 (SE above the floor): 12 seeds; block 2: 0.004 < 2 x floor.
+    shifts = [{"shift": 0.02, "t": 1.0}, {"shift": 0.004, "t": 0.8}]
+    power = claim_power(claims, acc_d, acc_r, shifts, seconds_per_seed=10.0)
+    assert power[acc]["t"] == pytest.approx(margin(acc_r, acc_d)) == pytest.approx(3**0.5)
+    assert power[acc]["needed"] in (4, 5)  # 4.0 up to rounding in the ceiling
+    assert power[reuse]["blocks"][0]["needed"] == 12
+    assert power[reuse]["blocks"][1]["floor_capped"] and power[reuse]["needed"] is None
+    decided = {acc: "supported", reuse: "mixed"}
+    assert claim_power(decided, acc_d, acc_r, shifts, seconds_per_seed=10.0) == {}

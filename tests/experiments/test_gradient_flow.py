@@ -25,7 +25,9 @@ from cnnzoo.experiments.gradient_flow import (
     HEALTHY,
     SETTINGS,
     THEORY,
+    Gradients,
     build_net,
+    claim_power,
     vanish_verdict,
 )
 
@@ -143,3 +145,30 @@ def test_small_pure_functions():
     assert combine_verdicts(["supported", "not supported", "inconclusive"]) == "mixed"
     # issue 16's one rule (was "inconclusive" under this module's own rule)
     assert combine_verdicts(["supported", "inconclusive"]) == "mixed"
+
+
+def _gradients(plain_trends, residual_trend=1.0):
+    # Two seeds; the shallow net's last/first ratio is 1, so each seed's T is the deep one's.
+    def prof(att):
+        return {"output_grad": [att, 1.0]}
+    profiles = {s: {"plain": {8: [prof(1.0)] * 2, 14: [prof(t) for t in plain_trends]},
+                    "residual": {8: [prof(1.0)] * 2, 14: [prof(residual_trend)] * 2}}
+                for s in SETTINGS}
+    summary = {s: {"residual": {"output_grad_trend": residual_trend}} for s in SETTINGS}
+    return Gradients([8, 14], profiles, {}, summary)
+
+
+def test_inconclusive_gradient_claims_get_a_band_power_note_and_decided_ones_none():
+    g = _gradients([0.02, 0.05])
+    label = SETTINGS["bn-init"][0]
+    claim = f"plain nets, {label}: the gradient vanishes with depth"
+    claims = {claim: "inconclusive", "residual nets: no vanishing with depth, in every "
+              "setting": "supported"}
+    power = claim_power(claims, g, 30.0)
+    assert list(power) == [claim]
+    p = power[claim]
+    # log10 T per seed: -1.70, -1.30, mean -1.5; nearer edge log10(0.01) = -2.
+    se = abs(math.log10(0.05) - math.log10(0.02)) / 2
+    assert p["needed"] is None and p["t"] == pytest.approx(
+        ((math.log10(0.02) + math.log10(0.05)) / 2 + 2) / se)
+    assert claim_power({claim: "supported"}, g, 30.0) == {}

@@ -28,6 +28,7 @@ from cnnzoo.experiments.inception import (
     AUX_SHARE,
     SEVERAL_FOLD,
     accuracy_loss_verdict,
+    claim_power,
 )
 from cnnzoo.models.googlenet import slim_googlenet
 from cnnzoo.models.inception_blocks import GOOGLENET_TABLE_1, NaiveInception, scaled
@@ -165,6 +166,27 @@ def test_tiny_preset_end_to_end(tmp_path):
     t = m["aux_accuracy_margin"]
     assert claims["aux heads improve final accuracy"] == (
         "supported" if t >= 2 else "not supported" if t <= -2 else "inconclusive")
+    # Issue 15: the inconclusive accuracy claims, and only those, carry a power estimate.
+    accuracy_claims = {"reduced module loses <= 1 point of accuracy",
+                       "aux heads improve final accuracy"}
+    assert set(m["power"]) == {c for c in accuracy_claims if claims[c] == "inconclusive"}
     overall = set(claims.values())
     assert saved["verdict"] == (overall.pop() if len(overall) == 1 else "mixed")
     assert result.finding.verdict == saved["verdict"]
+
+
+def test_power_estimates_for_the_inconclusive_accuracy_claims_only():
+    loss, aux = "reduced module loses <= 1 point of accuracy", "aux heads improve final accuracy"
+    claims = {loss: "inconclusive", aux: "inconclusive", "aux heads inject gradient into lower "
+              "layers": "mixed"}
+    # Claim 2: the reduced nets 1.5 points below the naive, i.e. 0.5 point past the 1-point
+    # tolerance: under 1 point from the threshold, so the 0.5-point SE floor caps |t| < 2.
+    # Claim 4: +2 points with t = 1 over 2 seeds: 2 x (2 / 1)^2 = 8 seeds would decide it.
+    power = claim_power(claims, [0.80, 0.80], [0.785, 0.785], 1.0, [0.72, 0.68], [0.68, 0.68],
+                        1.0, module_seed_s=30.0, googlenet_seed_s=100.0)
+    assert set(power) == {loss, aux}
+    assert power[loss]["needed"] is None and power[loss]["floor_capped"]
+    assert power[aux]["needed"] == 8 and power[aux]["seconds"] == 800.0
+    decided = {loss: "supported", aux: "not supported"}
+    assert claim_power(decided, [0.8], [0.8], -2.0, [0.6], [0.7], -20.0, module_seed_s=1.0,
+                       googlenet_seed_s=1.0) == {}

@@ -22,6 +22,7 @@ from cnnzoo.experiments.squeeze_excitation import (
     MAX_EXTRA_PARAMS,
     SPECIFICITY_RISE,
     cifar_resnet,
+    claim_power,
 )
 
 
@@ -63,6 +64,8 @@ def test_tiny_preset_writes_consistent_results(tmp_path):
     assert claims["class-specific deeper"] == (
         "supported" if rise >= SPECIFICITY_RISE else "not supported" if rise <= 0
         else "inconclusive")
+    # Issue 15: every inconclusive claim, and only those, carries a power estimate.
+    assert set(m["power"]) == {c for c, v in claims.items() if v == "inconclusive"}
     expected = set(claims.values()).pop() if len(set(claims.values())) == 1 else "mixed"
     assert saved["verdict"] == result.finding.verdict == expected
 
@@ -131,3 +134,29 @@ def test_bad_parameters_are_named(tmp_path):
                        quiet=True, depth=10)
     with pytest.raises(ValueError, match="se_reduction"):
         cifar_resnet(8, 4, in_chans=1, num_classes=2, se_reduction=0)
+
+
+def test_inconclusive_claims_get_a_power_estimate_and_decided_ones_none():
+    # Accuracy +3 points over 3 seeds with t = 1.2: real SE 2.5 points (above the 0.5-point
+    # floor), so ceil(3 x (2 / 1.2)^2) = 9 seeds would reach t = 2 at this effect.
+    claims = {"small cost": "supported", "better accuracy": "inconclusive",
+              "class-specific deeper": "inconclusive"}
+    power = claim_power(claims, [0.93, 0.90, 0.87], [0.87, 0.87, 0.87], 1.2, 0.05,
+                        [0.02, 0.05, 0.08], seconds_per_seed=60.0)
+    assert set(power) == {"better accuracy", "class-specific deeper"}
+    assert power["better accuracy"]["needed"] == 9 and power["better accuracy"]["seconds"] == 540
+    # The rise is judged on its point estimate against (0, 0.10): no seed count decides it.
+    band = power["class-specific deeper"]
+    assert band["needed"] is None and band["t"] == pytest.approx((0.05 - 0.0) / (0.03 / 3**0.5))
+    assert "no number of seeds" in band["text"]
+
+    decided = dict(claims, **{"better accuracy": "supported", "class-specific deeper":
+                              "not supported"})
+    assert claim_power(decided, [0.93], [0.87], 12.0, -0.1, [-0.1], seconds_per_seed=60) == {}
+
+
+def test_an_accuracy_gap_under_one_point_cannot_be_decided_by_more_seeds():
+    claims = {"better accuracy": "inconclusive"}
+    power = claim_power(claims, [0.904], [0.90], 0.8, 0.2, [0.2], seconds_per_seed=60.0)
+    assert power["better accuracy"]["needed"] is None
+    assert power["better accuracy"]["floor_capped"]

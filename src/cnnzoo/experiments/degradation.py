@@ -45,11 +45,13 @@ training image at width 8 on one thread, ~2.3x that at width 16 (measured here).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 
 from cnnzoo.data.dataset import stratified_subset
+from cnnzoo.experiments._margin_power import inconclusive_power
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.models.resnet_cifar import CifarResNet
@@ -108,6 +110,19 @@ def claim_verdicts(plain_margin: float, resnet_margin: float) -> tuple[str, str,
     return deeper_plain, deeper_resnet, combine_verdicts([deeper_plain, deeper_resnet])
 
 
+def claim_power(claims: dict[str, str], measured: dict[str, Any], seeds: int,
+                seconds_per_seed: float) -> dict[str, Any]:
+    """claim -> power estimate (`_margin_power.margin_power`) for the inconclusive claims,
+    from the deep-minus-shallow differences and margins in `measured`; both claims' threshold
+    is a difference of 0."""
+    plain, resnet = list(claims)
+    stats = {plain: (measured["plain_deeper_minus_shallow_train_err"],
+                     measured["plain_margin"], seeds),
+             resnet: (measured["resnet_deeper_minus_shallow_train_err"],
+                      measured["resnet_margin"], seeds)}
+    return inconclusive_power(claims, stats, seconds_per_unit=seconds_per_seed)
+
+
 @experiment(
     "degradation",
     title="Degradation of deep plain nets, fixed by shortcuts",
@@ -131,6 +146,7 @@ def run(ctx: Context) -> Finding:
                                             "final_val_err": [], "test_err": [],
                                             "epoch_time_s": []} for n in names}
     params: dict[str, int] = {}
+    started = time.perf_counter()
     for i in range(p["seeds"]):
         seed = ctx.seed + i
         for (shortcut, depth), name in zip(nets, names, strict=True):
@@ -152,6 +168,8 @@ def run(ctx: Context) -> Finding:
             ctx.log(f"seed {seed} {name}: train error (eval mode) "
                     f"{pct(r['final_train_err'][-1])}, val {pct(r['final_val_err'][-1])}, "
                     f"test {pct(r['test_err'][-1])}, {r['epoch_time_s'][-1]:.1f} s/epoch")
+    # One more seed trains all four nets again: the unit a power estimate is priced in.
+    seconds_per_seed = (time.perf_counter() - started) / p["seeds"]
 
     plain_s, plain_d, res_s, res_d = names
     plain_margin = margin(runs[plain_d]["final_train_err"], runs[plain_s]["final_train_err"])
@@ -176,7 +194,7 @@ def run(ctx: Context) -> Finding:
         - final[res_s]["final_train_err"][0],
         "plain_margin": plain_margin, "resnet_margin": resnet_margin,
         "plain_deeper_higher_running_train_err_epoch_fraction": sum(above) / len(above),
-        "significant_margin": SIGNIFICANT,
+        "significant_margin": SIGNIFICANT, "seconds_per_seed": seconds_per_seed,
     }
     plot_curves(ctx, runs, names)
     plot_final(ctx, final, names)
@@ -221,6 +239,8 @@ def run(ctx: Context) -> Finding:
     )
     claims = {"the deeper plain net has higher training error": deeper_plain,
               "with shortcuts, deeper is at least as good": deeper_resnet}
+    measured["power"] = claim_power(claims, measured, p["seeds"], seconds_per_seed)
+    details += [f"Power ({claim}): {est['text']}." for claim, est in measured["power"].items()]
     return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
 
 

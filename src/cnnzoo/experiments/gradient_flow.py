@@ -60,6 +60,7 @@ each, ~2.5x the width-8 cost per image).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,7 @@ from cnnzoo.experiments._gradients import (
     log_linear_fit,
     valid_tap_fraction,
 )
+from cnnzoo.experiments._margin_power import band_power
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, fit, load_splits, normalized_batch
 from cnnzoo.models.resnet_cifar import CifarResNet
@@ -136,16 +138,23 @@ def run(ctx: Context) -> Finding:
     # The fixed batch is the held-out split; nothing here reads the test split.
     splits = load_splits(ctx, train_size=train_size, val_size=p["grad_batch"], test_size=1)
     x, y = normalized_batch(splits.val, p["grad_batch"], seed=ctx.seed)
+    started = time.perf_counter()
     g = measure_gradients(ctx, splits, x, y, depths)
+    seconds_per_seed = (time.perf_counter() - started) / p["seeds"]
     a = measure_activations(ctx, x, splits.image_size)
     claims = claim_verdicts(g, a)
+    power = claim_power(claims, g, seconds_per_seed)
     plot_profiles(ctx, g.profiles, depths, "output_grad", "backprop_gradient.png",
                   "|d loss / d conv output| per layer")
     plot_profiles(ctx, g.profiles, depths, "weight_grad", "weight_gradient.png",
                   "|d loss / d conv weight| per layer")
     plot_trends(ctx, g.summary, depths)
     plot_activations(ctx, a.stacks, a.summary, p["act_depth"], p["act_width"])
-    return finding(ctx, g, a, claims, splits.image_size)
+    result = finding(ctx, g, a, claims, splits.image_size)
+    result.measured["power"] = power
+    result.measured["seconds_per_seed"] = seconds_per_seed
+    result.details.extend(f"Power ({claim}): {est['text']}." for claim, est in power.items())
+    return result
 
 
 # ---- measure ------------------------------------------------------------------------------
@@ -302,6 +311,39 @@ def claim_verdicts(g: Gradients, a: Activations) -> dict[str, str]:
     claims["Xavier and PyTorch-default init shrink it geometrically, as theory predicts"] = (
         "supported" if shrink_ok else "not supported")
     return claims
+
+
+def seed_log_trends(g: Gradients, setting: str, family: str) -> list[float]:
+    """log10 of each seed's depth trend T (deepest over shallowest attenuation of the
+    backpropagated gradient): their mean is log10 of the judged T (a geometric mean)."""
+    rows = g.profiles[setting][family]
+    lo, hi = g.depths[0], g.depths[-1]
+    return [math.log10(attenuation(d["output_grad"]) / attenuation(s["output_grad"]))
+            for s, d in zip(rows[lo], rows[hi], strict=True)]
+
+
+def claim_power(claims: dict[str, str], g: Gradients, seconds_per_seed: float
+                ) -> dict[str, Any]:
+    """claim -> `band_power` for the inconclusive gradient claims: each is judged on the
+    point estimate T against the band [VANISH, HEALTHY), on a log10 scale here."""
+    power: dict[str, Any] = {}
+    band = (math.log10(VANISH), math.log10(HEALTHY))
+    for setting, (label, *_rest) in SETTINGS.items():
+        claim = f"plain nets, {label}: the gradient vanishes with depth"
+        if claims.get(claim) == "inconclusive":
+            logs = seed_log_trends(g, setting, "plain")
+            power[claim] = band_power(sum(logs) / len(logs), band, logs,
+                                      seconds_per_unit=seconds_per_seed,
+                                      what="log10 T (plain nets)")
+    claim = "residual nets: no vanishing with depth, in every setting"
+    if claims.get(claim) == "inconclusive":
+        # The claim fails on its smallest trend: the setting whose T is nearest VANISH.
+        setting = min(SETTINGS, key=lambda s: g.summary[s]["residual"]["output_grad_trend"])
+        logs = seed_log_trends(g, setting, "residual")
+        power[claim] = band_power(sum(logs) / len(logs), band, logs,
+                                  seconds_per_unit=seconds_per_seed,
+                                  what=f"log10 T (residual, {SETTINGS[setting][0]})")
+    return power
 
 
 # ---- finding ------------------------------------------------------------------------------

@@ -86,6 +86,7 @@ from torch import nn
 
 from cnnzoo.experiments._aux_gradients import LOWER, WATCHED, mean_steps, share, train_twins
 from cnnzoo.experiments._inception_costs import cost_table, inception_module
+from cnnzoo.experiments._margin_power import inconclusive_power
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import (
     Splits,
@@ -297,6 +298,29 @@ def judge(m: Measured) -> Verdicts:
     return Verdicts(claims, gap, loss_margin, share_init, share_early, share_last, run_gain, t)
 
 
+def claim_power(claims: dict[str, str], naive_acc: list[float], reduced_acc: list[float],
+                loss_t: float, acc_aux: list[float], acc_plain: list[float], aux_t: float, *,
+                module_seed_s: float, googlenet_seed_s: float) -> dict[str, Any]:
+    """claim -> `_margin_power.margin_power` for the inconclusive accuracy claims (2 and 4),
+    each priced at the training time of one more seed of its own pair of nets."""
+    loss_claim, aux_claim = ("reduced module loses <= 1 point of accuracy",
+                             "aux heads improve final accuracy")
+    power = inconclusive_power(
+        claims, {loss_claim: (_mean(naive_acc) - ACC_TOLERANCE - _mean(reduced_acc), loss_t,
+                              min(len(naive_acc), len(reduced_acc)))},
+        seconds_per_unit=module_seed_s)
+    power.update(inconclusive_power(
+        claims, {aux_claim: (_mean(acc_aux) - _mean(acc_plain), aux_t,
+                             min(len(acc_aux), len(acc_plain)))},
+        seconds_per_unit=googlenet_seed_s))
+    return power
+
+
+def _seed_seconds(*variants: list[dict[str, Any]]) -> float:
+    """Training seconds of one seed of every variant (mean over the seeds run)."""
+    return sum(_mean(r["train_s"] for r in runs) for runs in variants)
+
+
 # ---- finding ------------------------------------------------------------------------------
 
 
@@ -368,7 +392,13 @@ def finding(ctx: Context, m: Measured, v: Verdicts) -> Finding:
         "gradient with the trajectories' difference (inception5b, above both heads, shows the "
         "latter); it is shown, not judged.",
     ]
+    power = claim_power(claims, naive_acc, reduced_acc, v.loss_margin, acc_aux, acc_plain, t,
+                        module_seed_s=_seed_seconds(modules["naive"]["runs"],
+                                                    modules["reduced"]["runs"]),
+                        googlenet_seed_s=_seed_seconds(runs_aux, runs_plain))
+    details += [f"Power ({claim}): {est['text']}." for claim, est in power.items()]
     measured = {
+        "power": power,
         "costs": costs,
         "module_nets": modules,
         "googlenet": aux,
@@ -383,7 +413,8 @@ def finding(ctx: Context, m: Measured, v: Verdicts) -> Finding:
         "Sec. 4 argues the naive module is 'prohibitively expensive' and blows up over stages, "
         "without a figure; Table 1's reduced 3a has 159K parameters and 128M ops (our count "
         f"{module_cost['reduced']['params']:,} with biases, "
-        f"{module_cost['reduced']['macs'] / 1e6:.0f}M MACs). On the auxiliary heads the paper "
+        f"{module_cost['reduced']['macs'] / 1e6:.0f}M MACs, {module_cost['macs_ratio']:.2f}x "
+        "fewer than the naive 3a). On the auxiliary heads (Sec. 5) the paper "
         "says: 'the effect of the auxiliary networks is relatively minor (around 0.5%)'; we "
         f"measured {100 * (a_aux - a_plain):+.2f} points."
     )
