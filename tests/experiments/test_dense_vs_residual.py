@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from cnnzoo.experiments import run_experiment
-from cnnzoo.experiments.common import margin
 from cnnzoo.experiments.dense_vs_residual import (
     MEMORY_RATIO,
+    accuracy_margin,
     claim_power,
     densenet_bc,
     heatmap_change,
@@ -170,15 +170,24 @@ def test_power_estimates_for_inconclusive_claims_only():
     acc, reuse = ("fewer parameters at comparable or better accuracy",
                   "later layers reuse early features")
     claims = {acc: "inconclusive", reuse: "inconclusive"}
-    # DenseNet 3 points below over 3 seeds, t = margin(ResNet, DenseNet) = 1.73 (SE 1.7
-    # points, above the floor): 3 x (2 / 1.73)^2 = 4 seeds would decide it.
-    acc_d, acc_r = [0.84, 0.81, 0.78], [0.84, 0.84, 0.84]
+    # DenseNet 4 points below over 3 seeds: 3 points beyond the 1-point tolerance, t = 1.73
+    # (SE 1.7 points, above the floor): 3 x (2 / 1.73)^2 = 4 seeds would decide it.
+    acc_d, acc_r = [0.83, 0.80, 0.77], [0.84, 0.84, 0.84]
     # Block 1: shift 0.02 at t = 1 (SE above the floor): 12 seeds; block 2: 0.004 < 2 x floor.
     shifts = [{"shift": 0.02, "t": 1.0}, {"shift": 0.004, "t": 0.8}]
     power = claim_power(claims, acc_d, acc_r, shifts, seconds_per_seed=10.0)
-    assert power[acc]["t"] == pytest.approx(margin(acc_r, acc_d)) == pytest.approx(3**0.5)
+    assert power[acc]["t"] == pytest.approx(accuracy_margin(acc_d, acc_r)) == pytest.approx(3**0.5)
     assert power[acc]["needed"] in (4, 5)  # 4.0 up to rounding in the ceiling
     assert power[reuse]["blocks"][0]["needed"] == 12
     assert power[reuse]["blocks"][1]["floor_capped"] and power[reuse]["needed"] is None
     decided = {acc: "supported", reuse: "mixed"}
     assert claim_power(decided, acc_d, acc_r, shifts, seconds_per_seed=10.0) == {}
+
+
+def test_accuracy_claim_needs_the_tolerance_cleared_by_two_standard_errors():
+    # Half a point below on one seed: the old rule (gap <= 1 point) said "supported"; with the
+    # 0.5-point floor t = (0.5 - 1) / 0.5 = -1: inconclusive.
+    assert accuracy_margin([0.835], [0.84]) == pytest.approx(-1.0)
+    # As accurate (t = -2), or 2.5 points below (t = +3): decided either way.
+    assert accuracy_margin([0.84], [0.84]) == pytest.approx(-2.0)
+    assert accuracy_margin([0.815], [0.84]) == pytest.approx(3.0)
