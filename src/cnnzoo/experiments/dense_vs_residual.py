@@ -66,6 +66,14 @@ training images, 40 epochs, batch 64, the paper's Table 2 pair DenseNet-BC-100 (
 params) vs ResNet-110 (1.7M), 3 seeds): estimated ~60 hours on 2 cores (the quick run's
 per-image times scaled by MACs: ~26 ms per DenseNet-BC-100 image, ~8 ms per ResNet-110 image,
 2.2M images each per seed); not run here.
+
+Standard preset (issue 15; committed before its first run): DenseNet-BC-40 (k = 12) against
+ResNet-20 (width 16) as in quick, 5,000 training images for 8 epochs, 3 seeds, test on 5,000
+images. Why: claim 1 compares accuracies and needs the spread over seeds; claim 3 judges how
+training moves the reuse map from its own initialisation, and the quick run's 5 epochs moved
+it by under 0.03 per cell: 8 epochs on 1.25x the images give the weights more steps to move,
+and 3 seeds give every block's shift a standard error over networks. Estimated ~16 min on 2
+cores (3 x 8 epochs x (26 + 5.5) s per 4,000-image epoch pair, scaled to 5,000 images).
 """
 
 from __future__ import annotations

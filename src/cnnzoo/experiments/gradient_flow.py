@@ -55,6 +55,14 @@ with other jobs on the machine; ~1.5 min expected idle, two thirds of it trainin
 110-layer nets); full (width 16, 500 steps of 128, 3 seeds, 50-layer stack
 of width 128, 10 draws) about 3 h, dominated by training the six BN nets (64,000 images
 each, ~2.5x the width-8 cost per image).
+
+Standard preset (issue 15; committed before its first run): the quick preset's nets and
+training (depths 20/56/110 at width 8, 200 steps of 16), with 3 seeds instead of 1, a
+128-image gradient batch instead of 64 and 10 draws of the activation stack instead of 6.
+Why: the claims are about trends with depth of quantities that vary from one initialisation
+to the next; the quick run left "no BN with He init" inconclusive on one seed; 3 seeds give
+each trend a spread, and the larger probe batch halves the sampling noise of each layer's
+gradient norm. Estimated ~5 min on 2 cores (3x the quick run's training part).
 """
 
 from __future__ import annotations
