@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from cnnzoo.data.augment import resize
-from cnnzoo.experiments._power_floor import floored_power, no_estimate
+from cnnzoo.experiments._power_floor import floored_power, margin_floor_binds, no_estimate
 from cnnzoo.experiments._scaling_plan import Variant, build, plan
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
@@ -234,14 +234,6 @@ def drop_floor_binds(points: Sequence[tuple[float, list[float]]]) -> tuple[bool,
                         for c, (_, a) in zip(coef, points, strict=True)))
     floor_only = FLOOR * math.sqrt(sum(c * c for c in coef))
     return raw <= floor_only, floor_only
-
-
-def margin_floor_binds(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether `common.margin(a, b)` divides by its 0.5-point floor (one seed, or a Welch
-    standard error under the floor): more seeds then leave |t| where it is."""
-    if len(a) < 2 or len(b) < 2:
-        return True
-    return math.sqrt(mean_std(a)[1] ** 2 / len(a) + mean_std(b)[1] ** 2 / len(b)) < FLOOR
 
 
 def seconds_per_seed(p: dict[str, Any], results: Sequence[Trained]) -> float:
