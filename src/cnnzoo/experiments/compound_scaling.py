@@ -263,7 +263,8 @@ def power(p: dict[str, Any], results: Sequence[Trained], curve: dict[str, list[T
             cases[m] = floored_power(
                 s["t"], n, seconds_per_unit=sps, floor_binds=binds,
                 floor_note=f"at best |t| = {abs(s['drop']) / floor_se:.2f}")
-        out[SATURATES] = cases
+        if cases:  # a mixed claim with no inconclusive dimension has nothing to estimate
+            out[SATURATES] = cases
     if claims[COMPOUND_BEST] == "inconclusive":
         comp = curve["compound"][-1]
         best = curve[top["best_single"]][-1]
