@@ -119,3 +119,37 @@ def test_bad_phis_are_named(tmp_path):
     with pytest.raises(ValueError, match="phis: expected increasing positive"):
         run_experiment("compound-scaling", "tiny", data="synthetic:1x8x8:4:100", out=tmp_path,
                        quiet=True, phis=[2.0, 1.0])
+
+
+def _results(accs: dict[tuple[str, int], list[float]]) -> list:
+    """Trained networks with given test accuracies; MACs double per step; 10 s per epoch."""
+    from cnnzoo.experiments._scaling_plan import Variant
+    from cnnzoo.experiments.compound_scaling import Trained
+    s = CompoundScaling(0.25, 0.3, 28)
+    return [Trained(Variant(method, step, s, 1.0), 1000, 1_000_000 * 2**step, acc, acc,
+                    [10.0] * len(acc)) for (method, step), acc in accs.items()]
+
+
+def test_inconclusive_claims_get_power_estimates_and_decided_ones_none():
+    from cnnzoo.experiments.compound_scaling import COMPOUND_BEST, SATURATES, judge
+    p = {"phis": [1.0, 2.0], "seeds": 3, "epochs": 2}
+    # Each dimension flattens clearly (0.50 -> 0.60 -> 0.61): saturation supported. Compound
+    # ahead of the best single by 0.4 points with a 1-point spread: inconclusive.
+    accs = {("baseline", 0): [0.49, 0.50, 0.51]}
+    for m in ("width", "depth", "resolution"):
+        accs[(m, 1)] = [0.59, 0.60, 0.61]
+        accs[(m, 2)] = [0.60, 0.61, 0.62]
+    accs[("compound", 1)] = [0.60, 0.61, 0.62]
+    accs[("compound", 2)] = [0.604, 0.614, 0.624]
+    v = judge(p, _results(accs))
+    assert v.claims[SATURATES] == "supported" and SATURATES not in v.power
+    assert v.claims[COMPOUND_BEST] == "inconclusive"
+    est = v.power[COMPOUND_BEST]
+    assert est["n"] == 3 and est["needed"] > 3 and not est["floor_binds"]
+    # 9 networks x 2 epochs x 10 s per seed
+    assert est["seconds"] == pytest.approx(est["needed"] * 180)
+    # One seed: the 0.5-point floor sets the standard error, so more seeds cannot decide it.
+    one = judge({**p, "seeds": 1}, _results({k: a[1:2] for k, a in accs.items()}))
+    assert one.claims[COMPOUND_BEST] == "inconclusive"
+    assert one.power[COMPOUND_BEST]["floor_binds"] and one.power[COMPOUND_BEST]["needed"] is None
+    assert "cannot raise" in one.power[COMPOUND_BEST]["text"]

@@ -165,3 +165,32 @@ def test_verdict_thresholds():
     assert elasticity_verdict(ELASTICITY - 0.01, 0.001) == "not supported"
     assert combine(["supported", "supported"]) == "supported"
     assert combine(["supported", "inconclusive"]) == "mixed"
+
+
+def test_inconclusive_claims_get_power_estimates_and_decided_ones_none():
+    from cnnzoo.experiments.deformable import Measured, judge
+    acc = {"clean": {"deformable": {"deformed": [0.80, 0.82, 0.84]},  # +4 points: decided
+                     "plain": {"deformed": [0.76, 0.78, 0.80]}},
+           "deformed": {"deformable": {"deformed": [0.80, 0.82, 0.84]},  # +1 point, noisy
+                        "plain": {"deformed": [0.79, 0.81, 0.83]}}}
+    offsets = {"deformed": {"scale": {"elasticity": 0.5, "elasticity_se": 0.25, "images": 50}}}
+    timing = {"clean per seed": 20.0, "deformed per seed": 30.0, "elasticity per image": 0.1}
+    v = judge(Measured(acc, {}, {}, {}, offsets, None, None, timing))
+    decided = "deformable beats plain on deformed test images (trained clean)"
+    noisy = "deformable beats plain on deformed test images (trained deformed)"
+    scale = "offsets adapt to the object's scale (trained deformed)"
+    assert v.claims[decided] == "supported" and decided not in v.power
+    assert v.claims[noisy] == "inconclusive"
+    est = v.power[noisy]
+    assert est["n"] == 3 and est["needed"] > 3 and est["seconds"] == pytest.approx(
+        30.0 * est["needed"])
+    # Elasticity 0.5 +- 0.25: the rule needs mean / SE >= 3, so (3 / 2)^2 x 50 = 112.5 images.
+    assert v.claims[scale] == "inconclusive"
+    assert v.power[scale]["unit"] == "images" and v.power[scale]["needed"] == 113
+    # One seed: the margin's 0.5-point floor sets the SE; more seeds cannot decide it.
+    one = {pr: {net: {"deformed": a["deformed"][:1]} for net, a in d.items()}
+           for pr, d in acc.items()}
+    one["deformed"]["plain"]["deformed"] = [0.795]
+    w = judge(Measured(one, {}, {}, {}, offsets, None, None, timing))
+    assert w.claims[noisy] == "inconclusive" and w.power[noisy]["needed"] is None
+    assert "cannot raise" in w.power[noisy]["text"]

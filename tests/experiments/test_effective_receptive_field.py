@@ -173,3 +173,14 @@ def test_edge_mass_flags_a_field_cut_by_the_canvas():
     flat = torch.ones(1, 41, 41)
     border = 41 * 41 - (41 - 2 * EDGE) ** 2
     assert heatmap_stats(flat, (20, 20), 41, 1, 0)["edge_mass"] == pytest.approx(border / 41**2)
+
+
+def test_inconclusive_changes_get_power_estimates_and_decided_ones_none():
+    from cnnzoo.experiments.effective_receptive_field import change_power
+    cases = {"plain-8": ("supported", 0.3, 5.0), "residual-8": ("inconclusive", 0.2, 1.5),
+             "deformable-8": ("not supported", 0.02, 0.4)}
+    est = change_power(cases, 3, 60.0)
+    assert set(est) == {"residual-8"}
+    # z 1.5 against Z = 3: the SE must halve -> 4 x 3 seeds.
+    assert est["residual-8"]["needed"] == 12 and est["residual-8"]["seconds"] == 720.0
+    assert change_power({"plain-8": ("supported", 0.3, 5.0)}, 3, 60.0) == {}

@@ -271,3 +271,23 @@ def test_wait_for_idle_returns_once_the_machine_is_quiet(monkeypatch):
     waited = timing.wait_for_idle(10.0, max_load=OTHER_LOAD_MAX, sample_s=0.01)
     assert 0.03 <= waited < 1.0
     assert next(shares, "done") == "done"  # three samples: busy, busy, quiet
+
+
+def test_inconclusive_fits_get_a_power_entry_and_decided_ones_none():
+    from cnnzoo.experiments._zoo_timing import Fit
+    from cnnzoo.experiments.efficiency import fit_power, fits_power
+
+    def fit(r2, loo):
+        return Fit(10.0, 1.0, r2, 11, loo, "vgg16", 20.0, r2_verdict(r2, loo, 0.0))
+
+    weak, strong = fit(0.65, 0.6), fit(0.95, 0.9)
+    assert weak.verdict == "inconclusive" and strong.verdict == "supported"
+    est = fit_power(weak, 0.0, 120.0)
+    assert est["needed"] is None and est["seconds"] is None
+    assert "no standard error" in est["text"] and "0.650" in est["text"]
+    # Inconclusive because of other processes' load: a rerun on an idle machine decides it.
+    busy = fit_power(strong, 0.3, 120.0)
+    assert busy["seconds"] == 120.0 and "idle machine" in busy["text"]
+    assert "fewer than 4 models" in fit_power(fit(0.9, math.nan), None, 1.0)["text"]
+    assert set(fits_power({1: weak, 16: strong}, 0.0, 1.0)) == {
+        "operations predict time, batch 1"}

@@ -164,3 +164,30 @@ def test_tiny_preset_end_to_end(tmp_path):
         "not supported" if ratio - 2 * r_se >= SHORT_REJECTED else "inconclusive")
     verdicts = set(claims.values())
     assert saved["verdict"] == (verdicts.pop() if len(verdicts) == 1 else "mixed")
+
+
+def test_inconclusive_claims_get_power_estimates_and_decided_ones_none():
+    from cnnzoo.experiments.paths import DECAY, SHORT, judge, power
+    # factor 0.5 +- 0.05: decided; ratio 0.7 +- 0.06: 1.67 SE under 0.8, inconclusive.
+    s = {"decay_factor": 0.5, "decay_factor_se": 0.05, "length_ratio": 0.7,
+         "length_ratio_se": 0.06}
+    claims = judge(s, trained=True)
+    assert claims == {DECAY: "supported", SHORT: "inconclusive"}
+    est = power(s, claims, True, seeds=2, samples=50, seconds_per_seed=100.0,
+                seconds_per_sample=0.5)
+    assert DECAY not in est
+    assert est[SHORT]["unit"] == "seeds" and est[SHORT]["needed"] == 3  # 2 x (2 / 1.67)^2
+    assert est[SHORT]["seconds"] == pytest.approx(300.0)
+    # One seed: the SE is the path sampling's, so the units are samples per length.
+    one = power(s, claims, True, seeds=1, samples=50, seconds_per_seed=100.0,
+                seconds_per_sample=0.5)
+    assert one[SHORT]["unit"] == "samples per length" and one[SHORT]["needed"] == 72
+    # Between the two thresholds, more units do not decide it at the measured value.
+    mid = {**s, "length_ratio": 0.85}
+    est = power(mid, judge(mid, True), True, seeds=2, samples=50, seconds_per_seed=1.0,
+                seconds_per_sample=1.0)
+    assert est[SHORT]["needed"] is None and "between the thresholds" in est[SHORT]["text"]
+    # An untrained net: both inconclusive, and more seeds are not the remedy.
+    est = power(s, judge(s, False), False, seeds=2, samples=50, seconds_per_seed=1.0,
+                seconds_per_sample=1.0)
+    assert set(est) == {DECAY, SHORT} and all(e["needed"] is None for e in est.values())

@@ -68,6 +68,7 @@ import numpy as np
 import torch
 
 from cnnzoo.data.augment import resize
+from cnnzoo.experiments._power_floor import floored_power, margin_floor_binds, no_estimate
 from cnnzoo.experiments._scaling_plan import Variant, build, plan
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
@@ -78,6 +79,8 @@ METHODS = ("width", "depth", "resolution", "compound")
 MARGIN = 2.0  # standard errors, as common.margin
 FLOOR = 0.005  # the standard error floor of one accuracy (0.5 points), as common.margin
 PAPER_FIG8_GAIN = 2.5  # points: compound over single-dimension scaling of B0, at most
+SATURATES = "each single dimension saturates"
+COMPOUND_BEST = "compound is best for the MACs"
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"base_width": 0.25, "base_depth": 0.2, "base_resolution": 16, "phis": [1.0, 2.0],
@@ -202,17 +205,73 @@ def gain_drop(points: Sequence[tuple[float, list[float]]]) -> tuple[float, float
            for _, a in points]
     spans = [math.log2(b / a) for a, b in zip(macs, macs[1:], strict=False)]
     gains = [(means[i + 1] - means[i]) / spans[i] for i in range(len(spans))]
-    first, last = spans[0], spans[-1]
-    n = len(points)
-    # drop = (a1 - a0)/first - (a_n-1 - a_n-2)/last: each accuracy's coefficient, then the
-    # variance of a linear combination of independent means.
+    se = math.sqrt(sum((c * s) ** 2 for c, s in zip(_drop_coefs(macs), ses, strict=True)))
+    return gains[0] - gains[-1], se, gains
+
+
+def _drop_coefs(macs: Sequence[float]) -> list[float]:
+    """drop = (a1 - a0)/first - (a_n-1 - a_n-2)/last: each accuracy's coefficient, for the
+    variance of a linear combination of independent means."""
+    spans = [math.log2(b / a) for a, b in zip(macs, macs[1:], strict=False)]
+    first, last, n = spans[0], spans[-1], len(macs)
     coef = [0.0] * n
     coef[0] -= 1 / first
     coef[1] += 1 / first
     coef[n - 1] -= 1 / last
     coef[n - 2] += 1 / last
-    se = math.sqrt(sum((c * s) ** 2 for c, s in zip(coef, ses, strict=True)))
-    return gains[0] - gains[-1], se, gains
+    return coef
+
+
+def drop_floor_binds(points: Sequence[tuple[float, list[float]]]) -> tuple[bool, float]:
+    """Whether the FLOOR, not the seeds' spread, sets `gain_drop`'s standard error, and the
+    standard error the floor alone gives (the least any number of seeds can reach).
+
+    The floor binds when the unfloored standard error (0 with one seed) is at most the
+    floor-only one: then more seeds leave the standard error at least that large.
+    """
+    coef = _drop_coefs([m for m, _ in points])
+    raw = math.sqrt(sum((c * (mean_std(a)[1] / math.sqrt(len(a)) if len(a) > 1 else 0.0)) ** 2
+                        for c, (_, a) in zip(coef, points, strict=True)))
+    floor_only = FLOOR * math.sqrt(sum(c * c for c in coef))
+    return raw <= floor_only, floor_only
+
+
+def seconds_per_seed(p: dict[str, Any], results: Sequence[Trained]) -> float:
+    """Training time of one seed of every network, from the measured epoch times."""
+    return float(sum(np.mean(r.epoch_time_s) for r in results)) * p["epochs"]
+
+
+def power(p: dict[str, Any], results: Sequence[Trained], curve: dict[str, list[Trained]],
+          saturation: dict[str, dict[str, Any]], top: dict[str, Any],
+          claims: dict[str, str]) -> dict[str, Any]:
+    """Power estimates (`_power_floor.floored_power`, over seeds) for the claims left
+    inconclusive or mixed: per inconclusive dimension for saturation, the top budget's margin
+    for compound-is-best."""
+    n, sps = p["seeds"], seconds_per_seed(p, results)
+    out: dict[str, Any] = {}
+    if claims[SATURATES] in ("inconclusive", "mixed"):
+        cases = {}
+        for m, s in saturation.items():
+            if s["verdict"] != "inconclusive":
+                continue
+            if "t" not in s:
+                cases[m] = no_estimate(f"{s['reason']}; needs at least two budgets (phis) "
+                                       f"with increasing MACs", n)
+                continue
+            pts = [(r.macs, r.test_acc) for r in curve[m]]
+            binds, floor_se = drop_floor_binds(pts)
+            cases[m] = floored_power(
+                s["t"], n, seconds_per_unit=sps, floor_binds=binds,
+                floor_note=f"at best |t| = {abs(s['drop']) / floor_se:.2f}")
+        if cases:  # a mixed claim with no inconclusive dimension has nothing to estimate
+            out[SATURATES] = cases
+    if claims[COMPOUND_BEST] == "inconclusive":
+        comp = curve["compound"][-1]
+        best = curve[top["best_single"]][-1]
+        out[COMPOUND_BEST] = floored_power(
+            top["margin"], n, seconds_per_unit=sps,
+            floor_binds=margin_floor_binds(comp.test_acc, best.test_acc))
+    return out
 
 
 def three_way(t: float) -> str:
@@ -231,6 +290,7 @@ class Verdicts:
     per_budget: list[dict[str, Any]]
     no_gain: list[str]
     claims: dict[str, str]
+    power: dict[str, Any]
 
 
 def judge(p: dict[str, Any], results: list[Trained]) -> Verdicts:
@@ -288,9 +348,9 @@ def judge(p: dict[str, Any], results: list[Trained]) -> Verdicts:
                if max(mean_std(r.test_acc)[0] for r in curve[m][1:])
                - mean_std(base.test_acc)[0] < MARGIN * FLOOR]
     best_claim = top["verdict"]
-    claims = {"each single dimension saturates": sat_claim,
-              "compound is best for the MACs": best_claim}
-    return Verdicts(base, curve, saturation, per_budget, no_gain, claims)
+    claims = {SATURATES: sat_claim, COMPOUND_BEST: best_claim}
+    return Verdicts(base, curve, saturation, per_budget, no_gain, claims,
+                    power(p, results, curve, saturation, top, claims))
 
 
 # ---- finding -----------------------------------------------------------------------------
@@ -349,12 +409,16 @@ def finding(ctx: Context, splits: Splits, results: list[Trained], verdicts: Verd
             f"{r.variant.method}{r.variant.step} {np.mean(r.epoch_time_s):.1f}"
             for r in results) + ".",
     ]
+    details += _power_lines(v.power)
+    drops = ", ".join(f"{m} {100 * s['drop']:+.2f}" for m, s in saturation.items() if "drop" in s)
     paper = (
-        f"Paper Fig. 3: width, depth and resolution scaling of B0 each flatten near 80% "
-        f"top-1 (ImageNet); Fig. 8: compound scaling of B0 beats every single dimension by up "
-        f"to {PAPER_FIG8_GAIN} points at the same FLOPS. Ours at {top['compound_macs'] / 1e6:.2f}M"
-        f" MACs: compound {100 * (top['compound_test_acc'] - top['best_single_test_acc']):+.2f}"
-        f" points over the best single dimension ({top['best_single']})."
+        f"Paper Fig. 3 (ImageNet): width, depth and resolution scaling of B0 each flatten near "
+        f"80% top-1; ours, gain per doubling first -> last segment falls by {drops or 'n/a'} "
+        f"points. Paper Fig. 8 / Table 3: compound scaling beats every single dimension at the "
+        f"same FLOPS, by up to {PAPER_FIG8_GAIN} points for B0 (1.4 for scaled MobileNetV1); "
+        f"ours at {top['compound_macs'] / 1e6:.2f}M MACs: compound "
+        f"{100 * (top['compound_test_acc'] - top['best_single_test_acc']):+.2f} points over the "
+        f"best single dimension ({top['best_single']})."
     )
     measured = {
         "base": _scaling_dict(base.variant.scaling),
@@ -367,9 +431,22 @@ def finding(ctx: Context, splits: Splits, results: list[Trained], verdicts: Verd
         "saturation": saturation,
         "per_budget": per_budget,
         "no_gain": no_gain,
+        "power": v.power,
     }
     return Finding(combine_verdicts(verdicts.claims.values()), summary, measured, paper=paper,
                    details=details, claims=verdicts.claims)
+
+
+def _power_lines(power_: dict[str, Any]) -> list[str]:
+    """One details line per inconclusive claim (per inconclusive case for saturation)."""
+    lines = []
+    for claim, est in power_.items():
+        if "text" in est:
+            lines.append(f"Power ({claim}, inconclusive): {est['text']}.")
+        else:
+            lines += [f"Power ({claim}, {case} inconclusive): {e['text']}."
+                      for case, e in est.items()]
+    return lines
 
 
 def _scaling_dict(s: CompoundScaling) -> dict[str, Any]:

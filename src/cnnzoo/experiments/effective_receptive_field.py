@@ -65,7 +65,8 @@ at depths 8, 20, 32 on 20,000 images x 8 epochs).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -84,6 +85,7 @@ from cnnzoo.experiments._erf_maps import (
     sqrt_fit,
     theoretical_field,
 )
+from cnnzoo.experiments._power_floor import floored_power
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, fit, load_splits, mean_std, pct
 
@@ -167,6 +169,7 @@ class Erfs:
     theory: dict[int, dict[str, Any]]
     stats: dict[str, dict[str, dict[int, list[dict[str, Any]]]]]
     accs: dict[str, dict[int, list[float]]]
+    seconds_per_seed: float = math.nan  # measured: every family and depth of one seed
 
 
 def measure(ctx: Context, splits: Splits, x: torch.Tensor) -> Erfs:
@@ -187,6 +190,7 @@ def measure(ctx: Context, splits: Splits, x: torch.Tensor) -> Erfs:
     stats: dict[str, dict[str, dict[int, list[dict]]]] = {
         s: {f: {} for f in FAMILIES} for s in ("init", "trained")}
     accs: dict[str, dict[int, list[float]]] = {f: {} for f in FAMILIES}
+    start = time.perf_counter()
     for i in range(p["seeds"]):
         seed = ctx.seed + i
         for family in FAMILIES:
@@ -216,7 +220,7 @@ def measure(ctx: Context, splits: Splits, x: torch.Tensor) -> Erfs:
             ctx.log(f"seed {seed} {family}: init r95 " + ", ".join(
                 f"{d}: {runs[-1]['r95']:.1f}" for d, runs in stats["init"][family].items()))
 
-    return Erfs(theory, stats, accs)
+    return Erfs(theory, stats, accs, (time.perf_counter() - start) / p["seeds"])
 
 
 # ---- verdict ------------------------------------------------------------------------------
@@ -256,6 +260,7 @@ class Verdicts:
     gauss_share: float
     training: dict[str, tuple[str, float, float]]
     deform: dict[str, tuple[str, float, float]]
+    power: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def judge(p: dict[str, Any], m: Erfs) -> Verdicts:
@@ -301,7 +306,22 @@ def judge(p: dict[str, Any], m: Erfs) -> Verdicts:
               for d in p["train_depths"]}
     claims["deformable offsets change the ERF (trained)"] = combine_verdicts(
         [v for v, _, _ in deform.values()])
-    return Verdicts(claims, per, gauss_share, training, deform)
+    power = {claim: change_power(cases, p["seeds"], m.seconds_per_seed)
+             for claim, cases in (("training changes the ERF", training),
+                                  ("deformable offsets change the ERF (trained)", deform))
+             if claims[claim] in ("inconclusive", "mixed")}
+    return Verdicts(claims, per, gauss_share, training, deform,
+                    {c: e for c, e in power.items() if e})
+
+
+def change_power(cases: dict[str, tuple[str, float, float]], seeds: int,
+                 seconds_per_seed: float) -> dict[str, Any]:
+    """Seeds that would decide each inconclusive case of `change_verdict` at its measured
+    change: t is its z against Z standard errors; the SE (seed spread plus the bootstrap's
+    mean-of-seeds term) shrinks like 1 / sqrt(seeds). With one seed there is no seed spread
+    yet, so the estimate is a lower bound."""
+    return {case: floored_power(z, seeds, seconds_per_unit=seconds_per_seed, z=Z)
+            for case, (verdict, _, z) in cases.items() if verdict == "inconclusive"}
 
 
 # ---- finding ------------------------------------------------------------------------------
@@ -347,6 +367,8 @@ def finding(ctx: Context, m: Erfs, v: Verdicts) -> Finding:
         "deformable_vs_residual": {k: {"verdict": v, "relative": round(r, 4), "z": round(z, 2)}
                                    for k, (v, r, z) in deform.items()},
         "val_acc": {f: {str(d): v for d, v in a.items()} for f, a in accs.items()},
+        "seconds_per_seed": m.seconds_per_seed,
+        "power": v.power,
     }
 
     def r95(state: str, f: str, d: int) -> str:
@@ -385,12 +407,18 @@ def finding(ctx: Context, m: Erfs, v: Verdicts) -> Finding:
         details.append(f"more than 1% of the gradient mass lies within {EDGE} px of the "
                        f"canvas border for {', '.join(cut)}: the field reaches past the input, "
                        "so its r95 is a lower bound")
+    details += [f"Power ({claim}, {case} inconclusive): {e['text']}."
+                for claim, cases in v.power.items() for case, e in cases.items()]
+    ratios = ", ".join(f"{f} {mean_of(init[f][hi], 'ratio'):.2f}" for f in per)
+    changes = ", ".join(f"{k} {100 * r:+.0f}%" for k, (_, r, _) in training.items())
     return Finding(
         combine_verdicts(claims.values()), summary, measured, claims=claims, details=details,
-        paper=("Luo et al. show the ERF is Gaussian, grows as O(sqrt(n)) with n layers while "
-               "the theoretical RF grows as O(n), so the ERF occupies a fraction shrinking as "
-               "O(1/sqrt(n)); and that it grows during training (CIFAR-10 and CamVid). "
-               f"Here the exponents are {fit_txt} and the ratio at depth {hi} is given above."))
+        paper=("Luo et al. (Fig. 1-2, §2-3): the ERF is Gaussian, grows as O(sqrt(n)) with n "
+               "layers (exponent 1/2) while the theoretical RF grows as O(n), so it occupies a "
+               "fraction shrinking as O(1/sqrt(n)); training enlarges it (before vs after "
+               f"training, CIFAR-10 and CamVid). Ours: exponent vs the RF {fit_txt or 'n/a'}; "
+               f"2 r95 / theoretical side at depth {hi}: {ratios}; Gaussian-like "
+               f"{100 * gauss_share:.0f}% of heatmaps; r95 change with training: {changes}."))
 
 
 # ---- plots --------------------------------------------------------------------------------

@@ -265,6 +265,39 @@ def r2_verdict(r2: float, leave_one_out_min: float, other_load: float | None = N
     return "inconclusive"
 
 
+def claim_of(batch: int) -> str:
+    return f"operations predict time, batch {batch}"
+
+
+def fits_power(fits: dict[int, Fit], other_load: float | None, timing_wall_s: float
+               ) -> dict[str, dict[str, Any]]:
+    """`fit_power` for each inconclusive fit, keyed by its claim; decided fits get none."""
+    return {claim_of(b): fit_power(f, other_load, timing_wall_s) for b, f in fits.items()
+            if f.verdict == "inconclusive"}
+
+
+def fit_power(f: Fit, other_load: float | None, timing_wall_s: float) -> dict[str, Any]:
+    """What would decide an inconclusive fit. The rule is on r² and the leave-one-out r²,
+    point values with no standard error: r² across architectures is not a mean over units,
+    so more timed runs or models do not move it toward a threshold at a known rate and no
+    number of units can be computed ("needed" None). A fit made inconclusive by other
+    processes' load is decided by timing again on an idle machine: `timing_wall_s`."""
+    if other_load is not None and other_load > OTHER_LOAD_MAX:
+        return {"t": None, "n": f.n, "unit": "models", "needed": None,
+                "seconds": timing_wall_s,
+                "text": (f"other processes took {other_load:.0%} of the CPU while timing (limit "
+                         f"{OTHER_LOAD_MAX:.0%}): timing the {f.n} models again on an idle "
+                         f"machine (~{timing_wall_s / 60:.0f} min here) would decide it")}
+    why = ("fewer than 4 models, so no leave-one-out r² can clear "
+           f"{R2_LEAVE_ONE_OUT}: time at least 4 models" if math.isnan(f.leave_one_out_min_r2)
+           else f"r² {f.r2:.3f} (supported >= {R2_SUPPORTED}, rejected < {R2_REJECTED}), lowest "
+                f"leave-one-out r² {f.leave_one_out_min_r2:.3f} (needs >= {R2_LEAVE_ONE_OUT})")
+    return {"t": None, "n": f.n, "unit": "models", "needed": None, "seconds": None,
+            "text": (f"no power estimate: {why}; the rule is on point values of r² with no "
+                     "standard error, and r² across architectures does not converge with more "
+                     "timed runs or models at a known rate")}
+
+
 # ---- finding ------------------------------------------------------------------------------
 
 
@@ -272,7 +305,7 @@ def _finding(ctx: Context, comparison: Comparison, timing: TimingAnalysis,
              published: list[PublishedPoint], user: list[AccuracyPoint],
              run_notes: list[str]) -> Finding:
     fits = timing.fits
-    claims = {f"operations predict time, batch {b}": f.verdict for b, f in fits.items()}
+    claims = {claim_of(b): f.verdict for b, f in fits.items()}
     verdict = combine_verdicts(f.verdict for f in fits.values())
     env = timing.env
     fit_text = "; ".join(
@@ -325,14 +358,18 @@ def _finding(ctx: Context, comparison: Comparison, timing: TimingAnalysis,
               f"({pct(cheapest.accuracy)} at {cheapest.macs / best.macs:.2f}x its MACs).")
     details += [f"runs not read: {n}" for n in run_notes]
     details += [f"Published figure for {q.model}: {q.note}." for q in published if q.note]
+    power = fits_power(fits, load, timing.wall_time_s)
+    details += [f"Power ({claim}, inconclusive): {e['text']}." for claim, e in power.items()]
     paper = (
-        "Canziani et al. time their networks on an NVIDIA Jetson TX1 and find inference time "
-        "linear in the operation count across architectures, with VGG by far the most "
-        "expensive in operations and parameters; here the line's r² is "
-        + ", ".join(f"{f.r2:.3f} at batch {b}" for b, f in fits.items())
-        + " on a CPU. Their Figure 2 (top-1 vs operations, bubble = parameters) is redrawn "
-        "with the published top-1 of the zoo's models.")
+        "Canziani et al. (Fig. 1-2, NVIDIA Jetson TX1): inference time is linear in the "
+        "operation count across architectures (\"operations are a reliable estimate of the "
+        "inference time\"), and top-1 vs operations (bubble = parameters) shows VGG by far the "
+        "most expensive in operations and parameters for its accuracy. Ours, on a CPU: the "
+        "line's r² is " + ", ".join(f"{f.r2:.3f} at batch {b}" for b, f in fits.items())
+        + "; the top-1 vs operations figure is redrawn with the published top-1 of the zoo's "
+        "models.")
     measured = _measured(side, comparison, timing, published, user)
+    measured["power"] = power
     return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
 
 

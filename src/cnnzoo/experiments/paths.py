@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Sequence
 from itertools import combinations
 from typing import Any
@@ -64,6 +65,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cnnzoo.experiments._power_floor import floored_power, no_estimate
 from cnnzoo.experiments._veit import BlockParts, block_parts, residual_blocks, train_cifar_net
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import load_splits, mean_std, normalized_batch
@@ -230,6 +232,7 @@ def _measure(ctx: Context, model: CifarResNet, batches: list[tuple[torch.Tensor,
 
 def _paths_one(ctx: Context, splits: Any, seed: int) -> dict[str, Any]:
     p = ctx.params
+    start = time.perf_counter()
     model, rows = train_cifar_net(ctx, splits, depth=p["depth"], width=p["width"], shortcut=True,
                                   epochs=p["epochs"], lr=p["lr"], batch_size=p["batch_size"],
                                   seed=seed)
@@ -237,14 +240,69 @@ def _paths_one(ctx: Context, splits: Any, seed: int) -> dict[str, Any]:
     # disjoint, seeded, and each with an equal share per class.
     batches = [normalized_batch(splits.train, p["grad_batch"], seed=seed, start=i * p["grad_batch"])
                for i in range(p["batches"])]
+    trained_at = time.perf_counter()
     means, stds, counts = _measure(ctx, model, batches, random.Random(seed))
+    done = time.perf_counter()
     n = len(means) - 1
     total = [m * c for m, c in zip(means, path_length_counts(n), strict=True)]
     shares = [t / sum(total) for t in total]
     ctx.log(f"seed {seed}: gradient per path k=0..{n}: "
             + " ".join(f"{m:.2e}" for m in means))
     return {"seed": seed, "val_acc": [r["val_acc"] for r in rows], "magnitude": means,
-            "magnitude_std": stds, "measurements": counts, "total": total, "shares": shares}
+            "magnitude_std": stds, "measurements": counts, "total": total, "shares": shares,
+            "train_s": trained_at - start, "sample_s": done - trained_at}
+
+
+DECAY = "gradient per path shrinks with its length"
+SHORT = "most gradient comes from short paths"
+
+
+def judge(s: dict[str, Any], trained: bool) -> dict[str, str]:
+    """Both claims' verdicts by the module docstring's rules, from the seed-mean numbers `s`
+    (length_ratio, decay_factor and their standard errors)."""
+    ratio, factor = s["length_ratio"], s["decay_factor"]
+    ratio_se, factor_se = s["length_ratio_se"], s["decay_factor_se"]
+    claims = {
+        DECAY: ("supported" if factor + 2 * factor_se < DECAY_SUPPORTED else
+                "not supported" if factor - 2 * factor_se >= 1.0 else "inconclusive"),
+        SHORT: ("supported" if ratio + 2 * ratio_se <= SHORT_SUPPORTED else
+                "not supported" if ratio - 2 * ratio_se >= SHORT_REJECTED else "inconclusive"),
+    }
+    if not trained:  # the claim is about trained nets; an untrained one cannot test it
+        claims = dict.fromkeys(claims, "inconclusive")
+    return claims
+
+
+def power(s: dict[str, Any], claims: dict[str, str], trained: bool, *, seeds: int,
+          samples: int, seconds_per_seed: float, seconds_per_sample: float) -> dict[str, Any]:
+    """Power estimates for the inconclusive claims. t is the distance to the threshold the
+    estimate lies beyond, in SE: (0.9 - factor) / SE below 0.9, (factor - 1) / SE at or above
+    1; (0.8 - ratio) / SE below 0.8, (ratio - 0.95) / SE above 0.95; an estimate between its
+    two thresholds cannot be decided by more units at the measured value. With several seeds
+    the SE is over seeds; with one, over the sampled paths (units: samples per length; it
+    leaves out how much the training run moves the numbers)."""
+    unit, n, spu = (("seeds", seeds, seconds_per_seed) if seeds > 1 else
+                    ("samples per length", samples, seconds_per_sample))
+    stats = {DECAY: (s["decay_factor"], s["decay_factor_se"], DECAY_SUPPORTED, 1.0),
+             SHORT: (s["length_ratio"], s["length_ratio_se"], SHORT_SUPPORTED, SHORT_REJECTED)}
+    out: dict[str, Any] = {}
+    for claim, (value, se, low, high) in stats.items():
+        if claims[claim] != "inconclusive":
+            continue
+        if not trained:
+            out[claim] = no_estimate(f"the net is not trained (< {TRAINED_MIN_MARGIN:g} points "
+                                     "above chance): more epochs, not more seeds, would decide "
+                                     "it", n, unit)
+        elif not se or not math.isfinite(value):
+            out[claim] = no_estimate("no finite estimate and standard error", n, unit)
+        elif low <= value < high or (value == high and claim == SHORT):
+            out[claim] = no_estimate(f"the estimate {value:.3f} lies between the thresholds "
+                                     f"{low:g} and {high:g}, so at the measured value no number "
+                                     f"of {unit} decides it", n, unit)
+        else:
+            t = (low - value) / se if value < low else (value - high) / se
+            out[claim] = floored_power(t, n, seconds_per_unit=spu, unit=unit)
+    return out
 
 
 def _plots(ctx: Context, n: int, counts: list[int], s: dict[str, Any], seeds: int) -> None:
@@ -337,19 +395,14 @@ def run(ctx: Context) -> Finding:
 
     ratio, factor = s["length_ratio"], s["decay_factor"]
     ratio_se, factor_se = s["length_ratio_se"], s["decay_factor_se"]
-    claims = {
-        "gradient per path shrinks with its length": (
-            "supported" if factor + 2 * factor_se < DECAY_SUPPORTED else
-            "not supported" if factor - 2 * factor_se >= 1.0 else "inconclusive"),
-        "most gradient comes from short paths": (
-            "supported" if ratio + 2 * ratio_se <= SHORT_SUPPORTED else
-            "not supported" if ratio - 2 * ratio_se >= SHORT_REJECTED else "inconclusive"),
-    }
     val = [r["val_acc"][-1] for r in runs]
     chance = 1 / splits.num_classes
     trained = mean_std(val)[0] >= chance + TRAINED_MIN_MARGIN / 100
-    if not trained:  # the claim is about trained nets; an untrained one cannot test it
-        claims = dict.fromkeys(claims, "inconclusive")
+    claims = judge(s, trained)
+    estimates = power(
+        s, claims, trained, seeds=len(runs), samples=p["samples"],
+        seconds_per_seed=sum(r["train_s"] + r["sample_s"] for r in runs) / len(runs),
+        seconds_per_sample=runs[0]["sample_s"] / p["samples"])
     verdict = combine_verdicts(claims.values())
     _plots(ctx, n, counts, s, len(runs))
 
@@ -384,14 +437,15 @@ def run(ctx: Context) -> Finding:
                        "short_rejected": SHORT_REJECTED, "central": CENTRAL,
                        "trained_min_margin_points": TRAINED_MIN_MARGIN},
         "chance": chance,
-        **s, "per_seed": runs,
+        **s, "per_seed": runs, "power": estimates,
     }
     paper = (
         f"Veit et al. Fig. 6 (ResNet-110, n = 54, CIFAR-10): the gradient of one path falls "
         f"roughly exponentially with its length, and the effective paths (most of the total "
         f"gradient) are 5-17 blocks long, against a median path length of 27 (ratio of their "
-        f"centre ~11 to 27: about 0.4). Here, n = {n}: effective lengths {lo}-{hi}, weighted "
-        f"mean {s['weighted_mean_length']:.2f} against {n / 2:g} (ratio {ratio:.2f})."
+        f"centre ~11 to 27: about 0.4). Ours, n = {n}: effective lengths {lo}-{hi}, weighted "
+        f"mean {s['weighted_mean_length']:.2f} against {n / 2:g} (ratio {ratio:.2f}), "
+        f"per-block factor {factor:.2f}."
     )
     details = [
         "Each measurement is exactly one path's gradient: k blocks pass it through their "
@@ -399,5 +453,5 @@ def run(ctx: Context) -> Finding:
         "forward mask kept (the 2^n path gradients then sum to the true gradient; tested).",
         f"Measurements per length: {runs[0]['measurements']} (all (path, batch) pairs where "
         f"there are at most {p['samples']}).",
-    ]
+    ] + [f"Power ({claim}, inconclusive): {est['text']}." for claim, est in estimates.items()]
     return Finding(verdict, summary, measured, paper=paper, details=details, claims=claims)
