@@ -55,6 +55,14 @@ seed): 197 s in the documented run on 2 cores (a 1-epoch trial on 6,000 images t
 of which the 30-block depth-only network took 41 s); full (three budgets, 13 networks, 30,000
 images, 12 epochs, 2 seeds) estimated at ~6 hours on 2 cores from the trial's cost per image
 (not run).
+
+Standard preset (issue 15; committed before its first run): the B0-layout baseline at
+width 0.25, depth 0.3, 28 px, scaled to compound phi = 1 and 2 (each single dimension matched
+to the compound's MACs), 5,000 training images for 8 epochs, 2 seeds, test on 10,000 images.
+Why: in the quick run (3 epochs, one seed) width and depth scaling never beat the baseline,
+so nothing could saturate: the nets were undertrained; 8 epochs bring them nearer their
+plateau, where the accuracy gain per doubling of MACs is what Tan & Le's Fig. 3 plots, and a
+second seed measures the spread. Estimated ~24 min on 2 cores.
 """
 
 from __future__ import annotations

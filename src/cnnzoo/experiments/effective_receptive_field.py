@@ -60,6 +60,12 @@ Run time (2 CPU cores, AMD EPYC): tiny a few seconds; quick 133 s measured (init
 depths 8-32, 3 families x 2 seeds trained at depth 20 on 5,000 images x 3 epochs); full
 about 40 minutes, extrapolated, not run (depths 8-56 at 252 x 252, width 16, 3 seeds trained
 at depths 8, 20, 32 on 20,000 images x 8 epochs).
+
+Standard preset (issue 15; committed before its first run): ERFs at depths 8-44 (width 8),
+networks trained at depths 8, 20 and 32, 3 seeds, 5 epochs on 5,000 images, 96 mosaic
+canvases of 140 px. Why: "training changes the ERF" was mixed on one trained depth and 2
+seeds; three trained depths and 3 seeds give each change a spread over networks, and the
+extra depth (44) extends the sqrt(depth) fit. Estimated ~10 min on 2 cores.
 """
 
 from __future__ import annotations
