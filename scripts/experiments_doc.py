@@ -55,6 +55,13 @@ then `.venv/bin/python scripts/experiments_doc.py`.
 MACHINE = "family 25, model 17: Zen 4 with AVX-512; 2 vCPUs, 24 GiB RAM, no GPU"
 
 
+def _precisions(found: set[str]) -> str:
+    """'fp32', or the precisions found when some run asked for bf16 (its command says so)."""
+    if found <= {"fp32"}:
+        return "fp32"
+    return " and ".join(sorted(found)) + " (each run's command says which)"
+
+
 def _short(paper: str) -> str:
     """'He et al. 2015, Deep Residual ...' -> 'He et al. 2015' (authors and year)."""
     match = re.match(r"^(.*?\b(19|20)\d\d)\b", paper)
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/experiments.md")
     args = parser.parse_args(argv)
     root, out = Path(args.root), Path(args.out)
-    rows, sections, missing = [], [], []
+    rows, sections, missing, precisions = [], [], [], set()
     names = list_experiments()
     for name in [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]:
         path = root / name / "results.json"
@@ -77,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(path.read_text())
         exp = get_experiment(name)
         env = r["environment"]
+        precisions.add(env.get("precision", "fp32"))  # runs before --precision were all fp32
         rows.append(f"| [`{name}`](#{name}) | {_short(exp.paper)} | **{r['verdict']}** | "
                     f"{r['wall_s']:.0f} s | {FULL_ESTIMATE.get(name, '-')} |")
         body = finding_markdown(r, heading="##")
@@ -87,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     cpu = env["cpu"] if rows else "-"
     table = ["| experiment | paper | verdict (quick) | quick: wall | full: estimated |",
              "|---|---|---|---:|---:|", *rows]
-    machine = (f"All runs: {cpu} ({MACHINE}), torch {env['torch'] if rows else '-'}, fp32, "
+    machine = (f"All runs: {cpu} ({MACHINE}), torch {env['torch'] if rows else '-'}, "
+               f"{_precisions(precisions)}, "
                "one process with 2 torch threads; the runs held a lock so that no two experiments "
                "overlapped, but lighter jobs (tests, editing) sometimes shared the CPU, so a few "
                "wall times are pessimistic.")
