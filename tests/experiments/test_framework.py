@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from cnnzoo.cli import main
-from cnnzoo.experiments import EXPERIMENTS, Finding, experiment, run_experiment
+from cnnzoo.experiments import EXPERIMENTS, Finding, common, experiment, run_experiment
+from cnnzoo.experiments.base import Context
 from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin
+from cnnzoo.train import device as device_mod
 
 PRESETS = {"tiny": {"epochs": 1, "width": 4}, "quick": {"epochs": 2, "width": 8},
            "standard": {"epochs": 3, "width": 8}, "full": {"epochs": 3, "width": 16}}
@@ -97,6 +99,50 @@ def test_cli_runs_and_reports_errors_in_one_line(toy, tmp_path, capsys):
     assert err.count("\n") == 0 and "parameter width" in err
     assert main(["experiment", "--list"]) == 0
     assert "toy" in capsys.readouterr().out
+
+
+def test_precision_reaches_train_and_is_recorded(toy, tmp_path, monkeypatch, capsys):
+    asked = []
+    real_train = common.train
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs["precision"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(common, "train", spy)
+    # bf16 accepted on any CPU for this test (autocast runs there, emulated where not native).
+    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: True)
+    data = ["--preset", "tiny", "--data", "synthetic:1x8x8:4:200", "--quiet"]
+    assert main(["experiment", toy, *data, "--out", str(tmp_path / "bf16"),
+                 "--precision", "bf16"]) == 0
+    assert main(["experiment", toy, *data, "--out", str(tmp_path / "default")]) == 0
+    assert asked == ["bf16", "fp32"]  # fp32 when not asked, whatever the CPU has
+    for run, precision in (("bf16", "bf16"), ("default", "fp32")):
+        saved = json.loads((tmp_path / run / "results.json").read_text())
+        assert saved["environment"]["precision"] == precision
+    assert "--precision bf16`" in (tmp_path / "bf16" / "finding.md").read_text()
+    assert "--precision" not in (tmp_path / "default" / "finding.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse: only fp32 and bf16
+        main(["experiment", toy, *data, "--precision", "fp16"])
+    assert "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_bf16_experiment_on_a_cpu_without_it_fails_before_any_work(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr(device_mod, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(common, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    with pytest.raises(ValueError, match="precision: this CPU has no native bf16"):
+        run_experiment(toy, "tiny", data="synthetic:1x8x8:4:200", out=tmp_path, quiet=True,
+                       precision="bf16")
+    with pytest.raises(ValueError, match="precision: expected one of fp32, bf16"):
+        run_experiment(toy, "tiny", out=tmp_path, precision="half")
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_fit_takes_its_precision_from_the_context_only(tmp_path):
+    ctx = Context("x", "tiny", {}, 0, "synthetic:1x8x8:4:200", None, tmp_path, quiet=True)
+    with pytest.raises(ValueError, match="fit: precision comes from the experiment's context"):
+        fit(ctx, torch.nn.Linear(1, 1), None, epochs=1, precision="fp32")
 
 
 def test_margin_needs_a_real_difference():

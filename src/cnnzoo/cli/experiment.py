@@ -6,7 +6,7 @@ import argparse
 import json
 
 from cnnzoo.experiments import get_experiment, list_experiments, run_experiment
-from cnnzoo.experiments.base import resolve_params
+from cnnzoo.experiments.base import PRECISIONS, resolve_params
 
 
 def _override(text: str) -> tuple[str, str]:
@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None, help="folder holding the named data set")
     p.add_argument("--out", default=None, help="output directory (default experiments/NAME-PRESET)")
     p.add_argument("--seed", type=int, default=0, help="seed of every run (default 0)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="training precision: fp32 (the default, the same numbers on every CPU) "
+                        "or bf16 autocast, accepted where the CPU runs bf16 natively (AMX or "
+                        "AVX512-BF16; faster than fp32 with AMX only, see docs/train_speed.md); "
+                        "recorded in results.json")
     p.add_argument("--set", dest="overrides", type=_override, action="append", default=[],
                    metavar="NAME=VALUE", help="change a preset parameter, e.g. --set epochs=3 "
                    "(JSON values; repeatable)")
@@ -57,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(resolve_params(exp, args.preset, overrides), indent=2))
         return 0
     result = run_experiment(args.name, args.preset, data=args.data, data_dir=args.data_dir,
-                            out=args.out, seed=args.seed, quiet=args.quiet, **overrides)
+                            out=args.out, seed=args.seed, quiet=args.quiet,
+                            precision=args.precision, **overrides)
     f = result.finding
     print(f"{args.name} ({args.preset}): {f.verdict}")
     print(f.summary)

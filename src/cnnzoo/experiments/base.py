@@ -37,12 +37,15 @@ import torch
 from cnnzoo._version import __version__
 from cnnzoo.fileio import atomic_write, atomic_write_text, cpu_name
 from cnnzoo.profile.peak import cpu_flags
+from cnnzoo.train.device import resolve
 
 # "supported": the numbers show the claimed effect; "not supported": they contradict it;
 # "inconclusive": the effect is within the noise at this scale (say so, do not force it);
 # "mixed": some parts hold and some do not (the summary says which).
 VERDICTS = ("supported", "not supported", "inconclusive", "mixed")
 DEFAULT_DATA = "fashion-mnist"
+# Training precisions an experiment may run in; fp32 by default, whatever the device.
+PRECISIONS = ("fp32", "bf16")
 
 
 def combine_verdicts(verdicts: Iterable[str]) -> str:
@@ -141,6 +144,8 @@ class Context:
         data_dir: where to look for a named data set.
         out: the output directory (created at the first file written).
         quiet: no progress lines.
+        precision: "fp32" or "bf16" (autocast, on CPUs only with native bf16): how
+            `common.fit` trains; recorded in results.json's environment.
         plots: file names saved so far (for results.json and finding.md).
     """
 
@@ -152,6 +157,7 @@ class Context:
     data_dir: str | None
     out: Path
     quiet: bool = False
+    precision: str = "fp32"
     plots: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
@@ -250,8 +256,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return parsed
 
 
-def environment() -> dict[str, Any]:
-    """Where the numbers were measured: CPU, threads, versions."""
+def environment(precision: str = "fp32") -> dict[str, Any]:
+    """Where and how the numbers were measured: CPU, threads, training precision, versions."""
     return {
         "cpu": cpu_name(),
         # The name alone can be vague ("AMD EPYC"): family/model and the vector units say
@@ -260,6 +266,7 @@ def environment() -> dict[str, Any]:
         "cpu_flags": list(cpu_flags()),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "precision": precision,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -293,7 +300,8 @@ def seed_everything(seed: int) -> None:
 
 def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
                    data_dir: str | None = None, out: str | os.PathLike | None = None,
-                   seed: int = 0, quiet: bool = False, **overrides: Any) -> ExperimentResult:
+                   seed: int = 0, quiet: bool = False, precision: str = "fp32",
+                   **overrides: Any) -> ExperimentResult:
     """Run one experiment and write results.json, finding.md and its plots into `out`.
 
     Args:
@@ -305,18 +313,25 @@ def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
         out: output directory; default experiments/NAME-PRESET under the working directory.
         seed: seed of the runs.
         quiet: no progress lines on stderr.
+        precision: "fp32" (the default: the same numbers on every CPU) or "bf16" autocast
+            for the training runs, accepted where the device runs bf16 natively (on a CPU:
+            AMX or AVX512-BF16; faster with AMX only, see docs/train_speed.md).
         **overrides: preset parameters to change, e.g. epochs=3.
     """
     exp = get_experiment(name)
     name = exp.name  # an old alias runs, and is recorded, under the registered name
     params = resolve_params(exp, preset, overrides)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    resolve("auto", precision)  # refuse bf16 where it would be emulated, before any work
     out_dir = Path(out) if out is not None else Path("experiments") / f"{name}-{preset}"
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: exists and is not a directory")
-    ctx = Context(name, preset, params, seed, data or DEFAULT_DATA, data_dir, out_dir, quiet)
+    ctx = Context(name, preset, params, seed, data or DEFAULT_DATA, data_dir, out_dir, quiet,
+                  precision)
     seed_everything(seed)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    ctx.log(f"preset {preset}: {json.dumps(params)}")
+    ctx.log(f"preset {preset}, precision {precision}: {json.dumps(params)}")
     finding = exp.fn(ctx)
     if not isinstance(finding, Finding):
         raise TypeError(f"experiment {name!r} returned {type(finding).__name__}, not a Finding")
@@ -327,7 +342,7 @@ def run_experiment(name: str, preset: str = "quick", *, data: str | None = None,
         "verdict": finding.verdict, "claims": finding.claims, "summary": finding.summary,
         "measured": finding.measured, "paper_comparison": finding.paper,
         "details": finding.details, "plots": ctx.plots,
-        "environment": environment(), "started_at": started_at, "wall_s": round(wall_s, 1),
+        "environment": environment(precision), "started_at": started_at, "wall_s": round(wall_s, 1),
     }
     out_dir.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, default=_json) + "\n")
@@ -364,8 +379,11 @@ def finding_markdown(r: dict[str, Any], *, heading: str = "#") -> str:
     if r.get("plots"):
         lines.append("")
     threads = env["torch_threads"]
+    # Runs written before the option existed, and every fp32 run, have no flag to repeat.
+    bf16 = " --precision bf16" if env.get("precision", "fp32") != "fp32" else ""
     lines += [
-        f"Run: `cnnzoo experiment {r['experiment']} --preset {r['preset']} --seed {r['seed']}` "
+        f"Run: `cnnzoo experiment {r['experiment']} --preset {r['preset']} --seed {r['seed']}"
+        f"{bf16}` "
         f"on {r['data']}; {r['wall_s']:.0f} s wall on {env['cpu']} ({threads} torch threads), "
         f"torch {env['torch']}; parameters: `{json.dumps(r['params'])}`.", "",
     ]

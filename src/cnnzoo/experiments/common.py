@@ -94,10 +94,16 @@ def fit(ctx: Context, model: nn.Module, splits: Splits, *, epochs: int, seed: in
 
     Returns the trained model (eval mode) and the per-epoch metric rows (train_loss, train_acc,
     val_loss, val_acc, lr, epoch_time_s, ...). Options are TrainConfig fields (lr, batch_size,
-    schedule, weight_decay, crop_padding, hflip, ...); nothing is written to disk.
+    schedule, weight_decay, crop_padding, hflip, ...); nothing is written to disk. The
+    precision is the experiment's (`ctx.precision`, `cnnzoo experiment --precision`), never
+    an option: an experiment that fixed its own would ignore the flag without a word.
     """
+    if "precision" in options:
+        raise ValueError("fit: precision comes from the experiment's context (ctx.precision, "
+                         "--precision), not from an option")
     result = train(model, splits.train, val_data=splits.val, epochs=epochs,
-                   seed=ctx.seed if seed is None else seed, quiet=True, out=None, **options)
+                   seed=ctx.seed if seed is None else seed, quiet=True, out=None,
+                   precision=ctx.precision, **options)
     return result.model, result.metrics
 
 

@@ -176,7 +176,7 @@ def _train_variant(ctx: Context, v: Variant, splits: Splits, params: int,
         model = build(v.scaling, in_chans=splits.in_chans, num_classes=splits.num_classes)
         model, rows = fit(ctx, model, splits, epochs=p["epochs"], seed=seed,
                           batch_size=p["batch_size"], lr=p["lr"], momentum=0.9,
-                          weight_decay=5e-4, schedule="cosine", precision="fp32",
+                          weight_decay=5e-4, schedule="cosine",
                           image_size=None if native else side)
         out.test_acc.append(accuracy(model, splits.test,
                                      transform=None if native else lambda x: resize(x, side)))

@@ -222,8 +222,7 @@ def _train(ctx: Context, model: nn.Module, splits: Splits,
            seed: int) -> tuple[nn.Module, list[dict[str, Any]]]:
     p = ctx.params
     return fit(ctx, model, splits, epochs=p["epochs"], seed=seed, batch_size=p["batch_size"],
-               lr=p["lr"], momentum=0.9, weight_decay=5e-4, schedule="cosine",
-               precision="fp32")
+               lr=p["lr"], momentum=0.9, weight_decay=5e-4, schedule="cosine")
 
 
 def _gate_stats(gates: dict[str, torch.Tensor], labels: torch.Tensor,
