@@ -118,13 +118,8 @@ def bench(models: Sequence[str], backends: Sequence[str], batch_sizes: Sequence[
     for name in models:
         model = create_model(name, in_chans=c).eval()
         macs[name] = profile(model, (1, c, h, w)).macs_per_image  # counted on a meta copy
-        example = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
-        calibration = list(torch.randn(CALIBRATION_BATCHES * 8, c, h, w,
-                                       generator=torch.Generator().manual_seed(1)).split(8))
         for backend in backends:
-            built[name, backend] = deploy(
-                model, backend, example, threads=threads,
-                calibration=calibration if backend in REDUCED else None)
+            built[name, backend] = build(model, backend, (c, h, w), threads=threads)
             done += 1
             if progress:
                 progress(done, steps, f"built {name} {backend}")
@@ -149,6 +144,44 @@ def bench(models: Sequence[str], backends: Sequence[str], batch_sizes: Sequence[
                 progress(done, steps, f"round {r + 1}/{rounds} {entry[0]} {entry[1]} b{entry[2]}")
     rows = [_row(e, built[e[:2]], times[e], loads[e], macs[e[0]], peak) for e in entries]
     return BenchResult(rows, peak, (c, h, w), rounds, min_time_s)
+
+
+def build(model: torch.nn.Module, backend: str, input_shape: tuple[int, int, int], *,
+          threads: int | None = None) -> Deployed:
+    """`deploy` a model with random weights: checked on 2 seeded random images; bf16 and int8
+    on `CALIBRATION_BATCHES` seeded random-normal batches (see the module docstring)."""
+    c, h, w = input_shape
+    example = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    calibration = None
+    if backend in REDUCED:
+        calibration = list(torch.randn(CALIBRATION_BATCHES * 8, c, h, w,
+                                       generator=torch.Generator().manual_seed(1)).split(8))
+    return deploy(model, backend, example, threads=threads, calibration=calibration)
+
+
+def deployed_latency(models: Sequence[str], backend: str, batch_sizes: Sequence[int],
+                     input_shape: tuple[int, int, int], *, repeats: int = 3,
+                     max_repeats: int = 20, min_time_s: float = 0.5,
+                     progress: Callable[[int, int, str], None] | None = None,
+                     ) -> dict[tuple[str, int], float]:
+    """ms/image of `backend` per (model, batch size): the median of at least `repeats` calls
+    (more, up to `max_repeats`, until `min_time_s` are timed) after one warm-up call, as
+    `cnnzoo compare` times eager, so the two columns compare like with like."""
+    c, h, w = input_shape
+    out: dict[tuple[str, int], float] = {}
+    total, done = len(models) * len(batch_sizes), 0
+    for name in models:
+        built = build(create_model(name, in_chans=c).eval(), backend, input_shape)
+        for n in check_batch_sizes(batch_sizes):
+            x = torch.randn(n, c, h, w, generator=torch.Generator().manual_seed(n))
+            built(x)  # warm-up: a compiled backend specialises on the batch size here
+            calls = time_calls(lambda built=built, x=x: built(x), device="cpu",
+                               repeats=repeats, max_repeats=max_repeats, min_time_s=min_time_s)
+            out[name, n] = statistics.median(calls) * 1e3 / n
+            done += 1
+            if progress:
+                progress(done, total, f"{name} {backend} batch {n}")
+    return out
 
 
 def _agreement(r: BenchRow) -> list[str]:
