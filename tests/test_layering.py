@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"cnnzoo"},
     {"cli"},
 ]
-BASE_FILES = {"fileio", "_version", "_callable"}
+BASE_FILES = {"fileio", "_version", "_callable", "cpuinfo"}
 CLI_FILES = {"__main__"}
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 

@@ -9,7 +9,6 @@ import os
 import pytest
 
 from cnnzoo.experiments import run_experiment
-from cnnzoo.experiments._zoo_timing import leave_one_out_r2
 from cnnzoo.experiments.base import combine_verdicts as combined_verdict
 from cnnzoo.experiments.efficiency import (
     OTHER_LOAD_MAX,
@@ -25,6 +24,7 @@ from cnnzoo.models.narrow import build_small_model
 from cnnzoo.profile.compare import linear_fit
 from cnnzoo.profile.profiler import run_profile
 from cnnzoo.profile.published import published_top1
+from cnnzoo.profile.report import leave_one_out_r2
 from cnnzoo.profile.timing import OtherLoad
 from cnnzoo.train.runlog import read_accuracy_points
 

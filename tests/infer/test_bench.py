@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
+from cnnzoo.cli import bench as cli_bench
 from cnnzoo.cli import main
+from cnnzoo.cpuinfo import native_bf16
 from cnnzoo.infer import bench as bench_mod
 from cnnzoo.profile.peak import measure_peak
 
@@ -75,3 +77,19 @@ def test_cli_rejects_an_unknown_backend(capsys):
     assert main(["bench", "resnet20", "--backends", "eager,tensorrt"]) == 2
     err = capsys.readouterr().err
     assert "--backends: unknown tensorrt" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not native_bf16()[0], reason="bf16 needs native bf16 units")
+def test_bf16_entries_carry_their_agreement_labelled_random_data():
+    result = bench_mod.bench(["resnet20"], ["bf16"], [2], (3, 32, 32), rounds=1,
+                             min_time_s=0.01, threads=1, peak_size="small")
+    (row,) = result.rows
+    assert row.agreement_on == "32 calibration images" and 0 < row.max_rel_diff <= 5e-2
+    assert 0 <= row.top1_agreement <= 1
+    assert "on random data (32 calibration images)" in result.table()
+
+
+def test_cli_leaves_bf16_out_in_one_line_where_the_cpu_lacks_it(capsys, monkeypatch):
+    monkeypatch.setattr(cli_bench, "native_bf16", lambda: (False, "no native bf16 here"))
+    assert main(["bench", "resnet20", "--backends", "bf16"]) == 2
+    assert capsys.readouterr().out.strip() == "cnnzoo bench: bf16 left out: no native bf16 here"

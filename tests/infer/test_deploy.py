@@ -10,9 +10,17 @@ import torch
 from torch import nn
 
 import cnnzoo
+from cnnzoo import cpuinfo
+from cnnzoo.cpuinfo import native_bf16
 from cnnzoo.data import make_synthetic, normalize
 from cnnzoo.infer import backends as deploy_mod
-from cnnzoo.infer.backends import DeployMismatchError, conv_bn_pairs, deploy, fold_batchnorm
+from cnnzoo.infer.backends import (
+    DeployMismatchError,
+    UnsupportedBackendError,
+    conv_bn_pairs,
+    deploy,
+    fold_batchnorm,
+)
 from cnnzoo.models import create_model
 
 # One model of each family, at a small input it takes (name, kwargs, input shape).
@@ -175,3 +183,51 @@ def test_int8_that_disagrees_with_eager_is_refused(trained_resnet20, monkeypatch
     monkeypatch.setattr(deploy_mod, "INT8_AGREEMENT", 1.01)  # a bar no model can reach
     with pytest.raises(DeployMismatchError, match="deploy int8: top-1 agreement"):
         deploy(model, "int8", batches[0], calibration=batches[:1], threads=1)
+
+
+NATIVE_BF16, WHY_NOT_BF16 = native_bf16()
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason=f"bf16 backend: {WHY_NOT_BF16}")
+def test_bf16_agrees_with_eager_and_reports_it(trained_resnet20):
+    model, batches = trained_resnet20
+    built = deploy(model, "bf16", batches[0], calibration=batches[:2], threads=1)
+    assert built.top1_agreement >= 0.9
+    # bf16 rounding is visible (not fp32-exact) but small against the logits' scale.
+    assert 0 < built.max_rel_diff <= 5e-2
+    assert built.options["agreement_on"] == "128 calibration images"
+    assert built.options["autocast"] == "bfloat16" and built.options["folded"]
+    assert built(batches[0]).dtype == torch.float32
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason=f"bf16 backend: {WHY_NOT_BF16}")
+def test_bf16_without_calibration_checks_the_example_input():
+    built = deploy(_model("resnet20", {}), "bf16", torch.randn(2, 3, 32, 32))
+    assert built.options["agreement_on"] == "2 example images"
+    assert built.max_rel_diff <= 5e-2 and built.top1_agreement in (0.0, 0.5, 1.0)
+
+
+def test_bf16_is_refused_in_one_line_where_the_cpu_lacks_it(monkeypatch):
+    monkeypatch.setattr(cpuinfo, "cpu_flags", lambda path="/proc/cpuinfo": {"avx2", "fma"})
+    with pytest.raises(UnsupportedBackendError,
+                       match=r"^deploy bf16: this CPU has no native bf16 \(neither avx512_bf16 "
+                             r"nor amx_bf16 in its flags\).*10-400x slower") as err:
+        deploy(_model("resnet20", {}), "bf16", torch.randn(2, 3, 32, 32))
+    assert "\n" not in str(err.value)
+
+
+def test_bf16_needs_onednn_as_well_as_the_flags(monkeypatch):
+    monkeypatch.setattr(cpuinfo, "cpu_supports_bf16", lambda: False)
+    ok, why = cpuinfo.native_bf16({"avx512_bf16"})
+    assert not ok and "oneDNN cannot run bf16" in why and "avx512_bf16" in why
+    monkeypatch.setattr(cpuinfo, "cpu_supports_bf16", lambda: True)
+    assert cpuinfo.native_bf16({"amx_bf16", "avx512_bf16"}) == (
+        True, "native bf16 (avx512_bf16, amx_bf16)")
+    assert not cpuinfo.native_bf16(set())[0]
+
+
+def test_cpu_flags_reads_the_flags_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 amx_bf16\n\n")
+    assert cpuinfo.cpu_flags(str(info)) == {"fpu", "avx2", "amx_bf16"}
+    assert cpuinfo.cpu_flags(str(tmp_path / "missing")) is None

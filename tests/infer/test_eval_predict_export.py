@@ -40,7 +40,7 @@ from cnnzoo.infer import (
     write_report,
 )
 from cnnzoo.infer import export as export_module
-from cnnzoo.infer.evaluate import load_split
+from cnnzoo.infer.evaluate import calibration_batches, load_split
 from cnnzoo.models import create_model
 from cnnzoo.train.device import describe
 
@@ -410,3 +410,52 @@ def test_googlenet_is_evaluated_and_exported_in_eval_mode(tmp_path):
     assert exported.path == tmp_path / "g.torchscript.pt" and exported.max_abs_diff < 1e-5
     out = torch.jit.load(str(exported.path))(info.preprocess.apply(data.images))
     assert isinstance(out, torch.Tensor) and out.shape == (4, 3)
+
+
+# ----------------------------------------------------------------------- deployed backends
+
+
+def test_eval_with_the_fused_backend_scores_as_eager(run, tmp_path, capsys):
+    eager = evaluate_checkpoint(run / "best.pt", DATA, split="test")
+    fused = evaluate_checkpoint(run / "best.pt", DATA, split="test", backend="fused")
+    assert fused.backend == "fused" and fused.eager_top1 == eager.top1
+    assert torch.equal(fused.confusion, eager.confusion)  # the same top-1 for every image
+    assert fused.deploy_check["max_abs_diff"] <= fused.deploy_check["tolerance"]
+    assert main(["eval", str(run / "best.pt"), "--data", DATA, "--backend", "fused",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].endswith(", backend fused")
+    assert f"backend fused: top-1 {100 * eager.top1:.2f}% vs eager {100 * eager.top1:.2f}% " \
+           f"(+0.00 points)" in out
+    assert json.loads((tmp_path / "metrics.json").read_text())["backend"] == "fused"
+
+
+def test_eval_int8_calibrates_on_training_images_never_the_evaluated_ones(run):
+    ckpt = load_checkpoint(run / "best.pt")
+    pre = Preprocess.from_dict(ckpt["preprocess"], in_chans=1, source="t")
+    batches = calibration_batches(ckpt["config"], DATA, "test", pre)
+    # 96 training images, 32 of them held out for validation: 64 left, all 4 classes alike.
+    assert sum(len(b) for b in batches) == 64 and batches[0].shape[1:] == (1, SIZE, SIZE)
+    val = pre.apply(load_split(ckpt["config"], DATA, "val").images)
+    cal = torch.cat(batches)
+    assert not any(torch.equal(v, c) for v in val for c in cal)  # no validation image in it
+    with pytest.raises(ValueError, match="--backend int8: calibration comes from the training"):
+        calibration_batches(ckpt["config"], DATA, "train", pre)
+
+
+def test_predict_with_the_fused_backend_gives_eagers_top1(run, tmp_path, capsys):
+    paths = save_png(load_dataset(DATA, "test").images[:5], tmp_path)
+    eager = Predictor.from_file(run / "best.pt").predict(paths, 2)
+    fused = Predictor.from_file(run / "best.pt", backend="fused")
+    assert [p.labels for p in fused.predict(paths, 2)] == [p.labels for p in eager]
+    assert fused.deployed is not None and fused.deployed.backend == "fused"
+    assert main(["predict", str(run / "best.pt"), *map(str, paths), "--backend", "fused",
+                 "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["top"][0]["label"] for r in lines] == [p.labels[0] for p in eager]
+
+
+def test_predict_int8_without_calibration_images_is_one_line(run, tmp_path, capsys):
+    paths = save_png(load_dataset(DATA, "test").images[:1], tmp_path)
+    assert main(["predict", str(run / "best.pt"), *map(str, paths), "--backend", "int8"]) == 2
+    assert "--backend int8: needs --calibration DIR" in one_error_line(capsys)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -18,6 +20,8 @@ from cnnzoo.cli import main
 from cnnzoo.cli.profile import ProgressBar
 from cnnzoo.profile import compare as compare_module
 from cnnzoo.profile.compare import compare, linear_fit, read_runs, write_comparison
+from cnnzoo.profile.markdown import fit_line, headers
+from cnnzoo.profile.report import leave_one_out_r2
 from cnnzoo.profile.timing import TimingOptions
 
 # Cheap at 64x64 (ResNet-18 and EfficientNet-B0 end at 2x2, so batch-norm can train at
@@ -281,3 +285,54 @@ def test_linear_fit():
     assert fit.r2 == pytest.approx(1.0)
     noisy = linear_fit([1.0, 2.0, 3.0], [1.0, 3.0, 2.0])
     assert noisy.r2 == pytest.approx(0.25)
+
+
+def test_leave_one_out_r2_on_a_hand_made_set():
+    # On the line y = 2x + 1 but for one outlier: leaving it out gives a perfect line.
+    x, y = [1.0, 2.0, 3.0, 4.0, 5.0], [3.0, 5.0, 12.0, 9.0, 11.0]
+    loo = leave_one_out_r2(x, y)
+    assert loo[2] == pytest.approx(1.0) and max(loo[:2] + loo[3:]) < 0.9
+    assert loo[0] == pytest.approx(linear_fit(x[1:], y[1:]).r2)
+    # Four noisy small points and one large one on their trend: the large one makes the line.
+    # Without it, by hand: sxy = 3, sxx = syy = 5, r² = 9 / 25.
+    x, y = [1.0, 2.0, 3.0, 4.0, 10.0], [2.0, 1.0, 4.0, 3.0, 10.0]
+    assert linear_fit(x, y).r2 > 0.9 and leave_one_out_r2(x, y)[4] == pytest.approx(0.36)
+    assert all(math.isnan(v) for v in leave_one_out_r2(x[:3], y[:3]))
+
+
+def test_compare_shows_the_leave_one_out_r2_beside_the_r2(report_dir, monkeypatch):
+    _, comparison, _ = report_dir
+    rows = [{"model": m, "batch_size": 1, "macs_per_image": g * 1e9, "latency_per_image_ms": t,
+             "train_step_ms_median": None, "deployed_latency_per_image_ms": None}
+            for m, g, t in zip("abcd", [1.0, 2.0, 3.0, 4.0], [2.0, 1.0, 4.0, 3.0], strict=True)]
+    rows.append({**rows[0], "model": "big", "macs_per_image": 10e9,
+                 "latency_per_image_ms": 10.0})
+    monkeypatch.setattr(type(comparison), "rows", lambda self: rows)
+    hand = dataclasses.replace(comparison, batch_sizes=(1,))
+    assert hand.leave_one_out() == {1: (pytest.approx(0.36), "big")}
+    r2 = linear_fit([1, 2, 3, 4, 10], [2, 1, 4, 3, 10]).r2
+    assert fit_line(hand) == (f"batch 1: r² = {r2:.3f} (leave-one-out: lowest 0.360, "
+                              f"without big)")
+    assert "train step (ms)" not in headers(hand)  # no row has one
+
+
+def test_train_step_column_is_there_only_when_steps_were_timed(report_dir):
+    _, comparison, _ = report_dir
+    assert "train step (ms)" in headers(comparison)  # QUICK times training steps
+    assert "(no leave-one-out r²: fewer than 4 models)" in (report_dir[0] / "report.md").read_text()
+
+
+def test_cli_compare_backend_adds_its_column(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", "resnet18", "resnet20", "--input", "3x32x32", "--batch-sizes", "1,2",
+                 "--repeats", "1", "--min-time", "0", "--no-train", "--quiet",
+                 "--backend", "fused", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    head = next(line for line in text.splitlines() if line.startswith("model"))
+    assert "fused ms/image" in head and "train step (ms)" not in head
+    assert head.index("ms/image (median)") < head.index("fused ms/image")
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 4 and all(r["deployed_backend"] == "fused" for r in rows)
+    assert all(float(r["deployed_latency_per_image_ms"]) > 0 for r in rows)
+    assert "| ms/image (median) | fused ms/image |" in (out / "report.md").read_text()
+    assert "(no leave-one-out r²: fewer than 4 models)" in text

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from cnnzoo.cli.profile import ProgressBar, _ints, _shape
+from cnnzoo.cpuinfo import native_bf16
 from cnnzoo.fileio import atomic_write_text
 from cnnzoo.infer.backends import BACKENDS
 from cnnzoo.infer.bench import bench, plot_throughput
@@ -23,6 +24,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"--backends: unknown {', '.join(unknown)}; expected some of "
                          f"{', '.join(BACKENDS)}")
+    if "bf16" in args.backends:
+        ok, why = native_bf16()
+        if not ok:
+            print(f"cnnzoo bench: bf16 left out: {why}", flush=True)
+            args.backends = [b for b in args.backends if b != "bf16"]
+            if not args.backends:
+                return 2
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.threads:
@@ -53,7 +61,9 @@ def register(sub) -> None:
                     "every (model, backend, batch size) in interleaved rounds; reports median "
                     "and p90 latency, images/s, GFLOP/s and the share of this machine's fp32 "
                     "peak (the best of a large matmul and a channels_last 3x3 conv, measured "
-                    "in the same run), and flags entries timed on a busy machine.")
+                    "in the same run), and flags entries timed on a busy machine. bf16 and int8 "
+                    "are checked (and int8 calibrated) on random-normal batches, labelled as "
+                    "such; bf16 runs only where the CPU has native bf16.")
     p.add_argument("models", metavar="MODEL", nargs="+", help="registered model names")
     p.add_argument("--backends", type=_list, default=["eager", "fused"],
                    help=f"comma-separated, of {','.join(BACKENDS)} (default: eager,fused)")

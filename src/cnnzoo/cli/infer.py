@@ -10,11 +10,15 @@ from pathlib import Path
 
 import torch
 
+from cnnzoo.infer.backends import BACKENDS
 from cnnzoo.infer.evaluate import evaluate_checkpoint, format_table, write_report
 from cnnzoo.infer.export import export_model
 from cnnzoo.infer.predict import Predictor, format_predictions
 from cnnzoo.train.device import describe
 
+BACKEND_HELP = (f"deployment backend, one of {', '.join(BACKENDS)} (default: eager); built "
+                "and checked against eager first, CPU only")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 WEIGHTS_HELP = ("which weights of a checkpoint: auto = those validation used (the EMA when the "
                 "run kept one), model, or ema (default: auto)")
 
@@ -26,13 +30,17 @@ def _device(name: str) -> str:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    device = _device(args.device)
-    print(describe(device, "fp32"), flush=True)  # evaluation runs without autocast
+    # Deployment backends are CPU ones: "auto" means the CPU for them.
+    device = "cpu" if args.backend != "eager" and args.device == "auto" else _device(args.device)
+    precision = {"bf16": "bf16 autocast", "int8": "int8"}.get(args.backend, "fp32")
+    backend = "" if args.backend == "eager" else f", backend {args.backend}"
+    print(describe(device, precision) + backend, flush=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split,
                                      data_dir=args.data_dir, weights=args.weights,
-                                     batch_size=args.batch_size, device=device)
+                                     batch_size=args.batch_size, device=device,
+                                     backend=args.backend)
     for w in caught:
         print(f"cnnzoo eval: warning: {w.message}", file=sys.stderr)
     out = Path(args.out) if args.out else (
@@ -43,13 +51,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images_in(folder: str) -> list[Path]:
+    path = Path(folder)
+    if not path.is_dir():
+        raise ValueError(f"--calibration {folder}: not a folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"--calibration {folder}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    deployment = {"backend": args.backend,
+                  "calibration": _images_in(args.calibration) if args.calibration else None}
     if args.pretrained:
         name, _, tag = args.checkpoint.partition(":")
-        predictor = Predictor.from_pretrained(name, tag or True, device=_device(args.device))
+        predictor = Predictor.from_pretrained(name, tag or True, device=_device(args.device),
+                                              **deployment)
     else:
         predictor = Predictor.from_file(args.checkpoint, weights=args.weights,
-                                        device=_device(args.device))
+                                        device=_device(args.device), **deployment)
     predictions = predictor.predict(args.images, args.topk)
     if args.json:
         for p in predictions:
@@ -96,6 +117,10 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="N",
                    help="images per forward pass (default: 256)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--backend", choices=BACKENDS, default="eager",
+                   help=BACKEND_HELP + "; eager's top-1 is printed beside another's; int8 is "
+                        "calibrated on 256 training images (stratified, seeded), never on the "
+                        "evaluated split")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser(
@@ -117,6 +142,9 @@ def register(sub) -> None:
     p.add_argument("--pretrained", action="store_true",
                    help="CKPT is a model name: use its published ImageNet-1k weights "
                         "(downloaded once into the cache, SHA-256 checked) and class names")
+    p.add_argument("--backend", choices=BACKENDS, default="eager", help=BACKEND_HELP)
+    p.add_argument("--calibration", metavar="DIR", default=None,
+                   help="folder of image files to calibrate int8 on (required for int8)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
 import torch
 
+from cnnzoo.infer.backends import BACKENDS
+from cnnzoo.infer.bench import deployed_latency
 from cnnzoo.models import create_model
 from cnnzoo.profile.compare import DEFAULT_MODELS, check_output_dir, compare, write_comparison
-from cnnzoo.profile.markdown import text_table
+from cnnzoo.profile.markdown import fit_line, text_table
 from cnnzoo.profile.profiler import check_device, run_profile
 from cnnzoo.profile.timing import TimingOptions
 from cnnzoo.train.device import describe
@@ -98,14 +101,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         options=options,
         progress=None if args.quiet else ProgressBar(),
     )
+    if args.backend and args.backend != "eager":
+        if check_device(args.device).type != "cpu":
+            raise ValueError(f"--backend {args.backend}: deployment backends run on the CPU; "
+                             f"use --device cpu")
+        start = time.perf_counter()
+        deployed = deployed_latency(
+            args.models or DEFAULT_MODELS, args.backend, args.batch_sizes, args.input,
+            repeats=args.repeats, max_repeats=max(20, args.repeats), min_time_s=args.min_time,
+            progress=None if args.quiet else ProgressBar())
+        comparison = dataclasses.replace(
+            comparison, backend=args.backend, deployed_ms=deployed,
+            wall_time_s=comparison.wall_time_s + time.perf_counter() - start)
     out = write_comparison(comparison, args.out)
     for note in notes:  # runs on other data than --runs-data
         print(note, file=sys.stderr)
     print(text_table(comparison))
-    fits = comparison.fits()
-    if fits:
-        print("MACs vs latency per image: " + ", ".join(
-            f"batch {b}: r² = {f.r2:.3f}" for b, f in sorted(fits.items())))
+    if comparison.fits():
+        print("MACs vs latency per image: " + fit_line(comparison))
     print(f"{comparison.env['device_name']}, {comparison.env['threads']} threads, "
           f"{comparison.wall_time_s:.0f} s; wrote {out}/report.html, report.md, "
           "results.csv, results.json, plots/")
@@ -162,5 +175,8 @@ def register(sub) -> None:
                    help="also time training steps (about 3x longer; by default one step per "
                         "batch size measures the training peak memory)")
     c.add_argument("--no-train", action="store_true", help="no training step at all")
+    c.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="also time each model built with this deployment backend (checked "
+                        "against eager; CPU only) and add its ms/image next to eager's")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_cmd_compare)

@@ -1,17 +1,13 @@
 """The efficiency experiment's timing records: per model (counts, times, achieved GMAC/s per
 batch size), per batch size (the line of time on operations, its robustness, its verdict),
-and how the timing was taken; and the leave-one-out r² that says whether one model makes
-the line.
+and how the timing was taken. (The leave-one-out r² that says whether one model makes the
+line is `cnnzoo.profile.report.leave_one_out_r2`, shared with `cnnzoo compare`.)
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from cnnzoo.profile.compare import linear_fit
 
 
 @dataclass
@@ -53,12 +49,3 @@ class TimingAnalysis:
     env: dict[str, Any]
     other_load: float | None  # the worst model's
     wall_time_s: float
-
-
-def leave_one_out_r2(x: Sequence[float], y: Sequence[float]) -> list[float]:
-    """r² of the least-squares line with point i left out, for each i (NaN under 3 points)."""
-    out = []
-    for i in range(len(x)):
-        xs, ys = [*x[:i], *x[i + 1:]], [*y[:i], *y[i + 1:]]
-        out.append(linear_fit(xs, ys).r2 if len(xs) >= 3 else math.nan)
-    return out

@@ -85,12 +85,13 @@ from cnnzoo.experiments._accuracy_points import (
     published_points,
     train_small_models,
 )
-from cnnzoo.experiments._zoo_timing import Fit, ModelTiming, TimingAnalysis, leave_one_out_r2
+from cnnzoo.experiments._zoo_timing import Fit, ModelTiming, TimingAnalysis
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment
 from cnnzoo.experiments.common import load_splits, pct
 from cnnzoo.profile.compare import Comparison, compare
 from cnnzoo.profile.plots import figure, label_points, mpl
 from cnnzoo.profile.profiler import run_profile
+from cnnzoo.profile.report import leave_one_out_r2
 from cnnzoo.profile.timing import TimingOptions, measure_when_quiet
 from cnnzoo.train.runlog import AccuracyPoint, read_accuracy_points
 

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.checkpoint.info import ModelInfo, Preprocess
-from cnnzoo.data.dataset import ImageDataset, train_val_split
+from cnnzoo.data.dataset import ImageDataset, stratified_subset, train_val_split
 from cnnzoo.data.sources import load_dataset
 from cnnzoo.fileio import atomic_write
+from cnnzoo.infer.backends import deploy
 from cnnzoo.infer.loading import load_model
 
 SPLITS = ("test", "val", "train")
@@ -46,6 +47,10 @@ class EvalResult:
         k: the k of top-k: min(5, number of classes).
         loss: mean cross-entropy (no label smoothing), nats per image.
         model, source, data, split, weights: what was evaluated, for the record.
+        backend: the deployment backend that computed the logits (`cnnzoo.infer.backends`).
+        eager_top1: with a backend other than eager, eager's top-1 on the same images, so
+            the accuracy a backend costs is measured, not assumed; else None.
+        deploy_check: the backend's agreement with eager as `deploy` measured it.
     """
 
     classes: list[str]
@@ -58,6 +63,9 @@ class EvalResult:
     data: str = ""
     split: str = ""
     weights: str = ""
+    backend: str = "eager"
+    eager_top1: float | None = None
+    deploy_check: dict[str, Any] | None = None
 
     @property
     def num_images(self) -> int:
@@ -87,6 +95,8 @@ class EvalResult:
             "model": self.model, "checkpoint": self.source, "data": self.data,
             "split": self.split, "weights": self.weights, "num_images": self.num_images,
             "top1": self.top1, "top5": self.topk, "top5_k": self.k, "loss": self.loss,
+            "backend": self.backend, "eager_top1": self.eager_top1,
+            "deploy_check": self.deploy_check,
             "per_class": [{"class": c, "support": n, "accuracy": a} for c, n, a in
                           zip(self.classes, self.support, self.per_class, strict=True)],
             "confusion": self.confusion.tolist(),
@@ -99,13 +109,15 @@ def evaluate_model(model: nn.Module, dataset: ImageDataset, preprocess: Preproce
     """Evaluate `model` (in eval mode) on `dataset`, batch by batch.
 
     Args:
-        model: returns logits (N, num_classes) for a normalised batch.
+        model: returns logits (N, num_classes) for a normalised batch (a module, or a
+            `Deployed` backend).
         dataset: images and labels; its own mean/std are ignored in favour of `preprocess`.
         preprocess: resize and normalisation, as recorded at training.
         batch_size: images per forward pass.
         device: where the batches go (the model must be there already).
     """
-    model.eval()
+    if isinstance(model, nn.Module):  # a `Deployed` backend is already built for inference
+        model.eval()
     num_classes = dataset.num_classes
     k = min(TOP_K, num_classes)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
@@ -166,10 +178,42 @@ def check_compatible(info: ModelInfo, dataset: ImageDataset) -> None:
                       f"scoring by label index", stacklevel=2)
 
 
+CALIBRATION_IMAGES = 256  # int8/bf16 calibration: a stratified subset of the training images
+CALIBRATION_SEED = 0
+
+
+def calibration_batches(config: dict[str, Any], data: str, split: str, preprocess: Preprocess,
+                        *, data_dir: str | None = None, batch_size: int = 64,
+                        count: int = CALIBRATION_IMAGES) -> list[torch.Tensor]:
+    """Preprocessed batches for calibrating int8: a seeded, stratified subset of the training
+    images the evaluated split does not hold (the training split less the run's held-out
+    validation images), never the evaluated images, so calibration cannot flatter the score.
+
+    Raises:
+        ValueError: evaluating the training split itself, or no training split to draw from.
+    """
+    if split == "train":
+        raise ValueError("--backend int8: calibration comes from the training split, which is "
+                         "the split evaluated here; evaluate --split test or val")
+    try:
+        train = load_dataset(data, "train", data_dir=data_dir)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"--backend int8: calibration needs the training split of {data!r}, "
+                         f"not available: {str(err).splitlines()[0]}") from None
+    val_size, seed = config.get("val_size"), config.get("seed")
+    if val_size and seed is not None:  # keep the run's validation images out, as "val" holds
+        size = int(val_size) if val_size >= 1 else float(val_size)
+        train = train_val_split(train, size, seed=seed)[0]
+    subset = stratified_subset(train, min(count, len(train)), seed=CALIBRATION_SEED)
+    return [preprocess.apply(subset.images[i:i + batch_size])
+            for i in range(0, len(subset), batch_size)]
+
+
 def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, *,
                         split: str = "test", data_dir: str | None = None,
                         weights: str = "auto", batch_size: int = 256,
-                        device: str | torch.device = "cpu") -> EvalResult:
+                        device: str | torch.device = "cpu",
+                        backend: str = "eager") -> EvalResult:
     """Evaluate a checkpoint (or an exported .safetensors) on a data split.
 
     Args:
@@ -180,6 +224,10 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, *,
         weights: "auto" (what validation used: EMA if kept), "model" or "ema".
         batch_size: images per forward pass.
         device: "cpu", "cuda", ...
+        backend: a deployment backend (`cnnzoo.infer.backends.BACKENDS`); CPU only. Any
+            other than eager is built by `deploy` (checked against eager), and eager's top-1
+            on the same images is kept beside its own. int8 is calibrated on
+            `calibration_batches` (training images, never the evaluated ones).
 
     Raises:
         CheckpointError: unreadable model file. ValueError: data that do not fit the model.
@@ -192,8 +240,25 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, *,
     dataset = load_split(config, data, split,
                          data_dir=data_dir if data_dir is not None else config.get("data_dir"))
     check_compatible(info, dataset)
-    result = evaluate_model(model, dataset, info.preprocess, batch_size=batch_size,
+    eager_top1 = check = None
+    runner = model
+    if backend != "eager":
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"--backend {backend}: deployment backends run on the CPU; "
+                             f"use --device cpu")
+        calibration = (calibration_batches(config, data, split, info.preprocess,
+                                           data_dir=data_dir or config.get("data_dir"))
+                       if backend == "int8" else None)
+        example = info.preprocess.apply(dataset.images[:2])
+        runner = deploy(model, backend, example, calibration=calibration)
+        check = {"max_abs_diff": runner.max_abs_diff, "tolerance": runner.tolerance,
+                 "top1_agreement": runner.top1_agreement, "max_rel_diff": runner.max_rel_diff,
+                 "agreement_on": runner.options.get("agreement_on")}
+        eager_top1 = evaluate_model(model, dataset, info.preprocess, batch_size=batch_size,
+                                    device=device).top1
+    result = evaluate_model(runner, dataset, info.preprocess, batch_size=batch_size,
                             device=device)
+    result.backend, result.eager_top1, result.deploy_check = backend, eager_top1, check
     result.model, result.source, result.data, result.split, result.weights = (
         info.model_name, str(path), str(data), split, info.weights)
     return result
@@ -274,6 +339,10 @@ def format_table(result: EvalResult, max_classes: int = 20) -> str:
              f"{result.weights} weights)",
              f"  top-1 {100 * result.top1:6.2f}%   top-{result.k} {100 * result.topk:6.2f}%   "
              f"loss {result.loss:.4f}"]
+    if result.eager_top1 is not None:
+        change = 100 * (result.top1 - result.eager_top1)
+        lines.append(f"  backend {result.backend}: top-1 {100 * result.top1:.2f}% vs eager "
+                     f"{100 * result.eager_top1:.2f}% ({change:+.2f} points)")
     rows = list(zip(result.classes, result.support, result.per_class, strict=True))
     if len(rows) > max_classes:
         ranked = sorted((r for r in rows if r[2] is not None), key=lambda r: r[2])

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 
 from cnnzoo.checkpoint.info import ModelInfo
 from cnnzoo.data.augment import normalize
+from cnnzoo.infer.backends import Deployed, deploy
 from cnnzoo.infer.loading import load_model
 from cnnzoo.models.imagenet_classes import IMAGENET_CLASSES
 from cnnzoo.models.pretrained import cache_path
@@ -113,24 +115,49 @@ class Predictor:
         model: in eval mode, returning logits.
         info: from `load_model`.
         device: where the model is.
+        backend: a deployment backend (`cnnzoo.infer.backends.BACKENDS`, CPU only), built by
+            `deploy` on the first batch predicted (checked against eager on it).
+        calibration: image files to calibrate int8 on (required for int8: predict has no
+            data of the model's own; the images being classified are not used for it).
     """
 
     def __init__(self, model: nn.Module, info: ModelInfo,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", *, backend: str = "eager",
+                 calibration: Sequence[str | os.PathLike] | None = None) -> None:
         self.model = model.eval()
         self.info = info
         self.device = torch.device(device)
+        self.backend = backend
+        self.calibration = list(calibration) if calibration else None
+        self.deployed: Deployed | None = None
+        if backend != "eager" and self.device.type != "cpu":
+            raise ValueError(f"--backend {backend}: deployment backends run on the CPU; use "
+                             f"--device cpu")
+        if backend == "int8" and not self.calibration:
+            raise ValueError("--backend int8: needs --calibration DIR, image files like the "
+                             "ones to classify (not those), to calibrate int8 ranges on")
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "eager":
+            return self.model(x)
+        if self.deployed is None:
+            calibration = None if self.calibration is None else [
+                self.inputs(self.calibration[i:i + BATCH])
+                for i in range(0, len(self.calibration), BATCH)]
+            self.deployed = deploy(self.model, self.backend, x, calibration=calibration)
+        return self.deployed(x)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, *, weights: str = "auto",
-                  device: str | torch.device = "cpu") -> Predictor:
-        """From a checkpoint or an exported .safetensors file (see `load_model`)."""
+                  device: str | torch.device = "cpu", **deployment: Any) -> Predictor:
+        """From a checkpoint or an exported .safetensors file (see `load_model`);
+        `deployment`: `backend` and `calibration`, as for the constructor."""
         model, info = load_model(path, weights=weights, device=device)
-        return cls(model, info, device)
+        return cls(model, info, device, **deployment)
 
     @classmethod
     def from_pretrained(cls, name: str, tag: str | bool = True, *,
-                        device: str | torch.device = "cpu") -> Predictor:
+                        device: str | torch.device = "cpu", **deployment: Any) -> Predictor:
         """A registered model with its published ImageNet-1k weights (downloaded once, see
         `create_model(pretrained=)`), their preprocessing and the 1000 class names."""
         entry = get_weights(name, tag)
@@ -140,7 +167,7 @@ class Predictor:
             in_chans=3, classes=list(IMAGENET_CLASSES),
             preprocess=PublishedPreprocess(entry.preprocessing),  # the same `apply`
             weights=f"{entry.source} {entry.tag}", source=cache_path(entry))
-        return cls(model, info, device)
+        return cls(model, info, device, **deployment)
 
     def inputs(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
         """The model's input for these image files: normalised float (N, C, H, W)."""
@@ -152,7 +179,7 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, paths: Sequence[str | os.PathLike]) -> torch.Tensor:
         """Softmax probabilities (N, num_classes) for the image files."""
-        out = [self.model(self.inputs(paths[i:i + BATCH])).float().softmax(1).cpu()
+        out = [self._run(self.inputs(paths[i:i + BATCH])).float().softmax(1).cpu()
                for i in range(0, len(paths), BATCH)]
         return torch.cat(out)
 

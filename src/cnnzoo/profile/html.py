@@ -13,7 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnzoo.profile.markdown import HEADERS, method_lines, summary_table
+from cnnzoo.profile.markdown import headers, method_lines, summary_table
 
 if TYPE_CHECKING:
     from cnnzoo.profile.plots import Plot
@@ -52,7 +52,7 @@ def _plain(markdown: str) -> str:
 
 def render_html(comparison: Comparison, plots: list[Plot], folder: Path) -> str:
     """The page; `folder` holds `plots/<file>` for each plot, embedded as data URIs."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers(comparison))
     body_rows = "\n".join(
         "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
         for row in summary_table(comparison)

@@ -15,36 +15,67 @@ HEADERS = (
     "model", "params (M)", "GMACs/image", "top-1 published (%)", "batch",
     "ms/image (median)", "batch ms p90", "images/s", "train step (ms)",
     "peak inference (MiB)", "peak train (MiB)",
-)
+)  # every column a comparison can have; `headers` gives those of one comparison
+
+
+def headers(comparison: Comparison) -> tuple[str, ...]:
+    """The columns of this comparison's table: `HEADERS`, with "B ms/image" after eager's
+    when a deployment backend B was timed too, and without "train step (ms)" when no
+    training step was timed (a column of "--" in every row says nothing)."""
+    rows = comparison.rows()
+    out = [h for h in HEADERS if h != "train step (ms)"
+           or any(r["train_step_ms_median"] is not None for r in rows)]
+    if comparison.backend:
+        at = out.index("ms/image (median)") + 1
+        out.insert(at, f"{comparison.backend} ms/image")
+    return tuple(out)
 
 
 def summary_table(comparison: Comparison) -> list[tuple[str, ...]]:
-    """One row of formatted cells per model x batch size, columns as in `HEADERS`."""
+    """One row of formatted cells per model x batch size, columns as in `headers`."""
+    columns = headers(comparison)
     out = []
     for r in comparison.rows():
         top1 = r["top1_published_percent"]
         train = r["train_step_ms_median"]
         peak_train = r["peak_train_bytes"]
-        out.append((
-            r["model"],
-            f"{r['params'] / 1e6:.2f}",
-            f"{r['macs_per_image'] / 1e9:.3f}",
-            "--" if top1 is None else f"{top1:.2f}",
-            str(r["batch_size"]),
-            f"{r['latency_per_image_ms']:.2f}",
-            f"{r['latency_ms_p90']:.1f}",
-            f"{r['throughput_images_per_s']:.1f}",
-            "--" if train is None else f"{train:.1f}",
-            f"{r['peak_inference_bytes'] / MIB:.1f}",
-            "--" if peak_train is None else f"{peak_train / MIB:.1f}",
-        ))
+        deployed = r["deployed_latency_per_image_ms"]
+        cells = {
+            "model": r["model"],
+            "params (M)": f"{r['params'] / 1e6:.2f}",
+            "GMACs/image": f"{r['macs_per_image'] / 1e9:.3f}",
+            "top-1 published (%)": "--" if top1 is None else f"{top1:.2f}",
+            "batch": str(r["batch_size"]),
+            "ms/image (median)": f"{r['latency_per_image_ms']:.2f}",
+            f"{comparison.backend} ms/image": "--" if deployed is None else f"{deployed:.2f}",
+            "batch ms p90": f"{r['latency_ms_p90']:.1f}",
+            "images/s": f"{r['throughput_images_per_s']:.1f}",
+            "train step (ms)": "--" if train is None else f"{train:.1f}",
+            "peak inference (MiB)": f"{r['peak_inference_bytes'] / MIB:.1f}",
+            "peak train (MiB)": "--" if peak_train is None else f"{peak_train / MIB:.1f}",
+        }
+        out.append(tuple(cells[h] for h in columns))
     return out
+
+
+def fit_line(comparison: Comparison) -> str:
+    """Per batch size, the r² of ms/image on GMACs/image and beside it the lowest r² with one
+    model left out (and which): a line that one model makes is not a law of the others."""
+    loo = comparison.leave_one_out()
+    parts = []
+    for b, f in sorted(comparison.fits().items()):
+        low, without = loo.get(b, (float("nan"), None))
+        extra = (f" (leave-one-out: lowest {low:.3f}, without {without})" if without
+                 else " (no leave-one-out r²: fewer than 4 models)")
+        parts.append(f"batch {b}: r² = {f.r2:.3f}{extra}")
+    return ", ".join(parts)
 
 
 def text_table(comparison: Comparison) -> str:
     """The table aligned for a terminal."""
-    rows = [HEADERS, *summary_table(comparison)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+    columns = headers(comparison)
+    rows = [columns, *summary_table(comparison)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = []
     for k, row in enumerate(rows):
         cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
@@ -58,8 +89,7 @@ def text_table(comparison: Comparison) -> str:
 def method_lines(comparison: Comparison) -> list[str]:
     """How the numbers were made: hardware, software, repetitions, counting rule, sources."""
     env = comparison.env
-    fits = comparison.fits()
-    r2 = ", ".join(f"batch {b}: r² = {f.r2:.3f}" for b, f in sorted(fits.items()))
+    r2 = fit_line(comparison)
     lines = [
         f"- Hardware: {env.get('device_name')} ({env.get('device')}, {env.get('threads')} "
         f"threads of {env.get('cpu_count')} CPUs); torch {env.get('torch_version')}, "
@@ -82,7 +112,12 @@ def method_lines(comparison: Comparison) -> list[str]:
            else "."),
         *(f"- Published figure for {r.model}: {pub.note}." for r in comparison.reports
           if (pub := published_top1(r.model)) is not None and pub.note),
-        f"- Operations vs time (least squares of ms/image on GMACs/image): {r2 or 'n/a'}.",
+        f"- Operations vs time (least squares of eager ms/image on GMACs/image): "
+        f"{r2 or 'n/a'}.",
+        *([f"- {comparison.backend} ms/image: the same models built by `cnnzoo.deploy` "
+           f"({comparison.backend}, checked against eager), timed as eager (median of at "
+           f"least {env.get('min_repeats')} runs) on the same inputs."]
+          if comparison.backend else []),
         f"- Whole comparison: {comparison.wall_time_s:.0f} s.",
     ]
     return lines
@@ -90,14 +125,15 @@ def method_lines(comparison: Comparison) -> list[str]:
 
 def render_markdown(comparison: Comparison, plots: list[Plot]) -> str:
     rows = summary_table(comparison)
+    columns = headers(comparison)
     out = [
         "# cnnzoo compare: memory and compute efficiency",
         "",
         "After Canziani, Paszke and Culurciello, *An Analysis of Deep Neural Network Models for "
         "Practical Applications* (2016, arXiv:1605.07678), measured on this machine.",
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(HEADERS) - 1)) + "|",
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(columns) - 1)) + "|",
         *("| " + " | ".join(r) + " |" for r in rows),
         "",
     ]

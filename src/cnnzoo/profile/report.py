@@ -259,6 +259,8 @@ class Comparison:
         measured: measured accuracy per model from `--runs` (empty without runs).
         env: hardware and software of the measurement.
         wall_time_s: seconds the whole comparison took.
+        backend: a deployment backend timed beside eager (`cnnzoo compare --backend`), or None.
+        deployed_ms: its ms/image per (model, batch size).
     """
 
     reports: tuple[ProfileReport, ...]
@@ -266,6 +268,8 @@ class Comparison:
     measured: dict[str, MeasuredAccuracy] = field(default_factory=dict)
     env: dict[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    backend: str | None = None
+    deployed_ms: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
         """One flat row per model x batch size (the results.csv table)."""
@@ -288,6 +292,9 @@ class Comparison:
                     "latency_ms_p90": t.latency_ms_p90,
                     "latency_per_image_ms": t.latency_per_image_ms,
                     "throughput_images_per_s": t.throughput_images_per_s,
+                    "deployed_backend": self.backend,
+                    "deployed_latency_per_image_ms": self.deployed_ms.get(
+                        (rep.model, t.batch_size)),
                     "train_step_ms_median": t.train_step_ms_median,
                     "train_step_ms_p90": t.train_step_ms_p90,
                     "peak_inference_bytes": t.peak_inference_bytes,
@@ -306,15 +313,32 @@ class Comparison:
                 })
         return out
 
+    def _points(self, b: int) -> list[tuple[str, float, float]]:
+        return [(r["model"], r["macs_per_image"] / 1e9, r["latency_per_image_ms"])
+                for r in self.rows() if r["batch_size"] == b]
+
     def fits(self) -> dict[int, LinearFit]:
         """Per batch size: latency per image (ms) against GMACs per image, least squares."""
         fits = {}
         for b in self.batch_sizes:
-            pts = [(r["macs_per_image"] / 1e9, r["latency_per_image_ms"])
-                   for r in self.rows() if r["batch_size"] == b]
+            pts = self._points(b)
             if len(pts) >= 3:
-                fits[b] = linear_fit([p[0] for p in pts], [p[1] for p in pts])
+                fits[b] = linear_fit([p[1] for p in pts], [p[2] for p in pts])
         return fits
+
+    def leave_one_out(self) -> dict[int, tuple[float, str | None]]:
+        """Per batch size: the lowest r² of `fits` with one model left out, and that model
+        (NaN and None under 4 models), as the efficiency experiment judges its line."""
+        out = {}
+        for b in self.batch_sizes:
+            pts = self._points(b)
+            loo = leave_one_out_r2([p[1] for p in pts], [p[2] for p in pts])
+            if loo and not any(math.isnan(v) for v in loo):
+                i = min(range(len(loo)), key=lambda k: loo[k])
+                out[b] = (loo[i], pts[i][0])
+            else:
+                out[b] = (math.nan, None)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -323,6 +347,10 @@ class Comparison:
             "wall_time_s": self.wall_time_s,
             "rows": self.rows(),
             "macs_vs_latency_fits": {str(b): f.__dict__ for b, f in self.fits().items()},
+            "macs_vs_latency_leave_one_out": {
+                str(b): {"min_r2": low, "without": model}
+                for b, (low, model) in self.leave_one_out().items()},
+            "deployed_backend": self.backend,
             "measured_accuracy": {k: v.__dict__ for k, v in self.measured.items()},
             "reports": [_report_without_layers(r) for r in self.reports],
         }
@@ -340,6 +368,15 @@ def linear_fit(x: Sequence[float], y: Sequence[float]) -> LinearFit:
     ss_tot = sum((b - my) ** 2 for b in y)
     r2 = 1 - ss_res / ss_tot if ss_tot else float("nan")
     return LinearFit(slope, intercept, r2, n)
+
+
+def leave_one_out_r2(x: Sequence[float], y: Sequence[float]) -> list[float]:
+    """r² of the least-squares line with point i left out, for each i (NaN under 3 points)."""
+    out = []
+    for i in range(len(x)):
+        xs, ys = [*x[:i], *x[i + 1:]], [*y[:i], *y[i + 1:]]
+        out.append(linear_fit(xs, ys).r2 if len(xs) >= 3 else math.nan)
+    return out
 
 
 def rows_to_csv(rows: list[dict[str, Any]]) -> str:

@@ -23,7 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnzoo.cpuinfo import cpu_has_amx, cpu_supports_bf16
 from cnnzoo.fileio import cpu_name
+
+__all__ = ["Execution", "cpu_bf16_units", "cpu_has_amx", "cpu_supports_bf16", "describe",
+           "resolve"]  # the probes live in cnnzoo.cpuinfo (infer needs them too)
 
 
 @dataclass(frozen=True)
@@ -50,18 +54,6 @@ class Execution:
         """Wait for queued GPU work, so that a wall-clock reading covers it."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def cpu_has_amx() -> bool:
-    """AMX tile units (Intel Sapphire Rapids and later): native fast bf16 matmul/conv."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
-
-
-def cpu_supports_bf16() -> bool:
-    """oneDNN can run bf16 kernels natively (AVX512-BF16 or AMX) rather than emulate them."""
-    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(probe and probe())
 
 
 def cpu_bf16_units() -> list[str]:
