@@ -335,4 +335,3 @@ def test_cli_compare_backend_adds_its_column(tmp_path, capsys):
     assert len(rows) == 4 and all(r["deployed_backend"] == "fused" for r in rows)
     assert all(float(r["deployed_latency_per_image_ms"]) > 0 for r in rows)
     assert "| ms/image (median) | fused ms/image |" in (out / "report.md").read_text()
-    assert "(no leave-one-out r²: fewer than 4 models)" in text
