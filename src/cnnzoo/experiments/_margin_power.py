@@ -1,5 +1,9 @@
 """Power estimates for claims judged by `common.margin`, honest about its standard-error floor.
 
+(One module for every experiment: `margin_power` when the claim's difference from its
+threshold is known, `floored_power` when the caller knows only whether the floor set the
+standard error, `band_power` for point-estimate rules, `no_estimate` when nothing scales.)
+
 `common.margin` divides a difference by max(SE, 0.5 points), so |t| can never exceed
 |difference| / 0.5 points. A difference under 1 point therefore stays under |t| = 2 at any
 number of seeds: more seeds shrink the real standard error, not the floor. For such a claim
@@ -9,11 +13,11 @@ extrapolating with 1 / sqrt(n).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
-from cnnzoo.experiments.common import power_estimate
-
-SE_FLOOR = 0.005  # common.margin's floor: 0.5 points, for accuracies as fractions
+from cnnzoo.experiments.common import SE_FLOOR, mean_std, power_estimate
 
 
 def margin_power(diff: float, t: float, n: int, *, seconds_per_unit: float,
@@ -70,3 +74,33 @@ def band_power(estimate: float, band: tuple[float, float], per_unit: list[float]
             f"unless the true value lies outside the band: no number of {unit} is given")
     return {"t": t, "n": n, "unit": unit, "needed": None, "seconds": None,
             "band": list(band), "rule": "point estimate against a fixed band", "text": text}
+
+
+def margin_floor_binds(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether `common.margin(a, b)` divides by its 0.5-point floor (one seed, or a Welch
+    standard error under the floor): more seeds then leave |t| where it is."""
+    if len(a) < 2 or len(b) < 2:
+        return True
+    return math.sqrt(mean_std(a)[1] ** 2 / len(a) + mean_std(b)[1] ** 2 / len(b)) < SE_FLOOR
+
+
+def floored_power(t: float, n: int, *, seconds_per_unit: float, unit: str = "seeds",
+                  z: float = 2.0, floor_binds: bool = False, floor_note: str = ""
+                  ) -> dict[str, Any]:
+    """`common.power_estimate(t, n, ...)`, or, when `floor_binds`, the same dict with
+    "needed" and "seconds" None and a text naming the floor (`floor_note` adds the detail)."""
+    p = power_estimate(t, n, seconds_per_unit=seconds_per_unit, unit=unit, z=z)
+    p["floor_binds"] = floor_binds
+    if floor_binds:
+        p["needed"] = p["seconds"] = None
+        p["text"] = (f"|t| = {abs(t):.2f} with {n} {unit}, but the standard error is the "
+                     f"0.5-point floor, not the spread over {unit}"
+                     + (f" ({floor_note})" if floor_note else "")
+                     + f": more {unit} cannot raise |t|; only a larger effect would decide it")
+    return p
+
+
+def no_estimate(reason: str, n: int, unit: str = "seeds") -> dict[str, Any]:
+    """A power entry for a case with no statistic to scale (e.g. too few points)."""
+    return {"t": None, "n": n, "unit": unit, "needed": None, "seconds": None,
+            "text": f"no power estimate: {reason}"}

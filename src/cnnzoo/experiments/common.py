@@ -146,6 +146,10 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+# margin's floor on the standard error of an accuracy difference (fractions: 0.5 points).
+SE_FLOOR = 0.005
+
+
 def margin(a: Sequence[float], b: Sequence[float]) -> float:
     """How many standard errors mean(a) exceeds mean(b) by (Welch's t statistic).
 
@@ -156,7 +160,7 @@ def margin(a: Sequence[float], b: Sequence[float]) -> float:
     ma, sa = mean_std(a)
     mb, sb = mean_std(b)
     se = math.sqrt(sa**2 / len(a) + sb**2 / len(b)) if len(a) > 1 and len(b) > 1 else 0.0
-    return (ma - mb) / max(se, 0.005)
+    return (ma - mb) / max(se, SE_FLOOR)
 
 
 def pct(x: float) -> str:

@@ -76,16 +76,25 @@ import numpy as np
 import torch
 
 from cnnzoo.data.augment import resize
-from cnnzoo.experiments._power_floor import floored_power, margin_floor_binds, no_estimate
+from cnnzoo.experiments._margin_power import floored_power, margin_floor_binds, no_estimate
 from cnnzoo.experiments._scaling_plan import Variant, build, plan
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
-from cnnzoo.experiments.common import Splits, accuracy, fit, load_splits, margin, mean_std, pct
+from cnnzoo.experiments.common import (
+    SE_FLOOR,
+    Splits,
+    accuracy,
+    fit,
+    load_splits,
+    margin,
+    mean_std,
+    pct,
+)
 from cnnzoo.models.efficientnet import CompoundScaling
 from cnnzoo.profile import profile
 
 METHODS = ("width", "depth", "resolution", "compound")
 MARGIN = 2.0  # standard errors, as common.margin
-FLOOR = 0.005  # the standard error floor of one accuracy (0.5 points), as common.margin
+FLOOR = SE_FLOOR  # the standard error floor of one accuracy (0.5 points): common.margin's
 PAPER_FIG8_GAIN = 2.5  # points: compound over single-dimension scaling of B0, at most
 SATURATES = "each single dimension saturates"
 COMPOUND_BEST = "compound is best for the MACs"
@@ -252,7 +261,7 @@ def seconds_per_seed(p: dict[str, Any], results: Sequence[Trained]) -> float:
 def power(p: dict[str, Any], results: Sequence[Trained], curve: dict[str, list[Trained]],
           saturation: dict[str, dict[str, Any]], top: dict[str, Any],
           claims: dict[str, str]) -> dict[str, Any]:
-    """Power estimates (`_power_floor.floored_power`, over seeds) for the claims left
+    """Power estimates (`_margin_power.floored_power`, over seeds) for the claims left
     inconclusive or mixed: per inconclusive dimension for saturation, the top budget's margin
     for compound-is-best."""
     n, sps = p["seeds"], seconds_per_seed(p, results)

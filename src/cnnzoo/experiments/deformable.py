@@ -80,6 +80,7 @@ from torch import nn
 from cnnzoo.data import ImageDataset
 from cnnzoo.data.dataset import stratified_indices
 from cnnzoo.experiments._deformations import deformed_copy, zoomed
+from cnnzoo.experiments._margin_power import floored_power, margin_floor_binds, no_estimate
 from cnnzoo.experiments._offsets import (
     object_vs_background,
     offsets_of,
@@ -87,7 +88,6 @@ from cnnzoo.experiments._offsets import (
     scale_elasticity,
     unit_masks,
 )
-from cnnzoo.experiments._power_floor import floored_power, margin_floor_binds, no_estimate
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import accuracy, fit, load_splits, margin, mean_std, pct
 from cnnzoo.models.resnet_cifar import CifarResNet, make_deformable

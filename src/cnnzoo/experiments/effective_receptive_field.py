@@ -91,7 +91,7 @@ from cnnzoo.experiments._erf_maps import (
     sqrt_fit,
     theoretical_field,
 )
-from cnnzoo.experiments._power_floor import floored_power
+from cnnzoo.experiments._margin_power import floored_power
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import Splits, fit, load_splits, mean_std, pct
 

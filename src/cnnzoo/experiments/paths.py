@@ -73,7 +73,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from cnnzoo.experiments._power_floor import floored_power, no_estimate
+from cnnzoo.experiments._margin_power import floored_power, no_estimate
 from cnnzoo.experiments._veit import BlockParts, block_parts, residual_blocks, train_cifar_net
 from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
 from cnnzoo.experiments.common import load_splits, mean_std, normalized_batch
