@@ -19,20 +19,22 @@ Recipes (`PRESETS`):
 - "imagenet", train: RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) as torchvision
   defines it (up to 10 draws of area fraction and log-uniform aspect ratio; a box that does not
   fit is re-drawn; after 10 misses, the largest centred box within the ratio range), resized
-  with Pillow's antialiased bilinear filter (torchvision's PIL path: crop, then resize), then a
-  horizontal flip with probability 1/2. Eval: resize the shorter side to 256 (the longer side
-  truncated, as torchvision's Resize does), then the centred 224 crop (offset rounded, as
-  torchvision's CenterCrop does). For other sizes the eval resize keeps the ratio 224/256.
+  bilinearly with antialiasing (crop, then resize, as torchvision's PIL path; torch's uint8
+  kernel gives Pillow's pixels within 1 level, see `resize`), then a horizontal flip with
+  probability 1/2.
+  Eval: resize the shorter side to 256 (the longer side truncated, as torchvision's Resize
+  does), then the centred 224 crop (offset rounded, as torchvision's CenterCrop does). For
+  other sizes the eval resize keeps the ratio 224/256.
 - "cifar" (32x32 images, He et al. 2015, arXiv:1512.03385, section 4.2): train pads 4 zero
   pixels on each side, takes a random size x size crop and flips with probability 1/2; eval
   returns the image as it is. An image that is not size x size is first resized to it.
 
-Not done, measured: Pillow's `draft()` (decoding a JPEG at 1/2, 1/4 or 1/8 scale in the DCT
-domain) would only help a crop at least twice the output size on both sides; on ImageNet-like
-400x350 images a RandomResizedCrop box is at most 374 pixels wide, so it never applies, and
-where it does it would replace the antialiased bilinear filter by libjpeg's DCT scaling, a
-different low-pass than the recipe states. TrivialAugment is left out: see
-benchmarks/decode_throughput.py for its measured cost.
+Not done, and why. Pillow's `draft()` (decoding a JPEG at 1/2, 1/4 or 1/8 scale in the DCT
+domain) can only serve a crop at least twice the output on both sides (448 px for 224); on
+ImageNet-like 400x350 images no RandomResizedCrop box, nor the eval resize to 256, is that
+large, so it would never apply; where it does, it swaps the antialiased bilinear filter for
+libjpeg's DCT scaling, a different low-pass from the one the recipe states. TrivialAugment is
+left out: benchmarks/decode_throughput.py prints its measured cost next to the recipe's.
 
 Determinism: every random choice comes from the `rng` passed in, in a fixed order (crop box,
 then flip), so a sample's augmentation is a pure function of the caller's seed for it.
@@ -47,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 try:  # the optional fast JPEG decoder (pip install cnnzoo[fast-jpeg])
@@ -72,7 +75,7 @@ def decode_pil(data: bytes, source: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img = img if img.mode == "RGB" else img.convert("RGB")
-            return np.asarray(img)
+            return np.array(img)  # writable, as torch.from_numpy wants
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         # UnidentifiedImageError and "image file is truncated" are OSErrors.
         reason = " ".join(str(err).split())
@@ -132,12 +135,27 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resize_shorter(img: Image.Image, side: int) -> Image.Image:
-    """Resize so the shorter side is `side`, the longer one int(side * long / short), as
-    torchvision's Resize(int) does; bilinear with Pillow's antialiasing."""
-    w, h = img.size
-    size = (side, int(side * h / w)) if w <= h else (int(side * w / h), side)
-    return img if size == img.size else img.resize(size, Image.BILINEAR)
+def resize(pixels: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W, 3) uint8 array -> (3, h, w) uint8 tensor, bilinear with antialiasing.
+
+    torch's uint8 kernel for this (the one torchvision's tensor transforms use) implements
+    Pillow's bilinear filter, i.e. torchvision's PIL path: within 1 level of Pillow's pixels
+    (rounding; most are equal), at ~1/3 of Pillow's time for a 224x224 output. The result
+    keeps channels-last strides; callers make it contiguous once at the end.
+    """
+    x = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W) over HWC memory
+    if tuple(x.shape[-2:]) == size:
+        return x[0]
+    x = x.contiguous(memory_format=torch.channels_last)  # a crop view has the parent's strides
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def shorter_side_size(height: int, width: int, side: int) -> tuple[int, int]:
+    """(h, w) with the shorter side `side` and the longer int(side * long / short), as
+    torchvision's Resize(int) computes it."""
+    if width <= height:
+        return int(side * height / width), side
+    return side, int(side * width / height)
 
 
 def center_crop_box(height: int, width: int, size: int) -> tuple[int, int]:
@@ -145,9 +163,9 @@ def center_crop_box(height: int, width: int, size: int) -> tuple[int, int]:
     return round((height - size) / 2), round((width - size) / 2)
 
 
-def to_chw(hwc: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 array -> contiguous uint8 (3, H, W) tensor."""
-    return torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
+def _finish(x: torch.Tensor, flip: bool) -> torch.Tensor:
+    """(3, h, w) of any strides -> contiguous, flipped left-right if asked."""
+    return (x.flip(-1) if flip else x).contiguous()
 
 
 # ------------------------------------------------------------------------------ recipes
@@ -165,11 +183,8 @@ class ImageNetTrain:
     def __call__(self, data: bytes, source: str, rng: np.random.Generator) -> torch.Tensor:
         pixels = decode(data, source)
         top, left, h, w = random_resized_crop_box(*pixels.shape[:2], rng, self.scale, self.ratio)
-        crop = Image.fromarray(pixels[top:top + h, left:left + w])
-        out = np.asarray(crop.resize((self.size, self.size), Image.BILINEAR))
-        if rng.random() < 0.5:
-            out = out[:, ::-1]
-        return to_chw(out)
+        out = resize(pixels[top:top + h, left:left + w], (self.size, self.size))
+        return _finish(out, flip=rng.random() < 0.5)
 
 
 @dataclass(frozen=True)
@@ -180,16 +195,10 @@ class ImageNetEval:
     resize: int = 256
 
     def __call__(self, data: bytes, source: str, rng: np.random.Generator) -> torch.Tensor:
-        img = resize_shorter(Image.fromarray(decode(data, source)), self.resize)
-        pixels = np.asarray(img)
-        top, left = center_crop_box(*pixels.shape[:2], self.size)
-        return to_chw(pixels[top:top + self.size, left:left + self.size])
-
-
-def _square(pixels: np.ndarray, size: int) -> np.ndarray:
-    if pixels.shape[:2] == (size, size):
-        return pixels
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR))
+        pixels = decode(data, source)
+        x = resize(pixels, shorter_side_size(*pixels.shape[:2], self.resize))
+        top, left = center_crop_box(*x.shape[-2:], self.size)
+        return _finish(x[:, top:top + self.size, left:left + self.size], flip=False)
 
 
 @dataclass(frozen=True)
@@ -200,14 +209,12 @@ class CifarTrain:
     padding: int = 4
 
     def __call__(self, data: bytes, source: str, rng: np.random.Generator) -> torch.Tensor:
-        pixels = _square(decode(data, source), self.size)
+        x = resize(decode(data, source), (self.size, self.size))
         p = self.padding
-        padded = np.pad(pixels, ((p, p), (p, p), (0, 0)))
+        padded = F.pad(x, (p, p, p, p))
         top, left = (int(v) for v in rng.integers(0, 2 * p + 1, size=2))
-        out = padded[top:top + self.size, left:left + self.size]
-        if rng.random() < 0.5:
-            out = out[:, ::-1]
-        return to_chw(out)
+        out = padded[:, top:top + self.size, left:left + self.size]
+        return _finish(out, flip=rng.random() < 0.5)
 
 
 @dataclass(frozen=True)
@@ -217,7 +224,7 @@ class CifarEval:
     size: int = 32
 
     def __call__(self, data: bytes, source: str, rng: np.random.Generator) -> torch.Tensor:
-        return to_chw(_square(decode(data, source), self.size))
+        return _finish(resize(decode(data, source), (self.size, self.size)), flip=False)
 
 
 @dataclass(frozen=True)
