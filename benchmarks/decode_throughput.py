@@ -1,6 +1,7 @@
 """Decode + augment throughput of the ImageNet recipe (cnnzoo.data.recipe) in DataLoader
 workers, against a plain torch DataLoader over an ImageFolder with Pillow and the equivalent
-transforms; then ResNet-50's training step on this CPU, to say whether the data side keeps up.
+transforms; the cost of TrivialAugment Wide (preset "imagenet-ta"); then ResNet-50's training
+step on this CPU, to say whether the data side keeps up.
 
 Data: `--n` JPEGs of 400x350 at quality 90 (ImageNet's typical size), upsampled noise plus
 grain so that they compress like photographs (~100 KB each), written as an ImageFolder of 10
@@ -46,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cnnzoo.cpuinfo import cpu_flags, native_bf16
@@ -145,36 +146,6 @@ def per_image_ms(fn, images: list, repeats: int = 1) -> float:
     return (time.perf_counter() - start) / (repeats * len(images)) * 1e3
 
 
-def trivial_augment_ms(n: int = 40) -> tuple[float, float, str]:
-    """Mean cost of one TrivialAugmentWide op on a 224x224 Pillow image (the op is drawn
-    uniformly from its 14, so the mean over ops is the expected cost), the costliest op's cost
-    and its name."""
-    rng = np.random.default_rng(SEED)
-    img = Image.open(io.BytesIO(photo_like(rng, 224, 224))).convert("RGB")
-    affine = dict(resample=Image.NEAREST, fillcolor=(128, 128, 128))
-    ops = {
-        "identity": lambda im: im,
-        "shear_x": lambda im: im.transform(im.size, Image.AFFINE, (1, 0.3, 0, 0, 1, 0), **affine),
-        "shear_y": lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0.3, 1, 0), **affine),
-        "translate_x": lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 20, 0, 1, 0),
-                                               **affine),
-        "translate_y": lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, 20),
-                                               **affine),
-        "rotate": lambda im: im.rotate(30, resample=Image.NEAREST, fillcolor=(128, 128, 128)),
-        "brightness": lambda im: ImageEnhance.Brightness(im).enhance(1.5),
-        "color": lambda im: ImageEnhance.Color(im).enhance(1.5),
-        "contrast": lambda im: ImageEnhance.Contrast(im).enhance(1.5),
-        "sharpness": lambda im: ImageEnhance.Sharpness(im).enhance(1.5),
-        "posterize": lambda im: ImageOps.posterize(im, 4),
-        "solarize": lambda im: ImageOps.solarize(im, 128),
-        "autocontrast": ImageOps.autocontrast,
-        "equalize": ImageOps.equalize,
-    }
-    costs = {name: per_image_ms(op, [img] * n) for name, op in ops.items()}
-    worst = max(costs, key=costs.get)
-    return statistics.mean(costs.values()), costs[worst], worst
-
-
 def resnet50_step_s(steps: int, bf16: bool) -> float:
     torch.manual_seed(SEED)
     model = create_model("resnet50", num_classes=1000)
@@ -227,10 +198,11 @@ def main() -> None:
         train = make_transform("imagenet", train=True)
         rng = np.random.default_rng(SEED)
         recipe_ms = per_image_ms(lambda d: train(d, "x", rng), some, 3)
-        ta_mean, ta_worst, worst = trivial_augment_ms()
-        print(f"recipe (decode + crop + resize + flip), 1 core: {recipe_ms:.2f} ms/image; "
-              f"TrivialAugmentWide would add {ta_mean:.2f} ms/image on average "
-              f"({ta_mean / recipe_ms:.0%}; costliest op {worst} {ta_worst:.2f} ms)")
+        with_ta = make_transform("imagenet-ta", train=True)
+        ta_ms = per_image_ms(lambda d: with_ta(d, "x", rng), some, 3)
+        print(f"imagenet recipe (decode + crop + resize + flip), 1 core: {recipe_ms:.2f} "
+              f"ms/image; imagenet-ta (+ TrivialAugment Wide): {ta_ms:.2f} ms/image "
+              f"(+{ta_ms / recipe_ms - 1:.0%})")
         batch = torch.zeros(args.batch_size, 3, SIZE, SIZE, dtype=torch.uint8)
         norm_ms = per_image_ms(lambda b: normalize(b.float(), IMAGENET_MEAN, IMAGENET_STD),
                                [batch] * 5) / args.batch_size

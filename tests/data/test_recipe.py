@@ -114,7 +114,8 @@ def test_decode_falls_back_to_pillow_without_the_fast_decoder(monkeypatch):
 # ------------------------------------------------------------------------- transform outputs
 
 @pytest.mark.parametrize("preset,size", [("imagenet", None), ("imagenet", 96),
-                                         ("cifar", None), ("cifar", 24)])
+                                         ("imagenet-ta", None), ("cifar", None),
+                                         ("cifar", 24)])
 @pytest.mark.parametrize("train", [True, False])
 def test_transforms_give_uint8_chw_of_the_requested_size(preset, size, train):
     side = size or get_preset(preset).size
@@ -129,7 +130,7 @@ def test_transforms_give_uint8_chw_of_the_requested_size(preset, size, train):
 
 def test_train_transforms_are_deterministic_given_the_rng_and_vary_with_it():
     data = encode(smooth_image(350, 400))
-    for preset in ("imagenet", "cifar"):
+    for preset in ("imagenet", "imagenet-ta", "cifar"):
         t = make_transform(preset, train=True)
         a = t(data, "x", np.random.default_rng(5))
         b = t(data, "x", np.random.default_rng(5))
@@ -140,7 +141,7 @@ def test_train_transforms_are_deterministic_given_the_rng_and_vary_with_it():
 
 def test_transforms_survive_pickling_for_spawned_workers():
     data = encode(smooth_image(100, 120))
-    for preset in ("imagenet", "cifar"):
+    for preset in ("imagenet", "imagenet-ta", "cifar"):
         for train in (True, False):
             t = make_transform(preset, train)
             t2 = pickle.loads(pickle.dumps(t))
@@ -150,7 +151,7 @@ def test_transforms_survive_pickling_for_spawned_workers():
 
 def test_unknown_preset_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown augmentation preset 'imagnet'; known: "
-                                         "imagenet, cifar"):
+                                         "imagenet, imagenet-ta, cifar"):
         make_transform("imagnet", train=True)
 
 
