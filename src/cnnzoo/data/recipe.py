@@ -7,13 +7,14 @@ batches on the device, with the preset's `mean` and `std` (a uint8 batch is a qu
 bytes of a float one to collate and move).
 
 Decoding. JPEGs go through `simplejpeg` (libjpeg-turbo) when it is installed (the `fast-jpeg`
-extra), ~1.4x faster than Pillow on 400x350 quality-90 JPEGs (benchmarks/decode_throughput.py);
-both run libjpeg-turbo's default integer DCT with fancy upsampling, so they give identical
-pixels on those images (tests/data/test_recipe.py allows a difference of 2 levels, for builds of
-libjpeg-turbo whose SIMD code differs; CMYK JPEGs, which each library converts to RGB its own
-way, differ by 1). Everything else (PNG, and any JPEG simplejpeg rejects) goes to Pillow.
-Grayscale, palette and RGBA/LA images become RGB; alpha is dropped, not composited, as
-torchvision's ImageFolder loader does with `convert("RGB")`.
+extra), 1.1-1.4x faster than Pillow on 400x350 quality-90 JPEGs (quiet and loaded machine,
+benchmarks/decode_throughput.py); both run libjpeg-turbo's default integer DCT with fancy
+upsampling, so they give identical pixels on those images (tests/data/test_recipe.py allows
+a difference of 2 levels, for builds of libjpeg-turbo whose SIMD code differs; CMYK JPEGs,
+which each library converts to RGB its own way, differ by 1). Everything else (PNG, and any
+JPEG simplejpeg rejects) goes to Pillow. Grayscale, palette and RGBA/LA images become RGB;
+alpha is dropped, not composited, as torchvision's ImageFolder loader does with
+`convert("RGB")`.
 
 Recipes (`PRESETS`):
 - "imagenet", train: RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) as torchvision
@@ -36,10 +37,10 @@ ImageNet-like 400x350 images no RandomResizedCrop box, nor the eval resize to 25
 large, so it would never apply; where it does, it swaps the antialiased bilinear filter for
 libjpeg's DCT scaling, a different low-pass from the one the recipe states.
 
-TrivialAugment Wide (cnnzoo.data.trivial_augment) is the separate preset "imagenet-ta": its
-cost, about 0.7 ms per 224x224 image on average on the benchmark CPU (+13% over the recipe's
-~5.5 ms; benchmarks/decode_throughput.py prints both), is modest but not free, so the plain
-"imagenet" preset stays without it.
+TrivialAugment Wide (cnnzoo.data.trivial_augment) is the separate preset "imagenet-ta": on
+the benchmark CPU (AMD EPYC, Zen 5) it adds 0.2 ms to the recipe's 0.9 ms per image (+23%;
+benchmarks/decode_throughput.py prints both), modest but not free, so the plain "imagenet"
+preset stays without it.
 
 Determinism: every random choice comes from the `rng` passed in, in a fixed order (crop box,
 flip, then TrivialAugment's op, bin and sign), so a sample's augmentation is a pure function of
