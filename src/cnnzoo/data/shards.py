@@ -89,6 +89,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:
+        if (path / ".parts" / "settings.json").is_file():
+            raise ValueError(f"{path}: packing did not finish; run `cnnzoo data pack` again "
+                             f"with the same arguments to complete it") from None
         raise FileNotFoundError(f"{path}: not a shard directory (no {MANIFEST}; make one with "
                                 f"`cnnzoo data pack SRC --out {path}`)") from None
     except (OSError, ValueError) as err:

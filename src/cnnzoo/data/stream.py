@@ -42,7 +42,8 @@ except ImportError:  # the optional `stream` extra
     StreamingDataLoader = StreamingDataset = None
 
 Transform = Callable[[bytes, int, np.random.Generator], tuple[torch.Tensor, int]]
-SAMPLE_LOG_ENV = "CNNZOO_TEST_SAMPLE_LOG"  # test-only: append each batch's sample ids here
+# Test-only: append "RANK EPOCH STEP ids..." for each batch to this file.
+SAMPLE_LOG_ENV = "CNNZOO_TEST_SAMPLE_LOG"
 
 
 class DecodeResize:
@@ -201,7 +202,8 @@ class StreamLoader:
             self.last_ids = ids
             if log:
                 with open(log, "a") as f:
-                    f.write(f"{self.epoch} {step} {' '.join(map(str, ids.tolist()))}\n")
+                    f.write(f"{os.environ.get('RANK', '0')} {self.epoch} {step} "
+                            f"{' '.join(map(str, ids.tolist()))}\n")
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             if self.normalize_batches:
