@@ -42,7 +42,7 @@ except ImportError:  # the optional `stream` extra
     StreamingDataLoader = StreamingDataset = None
 
 Transform = Callable[[bytes, int, np.random.Generator], tuple[torch.Tensor, int]]
-# Test-only: append "RANK EPOCH STEP ids..." for each batch to this file.
+# Test-only: append "SPLIT RANK EPOCH STEP ids..." for each batch to this file.
 SAMPLE_LOG_ENV = "CNNZOO_TEST_SAMPLE_LOG"
 
 
@@ -202,7 +202,8 @@ class StreamLoader:
             self.last_ids = ids
             if log:
                 with open(log, "a") as f:
-                    f.write(f"{os.environ.get('RANK', '0')} {self.epoch} {step} "
+                    f.write(f"{self.split.root.name} {os.environ.get('RANK', '0')} "
+                            f"{self.epoch} {step} "
                             f"{' '.join(map(str, ids.tolist()))}\n")
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
