@@ -3,7 +3,8 @@
 Two ranks under torchrun (gloo) see disjoint samples that together cover the epoch. A run
 SIGKILLed in the middle of an epoch (CNNZOO_TEST_KILL_AT, see cnnzoo/train/faults.py; last.pt
 after every step) and resumed with --resume draws exactly the sample ids of the
-uninterrupted run from the step its last.pt holds, and ends with the same weights bit for bit.
+uninterrupted run from the step its last.pt holds, and ends with the same weights bit for bit;
+`cnnzoo eval` on the shard directory measures the validation accuracy training recorded.
 The ids come from the stream's test-only log (CNNZOO_TEST_SAMPLE_LOG: "RANK EPOCH STEP ids").
 """
 
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from cnnzoo.data.pack import pack_images
+from cnnzoo.infer.evaluate import evaluate_checkpoint
 from cnnzoo.train import load_checkpoint
 from stream_images import make_image_folder
 
@@ -99,3 +101,8 @@ def test_killed_mid_epoch_resumes_with_the_same_samples_and_weights(shards, tmp_
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["metrics"][-1]["val_acc"] == b["metrics"][-1]["val_acc"]
+    # `cnnzoo eval` streams the same val split and measures what training validated.
+    best = tmp_path / "ref" / "best.pt"
+    result = evaluate_checkpoint(best, str(shards), split="val")
+    assert sum(result.support) == 16
+    assert result.top1 == pytest.approx(load_checkpoint(best)["best_val_acc"], abs=1e-6)
