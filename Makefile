@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# litdata (the `stream` extra) without its torchvision requirement; its imports come with dev
+	$(BIN)/pip install --quiet --no-deps "litdata==0.2.76"
 	touch $(STAMP)
 
 # The main job: the Canziani-style comparison of the default models on this machine

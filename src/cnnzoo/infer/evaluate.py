@@ -17,6 +17,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from torch import nn
 
 from cnnzoo.checkpoint.info import ModelInfo, Preprocess
 from cnnzoo.data.dataset import ImageDataset, stratified_subset, train_val_split
+from cnnzoo.data.shards import ShardSplit, is_shard_dir, open_shards
 from cnnzoo.data.sources import load_dataset
+from cnnzoo.data.stream import DecodeResize, StreamLoader
 from cnnzoo.fileio import atomic_write
 from cnnzoo.infer.backends import deploy
 from cnnzoo.infer.loading import load_model
@@ -116,15 +119,37 @@ def evaluate_model(model: nn.Module, dataset: ImageDataset, preprocess: Preproce
         batch_size: images per forward pass.
         device: where the batches go (the model must be there already).
     """
+    batches = ((preprocess.apply(dataset.images[start:start + batch_size], device),
+                dataset.labels[start:start + batch_size].to(device))
+               for start in range(0, len(dataset), batch_size))
+    return _evaluate_batches(model, batches, list(dataset.classes))
+
+
+def evaluate_stream(model: nn.Module, split: ShardSplit, classes: list[str],
+                    preprocess: Preprocess, *, batch_size: int = 256,
+                    device: str | torch.device = "cpu", workers: int = 0) -> EvalResult:
+    """`evaluate_model` over a packed split (`cnnzoo data pack`), streamed: each image decoded
+    and resized to the recorded size in `workers` processes, normalised with `preprocess`."""
+    size = preprocess.image_size
+    if size[0] != size[1]:
+        raise ValueError(f"a stream is resized to a square; the model was trained at {size}")
+    loader = StreamLoader(split, batch_size, transform=DecodeResize(size[0], split.in_chans),
+                          num_workers=workers, device=device, mean=preprocess.mean,
+                          std=preprocess.std)
+    return _evaluate_batches(model, loader, classes)
+
+
+@torch.no_grad()
+def _evaluate_batches(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                      classes: list[str]) -> EvalResult:
     if isinstance(model, nn.Module):  # a `Deployed` backend is already built for inference
         model.eval()
-    num_classes = dataset.num_classes
+    num_classes = len(classes)
     k = min(TOP_K, num_classes)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    topk_correct, loss_sum = 0, 0.0
-    for start in range(0, len(dataset), batch_size):
-        x = preprocess.apply(dataset.images[start:start + batch_size], device)
-        y = dataset.labels[start:start + batch_size].to(device)
+    topk_correct, loss_sum, count = 0, 0.0, 0
+    for x, y in batches:
+        count += len(y)
         logits = model(x).float()
         if logits.shape[1] != num_classes:
             raise ValueError(f"model gives {logits.shape[1]} logits, the data have "
@@ -134,8 +159,7 @@ def evaluate_model(model: nn.Module, dataset: ImageDataset, preprocess: Preproce
         pred = logits.argmax(1)
         confusion += torch.bincount((y * num_classes + pred).cpu(),
                                     minlength=num_classes ** 2).view(num_classes, num_classes)
-    return EvalResult(list(dataset.classes), confusion, topk_correct, k,
-                      loss_sum / max(len(dataset), 1))
+    return EvalResult(list(classes), confusion, topk_correct, k, loss_sum / max(count, 1))
 
 
 def load_split(config: dict[str, Any], data: str, split: str, *,
@@ -237,6 +261,19 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, *,
     data = data or config.get("data")
     if not data:
         raise ValueError(f"{path}: no data set recorded; pass --data NAME_OR_PATH")
+    if is_shard_dir(data):
+        if backend != "eager":
+            raise ValueError(f"--backend {backend}: a shard directory is evaluated eagerly")
+        shards = open_shards(data)
+        if list(shards.classes) != list(info.classes):
+            raise ValueError(f"{data}: its classes differ from the model's")
+        packed = shards.split("train" if split == "train" else "val")  # test: the val split
+        result = evaluate_stream(model, packed, list(shards.classes), info.preprocess,
+                                 batch_size=batch_size, device=device)
+        result.backend = backend
+        result.model, result.source, result.data, result.split, result.weights = (
+            info.model_name, str(path), str(data), split, info.weights)
+        return result
     dataset = load_split(config, data, split,
                          data_dir=data_dir if data_dir is not None else config.get("data_dir"))
     check_compatible(info, dataset)

@@ -12,7 +12,8 @@ last.pt also holds "step", the steps done in the epoch in progress, and "ranks",
 state of that epoch: its generators (dropout and stochastic depth have drawn from them since
 the epoch start), its metric sums and its training time so far. A resumed run restores its
 rank's entry and skips the loader's first "step" batches of the epoch, which the loader
-reproduces without drawing any random number.
+reproduces without drawing any random number. A stream (`data.stream.StreamLoader`) instead
+keeps its engine's position: the rank's entry holds it as "stream" (plain JSON-able values).
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ def restore(run: Run, path: Path) -> None:
         for key, value in mine["ema_buffers"].items():
             ema[key].copy_(value)
     run.partial = mine if run.start_step and "rng" in mine else None
+    if run.start_step and "stream" in mine:
+        run.loader.load_state_dict(mine["stream"])
     run.best, run.rows = state["best_val_acc"], list(state["metrics"])
     run.checkpointed = (run.start_epoch, run.start_step)
 
@@ -121,6 +124,8 @@ def rank_state(run: Run, sums: dict[str, Any] | None = None,
     state: dict[str, Any] = {}
     if sums is not None:
         state.update(rng=rng_state(), sums=sums, train_time_s=train_time_s)
+        if hasattr(run.loader, "state_dict"):  # a stream: where the engine stands (JSON)
+            state["stream"] = run.loader.state_dict()
     if run.ema is not None and run.info.enabled:
         params = {name for name, _ in run.ema.module.named_parameters()}
         state["ema_buffers"] = {k: v.detach().cpu().clone()

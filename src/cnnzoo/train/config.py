@@ -112,6 +112,9 @@ class TrainConfig:
                           "rank normalises over its batch/N images", default=False)
     threads: int | None = _help("torch intra-op threads per process; default: torch's",
                                 default=None)
+    workers: int = _help("DataLoader worker processes that decode and transform a shard "
+                         "directory's images (streaming only; 0 = in the training process)",
+                         default=2)
     seed: int = _help("seed of weights init, data order, augmentation and dropout", default=0)
     deterministic: bool = _help("torch.use_deterministic_algorithms (and no cuDNN autotuning)",
                                 default=False)
@@ -138,6 +141,8 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers: expected >= 0, got {self.workers}")
         if self.val_size < 0:
             raise ValueError(f"val_size: expected >= 0, got {self.val_size}")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -42,6 +42,7 @@ from torch import nn
 
 from cnnzoo.data.dataset import ImageDataset
 from cnnzoo.data.loader import BatchLoader
+from cnnzoo.data.stream import StreamLoader
 from cnnzoo.train import checkpoint, distributed, faults, runlog, transfer
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.device import Execution, resolve
@@ -269,7 +270,7 @@ def train_step(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, execution: Execution
+def evaluate(model: nn.Module, loader: BatchLoader | StreamLoader, execution: Execution
              ) -> tuple[float, float]:
     """Mean loss and top-1 accuracy of `model` over `loader`, summed over all ranks.
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from cnnzoo.data.augment import Augment
 from cnnzoo.data.loader import BatchLoader
+from cnnzoo.data.stream import StreamLoader
 from cnnzoo.train.autosave import Timer
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.device import Execution
@@ -50,8 +51,8 @@ class Run:
     model: nn.Module
     net: nn.Module
     criterion: Callable[[Any, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-    loader: BatchLoader
-    val_loader: BatchLoader | None
+    loader: BatchLoader | StreamLoader
+    val_loader: BatchLoader | StreamLoader | None
     crops: Augment
     whole: Augment
     crop_epochs: int

@@ -25,6 +25,7 @@ from cnnzoo.checkpoint.torch_file import versions
 from cnnzoo.data.augment import Augment
 from cnnzoo.data.dataset import ImageDataset, train_val_split
 from cnnzoo.data.loader import BatchLoader
+from cnnzoo.data.shards import is_shard_dir
 from cnnzoo.data.sources import load_dataset
 from cnnzoo.fileio import remove_stale_temp_files
 from cnnzoo.train import checkpoint, distributed, runlog, sync_bn, transfer
@@ -36,6 +37,7 @@ from cnnzoo.train.loss import make_criterion
 from cnnzoo.train.optim import build_optimizer
 from cnnzoo.train.run import Run
 from cnnzoo.train.schedule import build_scheduler
+from cnnzoo.train.streaming import StreamData, open_stream_data, stream_loaders
 
 EVAL_BATCH = 512  # images per validation batch and rank; no gradients, so larger is fine
 
@@ -98,11 +100,17 @@ def _build(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution,
     run_dir = Path(cfg.out) if cfg.out is not None else None
     writes = run_dir is not None and info.is_main
     resume_from = _check_run_dir(cfg, run_dir, info, writes)
-    train_ds, val_ds = _splits(cfg, dataset, val_data)
+    shards = None
+    if dataset is None and is_shard_dir(cfg.data):
+        shards, train_ds = open_stream_data(cfg)
+    else:
+        train_ds, val_ds = _splits(cfg, dataset, val_data)
     built = transfer.prepare(cfg, module, num_classes=train_ds.num_classes,
                              in_chans=train_ds.in_chans)
     model = built.model
     image_size = _image_size(cfg, model, train_ds)
+    if shards is not None:  # a stream has no common size: it is resized to one
+        image_size = image_size or min(train_ds.image_size)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -112,7 +120,11 @@ def _build(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution,
                     alternate_flip=cfg.alternate_flip, random_erasing=cfg.random_erasing)
     # Progressive sizes: crop_size for the first crop_size_epochs epochs, then whole images.
     crops = replace(whole, crop_size=cfg.crop_size)
-    loader, val_loader = _loaders(cfg, train_ds, val_ds, crops, image_size, info, device)
+    if shards is not None:
+        loader, val_loader = stream_loaders(cfg, shards, train_ds, image_size, info, device,
+                                            EVAL_BATCH)
+    else:
+        loader, val_loader = _loaders(cfg, train_ds, val_ds, crops, image_size, info, device)
     optimizer = build_optimizer(model, cfg)
     run = Run(
         cfg, info, execution, model, model, make_criterion(model, cfg.label_smoothing),
@@ -178,7 +190,8 @@ def _loaders(cfg: TrainConfig, train_ds: ImageDataset, val_ds: ImageDataset | No
     return loader, val_loader
 
 
-def _image_size(cfg: TrainConfig, model: nn.Module, ds: ImageDataset) -> int | None:
+def _image_size(cfg: TrainConfig, model: nn.Module, ds: ImageDataset | StreamData
+                ) -> int | None:
     """Square side to resize batches to, or None to keep the data's size."""
     if cfg.image_size is not None:
         return cfg.image_size
@@ -186,7 +199,7 @@ def _image_size(cfg: TrainConfig, model: nn.Module, ds: ImageDataset) -> int | N
     return smallest if min(ds.image_size) < smallest else None
 
 
-def _record(cfg: TrainConfig, module: nn.Module | None, ds: ImageDataset,
+def _record(cfg: TrainConfig, module: nn.Module | None, ds: ImageDataset | StreamData,
             image_size: int | None, model_options: dict[str, Any],
             init: dict[str, Any] | None) -> dict[str, Any]:
     """The checkpoint keys that let eval/predict/export rebuild the model and its input, and
