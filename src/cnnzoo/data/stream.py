@@ -24,6 +24,7 @@ then `batches(start)` continues right after them. Memory: a StreamingDataset kee
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -34,6 +35,7 @@ from PIL import Image
 
 from cnnzoo.data.augment import normalize
 from cnnzoo.data.pack import require_litdata
+from cnnzoo.data.recipe import make_transform
 from cnnzoo.data.shards import ShardSplit
 
 try:
@@ -67,6 +69,20 @@ class DecodeResize:
         return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()), label
 
 
+class Recipe:
+    """A named recipe of cnnzoo.data.recipe ("imagenet", "cifar", ...) as the stream's
+    transform: bytes -> the recipe's uint8 (3, size, size) image, the label unchanged. Always
+    RGB: a grayscale set comes out with three equal channels."""
+
+    def __init__(self, preset: str, train: bool, size: int | None = None) -> None:
+        self.preset, self.train = preset, train
+        self.fn = make_transform(preset, train, size)
+
+    def __call__(self, data: bytes, label: int, rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, int]:
+        return self.fn(data, "image", rng), label
+
+
 class _Apply:
     """litdata's per-sample transform (pickled into the workers): bytes -> (x, label, id)."""
 
@@ -76,7 +92,10 @@ class _Apply:
     def __call__(self, item: dict[str, Any]) -> tuple[torch.Tensor, int, int]:
         sample_id = int(item["id"])
         rng = np.random.default_rng([self.seed, self.epoch, sample_id])
-        x, label = self.transform(item["data"], int(item["label"]), rng)
+        try:
+            x, label = self.transform(item["data"], int(item["label"]), rng)
+        except ValueError as err:  # name the sample: the message holds no file name
+            raise ValueError(f"sample {sample_id}: {err}") from None
         if x.dtype != torch.uint8 or x.ndim != 3:
             raise ValueError(f"transform: must return a uint8 (C, H, W) tensor, got "
                              f"{x.dtype} {tuple(x.shape)} for sample {sample_id}")
@@ -94,9 +113,31 @@ def _collate(items: list[tuple[torch.Tensor, int, int]]
             torch.tensor([i for _, _, i in items], dtype=torch.int64))
 
 
+# The only field formats a cnnzoo pack writes (data, label, id). litdata can also store
+# "pickle" (and formats that unpickle or run decoders); a shard directory from elsewhere that
+# declares one is refused, so that streaming never unpickles untrusted bytes.
+SAFE_FORMATS = ("bytes", "int")
+
+
+def check_formats(split: ShardSplit) -> None:
+    """One line naming the split's index.json if it declares a field format other than
+    SAFE_FORMATS."""
+    index = split.root / "index.json"
+    try:
+        formats = json.loads(index.read_text())["config"]["data_format"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{index}: not a readable litdata index ({err})") from None
+    unsafe = sorted({f for f in formats if f not in SAFE_FORMATS})
+    if unsafe:
+        raise ValueError(f"{index}: field format(s) {', '.join(unsafe)} refused; a cnnzoo "
+                         f"shard holds only {', '.join(SAFE_FORMATS)} (repack with "
+                         f"`cnnzoo data pack`)")
+
+
 def check_chunks(split: ShardSplit) -> None:
     """Cheap check before streaming (sizes, not hashes): one line naming a missing or
-    truncated shard instead of an error deep in a worker."""
+    truncated shard instead of an error deep in a worker; and no unsafe field format."""
+    check_formats(split)
     for part in split.parts:
         for f in part["files"]:
             path = split.root / f["name"]

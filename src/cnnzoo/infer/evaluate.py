@@ -30,7 +30,7 @@ from cnnzoo.checkpoint.info import ModelInfo, Preprocess
 from cnnzoo.data.dataset import ImageDataset, stratified_subset, train_val_split
 from cnnzoo.data.shards import ShardSplit, is_shard_dir, open_shards
 from cnnzoo.data.sources import load_dataset
-from cnnzoo.data.stream import DecodeResize, StreamLoader
+from cnnzoo.data.stream import DecodeResize, Recipe, StreamLoader
 from cnnzoo.fileio import atomic_write
 from cnnzoo.infer.backends import deploy
 from cnnzoo.infer.loading import load_model
@@ -127,13 +127,18 @@ def evaluate_model(model: nn.Module, dataset: ImageDataset, preprocess: Preproce
 
 def evaluate_stream(model: nn.Module, split: ShardSplit, classes: list[str],
                     preprocess: Preprocess, *, batch_size: int = 256,
-                    device: str | torch.device = "cpu", workers: int = 0) -> EvalResult:
-    """`evaluate_model` over a packed split (`cnnzoo data pack`), streamed: each image decoded
-    and resized to the recorded size in `workers` processes, normalised with `preprocess`."""
+                    device: str | torch.device = "cpu", workers: int = 0,
+                    recipe: str | None = None) -> EvalResult:
+    """`evaluate_model` over a packed split (`cnnzoo data pack`), streamed: each image through
+    the evaluation transform of the training `recipe` (e.g. imagenet: resize 256, center crop
+    224), or without one decoded and resized to the recorded size, in `workers` processes,
+    normalised with `preprocess`."""
     size = preprocess.image_size
     if size[0] != size[1]:
         raise ValueError(f"a stream is resized to a square; the model was trained at {size}")
-    loader = StreamLoader(split, batch_size, transform=DecodeResize(size[0], split.in_chans),
+    transform = (Recipe(recipe, False, size[0]) if recipe is not None
+                 else DecodeResize(size[0], split.in_chans))
+    loader = StreamLoader(split, batch_size, transform=transform,
                           num_workers=workers, device=device, mean=preprocess.mean,
                           std=preprocess.std)
     return _evaluate_batches(model, loader, classes)
@@ -269,7 +274,8 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, *,
             raise ValueError(f"{data}: its classes differ from the model's")
         packed = shards.split("train" if split == "train" else "val")  # test: the val split
         result = evaluate_stream(model, packed, list(shards.classes), info.preprocess,
-                                 batch_size=batch_size, device=device)
+                                 batch_size=batch_size, device=device,
+                                 recipe=config.get("recipe"))
         result.backend = backend
         result.model, result.source, result.data, result.split, result.weights = (
             info.model_name, str(path), str(data), split, info.weights)

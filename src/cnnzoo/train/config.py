@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from cnnzoo.data.recipe import get_preset
+
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "onecycle", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -93,6 +95,10 @@ class TrainConfig:
                                          "full-size crops (progressive sizes); default: all",
                                          default=None)
     hflip: bool = _help("random horizontal flip with probability 0.5", default=False)
+    recipe: str | None = _help("a shard directory's per-image recipe (cnnzoo.data.recipe): "
+                               "imagenet (RandomResizedCrop + flip; eval resize 256, center "
+                               "crop 224), imagenet-ta (with TrivialAugment), cifar (pad-4 crop "
+                               "+ flip); default: decode and resize only", default=None)
     alternate_flip: bool = _help("with --hflip: each image flipped in every other epoch (one coin "
                                  "per image per run, as airbench) instead of a coin per epoch",
                                  default=False)
@@ -141,6 +147,11 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)}")
+        if self.recipe is not None:
+            try:
+                get_preset(self.recipe)
+            except ValueError as err:
+                raise ValueError(f"recipe: {err}") from None
         if self.workers < 0:
             raise ValueError(f"workers: expected >= 0, got {self.workers}")
         if self.val_size < 0:

@@ -104,6 +104,10 @@ def _build(cfg: TrainConfig, info: distributed.DistInfo, execution: Execution,
     if dataset is None and is_shard_dir(cfg.data):
         shards, train_ds = open_stream_data(cfg)
     else:
+        if cfg.recipe is not None:
+            raise ValueError(f"recipe: {cfg.recipe!r} applies to a shard directory (cnnzoo "
+                             f"data pack); in-memory data are augmented with --hflip, "
+                             f"--crop-padding, --random-erasing")
         train_ds, val_ds = _splits(cfg, dataset, val_data)
     built = transfer.prepare(cfg, module, num_classes=train_ds.num_classes,
                              in_chans=train_ds.in_chans)

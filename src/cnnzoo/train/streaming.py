@@ -5,7 +5,9 @@ The training split streams shuffled (seed, epoch), sharded over the torchrun ran
 decoded and transformed in `cfg.workers` DataLoader processes; the validation split is the
 "val" split packed with it (`--holdout-per-class`, or the source's val/test folder), so
 `val_size` does not apply. The in-memory augmentations (crop padding, flips, erasing,
-progressive crop sizes) do not apply either: augmentation is the stream's transform's job.
+progressive crop sizes) do not apply either: augmentation is the stream's transform's job,
+`cfg.recipe` (cnnzoo.data.recipe: "imagenet", "imagenet-ta", "cifar"), or without one a
+plain decode and resize.
 
 Resume: each rank's `StreamLoader.state_dict()` goes into the rank's entry of a mid-epoch
 last.pt (`checkpoint.rank_state`) and is given back to the loader by `checkpoint.restore`.
@@ -13,12 +15,13 @@ last.pt (`checkpoint.rank_state`) and is given back to the loader by `checkpoint
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from cnnzoo.data.recipe import get_preset
 from cnnzoo.data.shards import ShardSet, open_shards
-from cnnzoo.data.stream import DecodeResize, StreamLoader, Transform
+from cnnzoo.data.stream import DecodeResize, Recipe, StreamLoader, Transform
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.distributed import DistInfo
 
@@ -54,15 +57,22 @@ def open_stream_data(cfg: TrainConfig) -> tuple[ShardSet, StreamData]:
     train = shards.split("train")
     data = StreamData(str(shards.path), list(shards.classes), train.in_chans, train.mean,
                       train.std, train.typical_size)
+    if cfg.recipe is not None:  # RGB at the recipe's size, normalised with its statistics
+        preset = get_preset(cfg.recipe)
+        data = replace(data, in_chans=3, mean=preset.mean, std=preset.std,
+                       image_size=(preset.size, preset.size))
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
         raise ValueError(f"num_classes: {cfg.num_classes} given, but {cfg.data} has "
                          f"{data.num_classes} classes")
     return shards, data
 
 
-def transforms(size: int, in_chans: int) -> tuple[Transform, Transform]:
-    """(training, evaluation) transforms: decode and resize to size x size for both, until
-    the ImageNet recipe presets (cnnzoo.data.recipe) are wired in here."""
+def transforms(size: int, in_chans: int, recipe: str | None = None
+               ) -> tuple[Transform, Transform]:
+    """(training, evaluation) transforms: the recipe's (cnnzoo.data.recipe) at `size`, or
+    without one, decode and resize to size x size for both."""
+    if recipe is not None:
+        return Recipe(recipe, True, size), Recipe(recipe, False, size)
     return DecodeResize(size, in_chans), DecodeResize(size, in_chans)
 
 
@@ -70,7 +80,7 @@ def stream_loaders(cfg: TrainConfig, shards: ShardSet, data: StreamData, size: i
                    info: DistInfo, device: torch.device, eval_batch: int
                    ) -> tuple[StreamLoader, StreamLoader | None]:
     """This rank's training stream and its part of the val split (None without one)."""
-    train_tf, eval_tf = transforms(size, data.in_chans)
+    train_tf, eval_tf = transforms(size, data.in_chans, cfg.recipe)
     loader = StreamLoader(shards.split("train"), cfg.batch_size // info.world_size,
                           transform=train_tf, shuffle=True, drop_last=True, seed=cfg.seed,
                           num_workers=cfg.workers, device=device,
