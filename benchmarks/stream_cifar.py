@@ -5,13 +5,17 @@ Both paths read the same images: the tarball is extracted once into a temporary 
 sorted listing both use; the last 500 images of each class (5,000) are the validation split.
 Streaming: `cnnzoo data pack --holdout-per-class 500`, then `train(data=SHARDS)` (decode and
 DecodeResize(32) in `--workers` processes). In memory: `load_image_folder`, the same split,
-`train(data=..., val_data=...)`. Recipe for both: no augmentation, SGD (cnnzoo's defaults),
-`--epochs` epochs, batch 128, seed 0. The two orders differ (litdata's shuffle against the
-in-memory permutation), so the accuracies are two draws: within noise means within about
-2 binomial standard errors of 5,000 images (~1.3 points at 70%).
+`train(data=..., val_data=...)`. Recipe for both: SGD (cnnzoo's defaults), `--epochs` epochs,
+batch 128, seed 0, and either no augmentation or, with `--augment`, He et al.'s pad-4 crop and
+flip (the stream's `--recipe cifar` against the in-memory `--crop-padding 4 --hflip`). The
+streamed run's best checkpoint is then evaluated by `cnnzoo eval` on the shard directory
+(`evaluate_checkpoint`), which must give the accuracy training validated. The two orders
+differ (litdata's shuffle against the in-memory permutation), so the accuracies are two draws:
+within noise means within about 2 binomial standard errors of 5,000 images (~1.3 points at
+70%).
 
     .venv/bin/python benchmarks/stream_cifar.py                       # resnet20, 5 epochs
-    .venv/bin/python benchmarks/stream_cifar.py --model resnet20 --epochs 10 --threads 2
+    .venv/bin/python benchmarks/stream_cifar.py --augment --precision bf16 --workers 1
 """
 
 from __future__ import annotations
@@ -25,11 +29,19 @@ from pathlib import Path
 
 from cnnzoo.data.folder import load_image_folder
 from cnnzoo.data.pack import pack_images
+from cnnzoo.infer.evaluate import evaluate_checkpoint
 from cnnzoo.train import train
 
 TARBALL = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / \
     "cifar10-train-jpeg.tar.gz"
 HOLDOUT = 500  # per class
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
 
 
 def in_memory_split(folder: Path):
@@ -50,9 +62,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--augment", action="store_true",
+                   help="pad-4 crop + flip on both paths (default: none)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = p.parse_args()
     common = {"epochs": args.epochs, "batch_size": 128, "seed": 0, "threads": args.threads,
-              "quiet": True}
+              "precision": args.precision, "quiet": True}
+    stream_aug = {"recipe": "cifar"} if args.augment else {}
+    memory_aug = {"crop_padding": 4, "hflip": True} if args.augment else {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "cifar"
         with tarfile.open(args.tarball) as tar:
@@ -62,16 +79,21 @@ def main() -> None:
         print(f"packed in {time.perf_counter() - t0:.0f} s")
         t0 = time.perf_counter()
         streamed = train(args.model, str(Path(tmp) / "shards"), workers=args.workers,
-                         image_size=32, **common)
+                         image_size=32, out=str(Path(tmp) / "run"), **stream_aug, **common)
         t_stream = time.perf_counter() - t0
+        evaluated = evaluate_checkpoint(Path(tmp) / "run" / "best.pt", str(Path(tmp) / "shards"),
+                                        split="val")
         train_ds, val_ds = in_memory_split(folder)
         t0 = time.perf_counter()
-        memory = train(args.model, train_ds, val_data=val_ds, **common)
+        memory = train(args.model, train_ds, val_data=val_ds, **memory_aug, **common)
         t_memory = time.perf_counter() - t0
     a, b = streamed.best_val_acc, memory.best_val_acc
     se = math.sqrt(2 * ((a + b) / 2) * (1 - (a + b) / 2) / (HOLDOUT * 10))
-    print(f"{args.model}, {args.epochs} epochs, batch 128, seed 0, val = last {HOLDOUT}/class")
-    print(f"streaming: best val acc {100 * a:.2f}%  ({t_stream:.0f} s)")
+    print(f"{args.model}, {args.epochs} epochs, batch 128, seed 0, {args.precision}, "
+          f"{'pad-4 crop + flip' if args.augment else 'no augmentation'}, "
+          f"val = last {HOLDOUT}/class; CPU {cpu_name()}, {args.workers} worker(s)")
+    print(f"streaming: best val acc {100 * a:.2f}%  ({t_stream:.0f} s); cnnzoo eval of its "
+          f"best.pt on the shards: {100 * evaluated.top1:.2f}%")
     print(f"in memory: best val acc {100 * b:.2f}%  ({t_memory:.0f} s)")
     print(f"difference {100 * (a - b):+.2f} points; 2 standard errors of the difference "
           f"{200 * se:.2f} points: {'within' if abs(a - b) <= 2 * se else 'OUTSIDE'} noise")
