@@ -17,6 +17,15 @@ Backends (all fp32):
 - `onnxruntime`: the fused model exported through the dynamo ONNX exporter, run by an ORT
   session with every graph optimisation on and `threads` intra-op threads; the session options
   are recorded in `Deployed.options`.
+- `openvino`: the same fused ONNX export, read by OpenVINO and compiled for its CPU plugin
+  (optional extra `cnnzoo[openvino]`, which also needs `cnnzoo[export]` for the exporter) with
+  `INFERENCE_NUM_THREADS` = `threads`, `INFERENCE_PRECISION_HINT` = f32 and
+  `PERFORMANCE_HINT` = LATENCY, all recorded in `Deployed.options`. f32 must be asked for:
+  on a CPU with AVX512_BF16 or AMX the plugin's default precision is bf16 (measured on the
+  Zen 5: 2.8e-3 x max |logit| on resnet20, far outside the fp32 1e-4 rule), so an unset
+  hint would make an "fp32" backend silently reduced-precision. LATENCY (one stream that
+  uses every thread) because `Deployed` runs one synchronous request per batch: THROUGHPUT
+  splits the threads into several streams that only pay when several requests are in flight.
 
 And two reduced-precision backends, checked by their top-1 agreement with eager and their
 max |logit - eager logit| relative to max |eager logit| (`Deployed.max_rel_diff`), not by the
@@ -58,7 +67,7 @@ from torch.utils._pytree import tree_leaves
 from cnnzoo.cpuinfo import native_bf16
 from cnnzoo.infer.export import onnx_proto
 
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "bf16", "int8")
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "bf16", "int8")
 INT8_AGREEMENT = 0.9  # top-1 agreement with eager on the calibration batches, at least
 BF16_AGREEMENT = 0.9  # the same, for bf16 given calibration batches
 # bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per op); ResNet-50 measured
@@ -270,6 +279,37 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor, threads: int | None) -> Depl
     return Deployed("onnxruntime", run, None, artefact, 0.0, 0.0, 0.0, options)
 
 
+def _openvino_module():
+    try:
+        import openvino  # lazy: an optional extra (cnnzoo[openvino])
+    except ImportError:
+        raise RuntimeError("deploy openvino needs the openvino package "
+                           "(pip install 'cnnzoo[openvino]')") from None
+    return openvino
+
+
+def _openvino(model: nn.Module, x: torch.Tensor, threads: int | None) -> Deployed:
+    ov = _openvino_module()  # the missing-extra line before exporting
+    artefact = _export_onnx(fold_batchnorm(model, x), x)
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(core.read_model(artefact, b""), "CPU", config)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        out = request.infer({0: batch.detach().cpu().numpy()})[output]
+        return torch.from_numpy(out.copy())  # the request reuses its output buffer
+
+    options = {"threads": threads, "device": "CPU", "openvino": ov.__version__, **{
+        key: str(compiled.get_property(key)) for key in (
+            "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS",
+            "NUM_STREAMS")}}
+    return Deployed("openvino", run, None, artefact, 0.0, 0.0, 0.0, options)
+
+
 def _int8(model: nn.Module, x: torch.Tensor, calibration: list[torch.Tensor],
           threads: int | None, start: float) -> Deployed:
     _ort()
@@ -312,8 +352,9 @@ def _int8(model: nn.Module, x: torch.Tensor, calibration: list[torch.Tensor],
     return built
 
 
+# int8 and bf16 are built by `_int8` and `_bf16` (calibration, agreement instead of 1e-4).
 _BUILDERS = {"eager": _eager, "fused": _fused, "compile": _compile,
-             "onnxruntime": _onnxruntime}  # int8 needs calibration: built by `_int8`
+             "onnxruntime": _onnxruntime, "openvino": _openvino}
 
 
 # ---- BatchNorm folding ------------------------------------------------------------------
