@@ -202,8 +202,32 @@ def test_int8_keeps_top1_agreement_with_eager(trained_resnet20):
     built = deploy(model, "int8", batches[0], calibration=batches, threads=1)
     assert built.top1_agreement >= 0.95
     assert built.options["quant_format"] == "QDQ" and built.options["calibration_batches"] == 4
+    assert built.options["activations"] == "uint8"
     assert b"QuantizeLinear" in built.artefact  # it really runs quantized
     assert built(batches[0]).shape == (64, 10)
+
+
+def test_int8_runs_every_conv_and_residual_add_as_an_integer_op(trained_resnet20, tmp_path):
+    """With uint8 activations ORT fuses every QDQ convolution and residual addition into
+    QLinearConv / QLinearAdd; int8 activations left those feeding an addition in fp32."""
+    import onnx
+    import onnxruntime as ort
+
+    model, batches = trained_resnet20
+    built = deploy(model, "int8", batches[0], calibration=batches[:1], threads=1)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(built.artefact, so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    # resnet20: 19 convolutions (its shortcuts are option A: no convolution), 9 additions.
+    assert ops.count("QLinearConv") == 19 and ops.count("QLinearAdd") == 9
+    assert "Conv" not in ops and "Add" not in ops
+
+
+def test_int8_keeps_8_bit_weights_only_where_the_cpu_has_vnni(monkeypatch):
+    assert deploy_mod.has_vnni({"avx2", "avx512_vnni"}) and deploy_mod.has_vnni({"avx_vnni"})
+    assert not deploy_mod.has_vnni({"avx2", "fma"}) and not deploy_mod.has_vnni(set())
 
 
 def test_int8_needs_calibration_data():

@@ -40,12 +40,21 @@ fp32 1e-4 rule:
   user's data; top-1 below `BF16_AGREEMENT` is refused), else on `example_input`, where only
   the relative-difference bound `BF16_RTOL` is enforced (two random images say little of top-1).
 - `int8`: ONNX Runtime's post-training static quantization in QDQ form (int8 weights per
-  channel, int8 activations, min-max ranges calibrated on `calibration`, an iterable of the
+  channel, uint8 activations, min-max ranges calibrated on `calibration`, an iterable of the
   user's own input batches), run by the same kind of ORT session. ORT's QDQ path was chosen
   over PT2E + the X86 inductor quantizer because the fp32 ORT session is already this
-  project's fastest CPU backend to build, and QDQ keeps every op it cannot quantize in fp32
-  instead of failing. An int8 model is not expected to match eager to 1e-4: its check is the
-  top-1 agreement with eager on the calibration batches, which must reach `INT8_AGREEMENT`.
+  project's fastest CPU backend to build, QDQ keeps every op it cannot quantize in fp32
+  instead of failing, and PT2E (now in torchao) failed on the folded ResNet-50 (see
+  benchmarks/int8_probe.py). Activations are uint8, not int8, because MLAS's x86 int8 kernels
+  multiply unsigned by signed bytes: with int8 activations ORT fused only 33 of ResNet-50's
+  53 convolutions into QLinearConv and left the 20 that feed a residual addition, and the 16
+  additions, in fp32 behind 34 layout Transposes (so int8 ran at fp32 speed); with uint8 all
+  53 and the 16 additions run as QLinearConv / QLinearAdd. On a CPU without VNNI
+  (avx512_vnni, avx_vnni or amx_int8 in its flags) weights are quantized to 7 bits
+  (`reduce_range`), as ORT advises there: its u8 x s8 instruction (VPMADDUBSW) sums pairs
+  into int16 and saturates at full-range weights. An int8 model is not expected to match
+  eager to 1e-4: its check is the top-1 agreement with eager on the calibration batches,
+  which must reach `INT8_AGREEMENT`.
 """
 
 from __future__ import annotations
@@ -64,7 +73,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from cnnzoo.cpuinfo import native_bf16
+from cnnzoo.cpuinfo import cpu_flags, native_bf16
 from cnnzoo.infer.export import onnx_proto
 
 BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "bf16", "int8")
@@ -74,6 +83,7 @@ BF16_AGREEMENT = 0.9  # the same, for bf16 given calibration batches
 # 4.4e-3 x max |logit|; 5e-2 flags a model that bf16 really breaks, not accumulated rounding.
 BF16_RTOL = 5e-2
 RTOL = 1e-4  # agreement with eager, relative to max |eager logit|, as for `cnnzoo export`
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products into int32
 
 
 class DeployMismatchError(RuntimeError):
@@ -327,18 +337,19 @@ def _int8(model: nn.Module, x: torch.Tensor, calibration: list[torch.Tensor],
             batch = next(self.items, None)
             return None if batch is None else {"images": batch.detach().cpu().numpy()}
 
+    reduce_range = not has_vnni()
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(fp32)
         q.quantize_static(str(src), str(dst), Batches(), quant_format=q.QuantFormat.QDQ,
-                          per_channel=True, activation_type=q.QuantType.QInt8,
-                          weight_type=q.QuantType.QInt8,
+                          per_channel=True, reduce_range=reduce_range,
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                           calibrate_method=q.CalibrationMethod.MinMax)
         artefact = dst.read_bytes()
     run, options = _session(artefact, threads)
-    options.update({"quant_format": "QDQ", "per_channel": True, "activations": "int8",
-                    "weights": "int8", "calibration": "MinMax",
-                    "calibration_batches": len(calibration)})
+    options.update({"quant_format": "QDQ", "per_channel": True, "activations": "uint8",
+                    "weights": "int7 (reduce_range)" if reduce_range else "int8",
+                    "calibration": "MinMax", "calibration_batches": len(calibration)})
     build_s = time.perf_counter() - start
     top1, diff, rel, seen = _agreement(run, model, calibration)
     options["agreement_on"] = f"{seen} calibration images"
@@ -350,6 +361,13 @@ def _int8(model: nn.Module, x: torch.Tensor, calibration: list[torch.Tensor],
             f"{built.top1_agreement:.1%} (at least {INT8_AGREEMENT:.0%} expected); keep this "
             f"model in fp32")
     return built
+
+
+def has_vnni(flags: set[str] | None = None) -> bool:
+    """Whether the CPU has int8 dot-product instructions that accumulate into int32
+    (`VNNI_FLAGS`); `flags` default: /proc/cpuinfo's. Unknown flags count as none."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags) and any(f in flags for f in VNNI_FLAGS)
 
 
 # int8 and bf16 are built by `_int8` and `_bf16` (calibration, agreement instead of 1e-4).
