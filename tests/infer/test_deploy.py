@@ -123,9 +123,9 @@ def test_onnxruntime_equals_eager_and_records_its_session():
 
 
 # Three families whose ops differ (residual + ReLU; depthwise, SiLU, SE; max pooling, adaptive
-# pooling, linear layers). The ONNX export takes most of each case (measured on the 2-core
-# Zen 5 at load ~4: resnet20 12 s, efficientnet_b0 21 s, the first case also pays the
-# exporter's import), so densenet121 (100 s there) and googlenet (54 s) are left out.
+# pooling, linear layers). The ONNX export takes most of each case (2-core Zen 5, idle:
+# 2-4 s each; at load 4, 12-40 s, and densenet121 100 s, googlenet 54 s, so those two are
+# left to the fused test).
 OPENVINO_FAMILIES = [f for f in FAMILIES if f[0] in ("alexnet", "resnet20", "efficientnet_b0")]
 
 
