@@ -7,11 +7,15 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from cnnzoo.cli import bench as cli_bench
 from cnnzoo.cli import main
 from cnnzoo.cpuinfo import native_bf16
+from cnnzoo.infer import backends as backends_mod
 from cnnzoo.infer import bench as bench_mod
 from cnnzoo.profile.peak import measure_peak
 
@@ -93,3 +97,55 @@ def test_cli_leaves_bf16_out_in_one_line_where_the_cpu_lacks_it(capsys, monkeypa
     monkeypatch.setattr(cli_bench, "native_bf16", lambda: (False, "no native bf16 here"))
     assert main(["bench", "resnet20", "--backends", "bf16"]) == 2
     assert capsys.readouterr().out.strip() == "cnnzoo bench: bf16 left out: no native bf16 here"
+
+
+def _image_folder(root, classes=2, per_class=16, size=12):
+    rng = np.random.default_rng(0)
+    for k in range(classes):
+        (root / f"class{k}").mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"class{k}" / f"{i:02d}.png")
+    return root
+
+
+def test_calibration_data_is_an_equal_share_of_each_class_resized_and_normalised(tmp_path):
+    root = _image_folder(tmp_path / "folder", size=32)
+    cal = bench_mod.calibration_data(str(root), (3, 32, 32))
+    assert cal.name == str(root) and len(cal.batches) == bench_mod.CALIBRATION_BATCHES
+    x = torch.cat(cal.batches)
+    # All 32 of the 32 images, 16 per class, normalised with the folder's own statistics.
+    assert x.shape == (32, 3, 32, 32)
+    assert abs(float(x.mean())) < 0.05 and 0.95 < float(x.std()) < 1.05
+    # Smaller images are resized to the input.
+    small = bench_mod.calibration_data(str(_image_folder(tmp_path / "s12", size=12)),
+                                       (3, 32, 32))
+    assert torch.cat(small.batches).shape == (32, 3, 32, 32)
+
+
+def test_calibration_data_of_the_wrong_shape_is_one_line(tmp_path):
+    root = _image_folder(tmp_path / "folder")
+    with pytest.raises(ValueError, match=r"^--calibration .*: 3-channel images, the input has "
+                                         r"1 channels$"):
+        bench_mod.calibration_data(str(root), (1, 32, 32))
+    small = _image_folder(tmp_path / "small", per_class=4)
+    with pytest.raises(ValueError, match=r"8 training images, at least 32 expected"):
+        bench_mod.calibration_data(str(small), (3, 32, 32))
+
+
+def test_cli_calibrates_int8_on_real_images_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench_mod, "measure_peak", lambda size: measure_peak("small"))
+    # Random weights give near-equal logits, whose argmax int8 rounding may flip: the bar is
+    # about trained models (tests/infer/test_deploy.py), not this label.
+    monkeypatch.setattr(backends_mod, "INT8_AGREEMENT", 0.0)
+    root = _image_folder(tmp_path / "folder")
+    out = tmp_path / "bench"
+    assert main(["bench", "resnet20", "--backends", "int8", "--batch-sizes", "2",
+                 "--input", "3x32x32", "--rounds", "1", "--min-time", "0.01", "--threads", "1",
+                 "--calibration", str(root), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"calibrated and checked on 32 training images of {root}" in text
+    assert f"on real images of {root} (32 calibration images)" in text
+    assert "random data" not in text
+    (row,) = json.loads((out / "bench.json").read_text())["rows"]
+    assert row["calibration"] == str(root) and 0 <= row["top1_agreement"] <= 1

@@ -122,6 +122,32 @@ def test_onnxruntime_equals_eager_and_records_its_session():
     assert built(torch.randn(1, 3, 32, 32)).shape == (1, 10)  # a batch of 1 after export
 
 
+# Three families whose ops differ (residual + ReLU; depthwise, SiLU, SE; max pooling, adaptive
+# pooling, linear layers). The ONNX export takes most of each case (2-core Zen 5, idle:
+# 2-4 s each; at load 4, 12-40 s, and densenet121 100 s, googlenet 54 s, so those two are
+# left to the fused test).
+OPENVINO_FAMILIES = [f for f in FAMILIES if f[0] in ("alexnet", "resnet20", "efficientnet_b0")]
+
+
+@pytest.mark.parametrize("name, kwargs, shape", OPENVINO_FAMILIES,
+                         ids=[f[0] for f in OPENVINO_FAMILIES])
+def test_openvino_equals_eager_in_fp32_and_records_its_settings(name, kwargs, shape):
+    model = _model(name, kwargs)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    built = deploy(model, "openvino", x, threads=1)
+    assert built.max_abs_diff <= built.tolerance and built.artefact
+    # fp32 asked for: the plugin's default on a bf16-capable CPU would be bf16.
+    assert built.options["INFERENCE_PRECISION_HINT"] == "<Type: 'float32'>"
+    assert built.options["INFERENCE_NUM_THREADS"] == "1"
+    assert "LATENCY" in built.options["PERFORMANCE_HINT"]
+    y = torch.randn((3, *shape[1:]), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(y)
+    got = built(y)
+    assert got.shape == ref.shape  # another batch size than exported
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
 def test_compile_equals_eager():
     model = _model("resnet20", {})
     x = torch.randn(2, 3, 32, 32)
@@ -147,6 +173,13 @@ def test_a_missing_dependency_names_the_extra(monkeypatch):
         deploy(_model("resnet20", {}), "onnxruntime", torch.randn(2, 3, 32, 32))
 
 
+def test_a_missing_openvino_names_its_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(RuntimeError, match=r"^deploy openvino needs the openvino package "
+                                           r"\(pip install 'cnnzoo\[openvino\]'\)$"):
+        deploy(_model("resnet20", {}), "openvino", torch.randn(2, 3, 32, 32))
+
+
 def test_an_unknown_backend_lists_the_known_ones():
     with pytest.raises(ValueError, match="eager, fused, compile, onnxruntime"):
         deploy(nn.Linear(2, 2), "tensorrt", torch.randn(1, 2))
@@ -169,8 +202,32 @@ def test_int8_keeps_top1_agreement_with_eager(trained_resnet20):
     built = deploy(model, "int8", batches[0], calibration=batches, threads=1)
     assert built.top1_agreement >= 0.95
     assert built.options["quant_format"] == "QDQ" and built.options["calibration_batches"] == 4
+    assert built.options["activations"] == "uint8"
     assert b"QuantizeLinear" in built.artefact  # it really runs quantized
     assert built(batches[0]).shape == (64, 10)
+
+
+def test_int8_runs_every_conv_and_residual_add_as_an_integer_op(trained_resnet20, tmp_path):
+    """With uint8 activations ORT fuses every QDQ convolution and residual addition into
+    QLinearConv / QLinearAdd; int8 activations left those feeding an addition in fp32."""
+    import onnx
+    import onnxruntime as ort
+
+    model, batches = trained_resnet20
+    built = deploy(model, "int8", batches[0], calibration=batches[:1], threads=1)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(built.artefact, so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    # resnet20: 19 convolutions (its shortcuts are option A: no convolution), 9 additions.
+    assert ops.count("QLinearConv") == 19 and ops.count("QLinearAdd") == 9
+    assert "Conv" not in ops and "Add" not in ops
+
+
+def test_int8_keeps_8_bit_weights_only_where_the_cpu_has_vnni(monkeypatch):
+    assert deploy_mod.has_vnni({"avx2", "avx512_vnni"}) and deploy_mod.has_vnni({"avx_vnni"})
+    assert not deploy_mod.has_vnni({"avx2", "fma"}) and not deploy_mod.has_vnni(set())
 
 
 def test_int8_needs_calibration_data():

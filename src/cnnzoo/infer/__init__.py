@@ -2,10 +2,10 @@
 
 `cnnzoo eval`, `cnnzoo predict` and `cnnzoo export` are thin commands over
 `evaluate_checkpoint`, `predict_images` and `export_model`; `deploy` builds a faster backend
-(BatchNorm folded, torch.compile, ONNX Runtime) checked against eager. All three read a checkpoint
-written by `cnnzoo train` (with `torch.load(weights_only=True)`) or a safetensors export,
-rebuild the registered model in eval mode, and feed it the way training did
-(`Preprocess`, recorded in the checkpoint).
+(BatchNorm folded, torch.compile, ONNX Runtime, OpenVINO, int8, bf16) checked against eager.
+All three read a checkpoint written by `cnnzoo train` (with `torch.load(weights_only=True)`)
+or a safetensors export, rebuild the registered model in eval mode, and feed it the way
+training did (`Preprocess`, recorded in the checkpoint).
 """
 
 from cnnzoo.checkpoint import ModelInfo, Preprocess, load_safetensors_model

@@ -17,6 +17,15 @@ Backends (all fp32):
 - `onnxruntime`: the fused model exported through the dynamo ONNX exporter, run by an ORT
   session with every graph optimisation on and `threads` intra-op threads; the session options
   are recorded in `Deployed.options`.
+- `openvino`: the same fused ONNX export, read by OpenVINO and compiled for its CPU plugin
+  (optional extra `cnnzoo[openvino]`, which also needs `cnnzoo[export]` for the exporter) with
+  `INFERENCE_NUM_THREADS` = `threads`, `INFERENCE_PRECISION_HINT` = f32 and
+  `PERFORMANCE_HINT` = LATENCY, all recorded in `Deployed.options`. f32 must be asked for:
+  on a CPU with AVX512_BF16 or AMX the plugin's default precision is bf16 (measured on the
+  Zen 5: 2.8e-3 x max |logit| on resnet20, far outside the fp32 1e-4 rule), so an unset
+  hint would make an "fp32" backend silently reduced-precision. LATENCY (one stream that
+  uses every thread) because `Deployed` runs one synchronous request per batch: THROUGHPUT
+  splits the threads into several streams that only pay when several requests are in flight.
 
 And two reduced-precision backends, checked by their top-1 agreement with eager and their
 max |logit - eager logit| relative to max |eager logit| (`Deployed.max_rel_diff`), not by the
@@ -31,12 +40,21 @@ fp32 1e-4 rule:
   user's data; top-1 below `BF16_AGREEMENT` is refused), else on `example_input`, where only
   the relative-difference bound `BF16_RTOL` is enforced (two random images say little of top-1).
 - `int8`: ONNX Runtime's post-training static quantization in QDQ form (int8 weights per
-  channel, int8 activations, min-max ranges calibrated on `calibration`, an iterable of the
+  channel, uint8 activations, min-max ranges calibrated on `calibration`, an iterable of the
   user's own input batches), run by the same kind of ORT session. ORT's QDQ path was chosen
   over PT2E + the X86 inductor quantizer because the fp32 ORT session is already this
-  project's fastest CPU backend to build, and QDQ keeps every op it cannot quantize in fp32
-  instead of failing. An int8 model is not expected to match eager to 1e-4: its check is the
-  top-1 agreement with eager on the calibration batches, which must reach `INT8_AGREEMENT`.
+  project's fastest CPU backend to build, QDQ keeps every op it cannot quantize in fp32
+  instead of failing, and PT2E (now in torchao) failed on the folded ResNet-50 (see
+  benchmarks/int8_probe.py). Activations are uint8, not int8, because MLAS's x86 int8 kernels
+  multiply unsigned by signed bytes: with int8 activations ORT fused only 33 of ResNet-50's
+  53 convolutions into QLinearConv and left the 20 that feed a residual addition, and the 16
+  additions, in fp32 behind 34 layout Transposes (so int8 ran at fp32 speed); with uint8 all
+  53 and the 16 additions run as QLinearConv / QLinearAdd. On a CPU without VNNI
+  (avx512_vnni, avx_vnni or amx_int8 in its flags) weights are quantized to 7 bits
+  (`reduce_range`), as ORT advises there: its u8 x s8 instruction (VPMADDUBSW) sums pairs
+  into int16 and saturates at full-range weights. An int8 model is not expected to match
+  eager to 1e-4: its check is the top-1 agreement with eager on the calibration batches,
+  which must reach `INT8_AGREEMENT`.
 """
 
 from __future__ import annotations
@@ -55,16 +73,17 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from cnnzoo.cpuinfo import native_bf16
+from cnnzoo.cpuinfo import cpu_flags, native_bf16
 from cnnzoo.infer.export import onnx_proto
 
-BACKENDS = ("eager", "fused", "compile", "onnxruntime", "bf16", "int8")
+BACKENDS = ("eager", "fused", "compile", "onnxruntime", "openvino", "bf16", "int8")
 INT8_AGREEMENT = 0.9  # top-1 agreement with eager on the calibration batches, at least
 BF16_AGREEMENT = 0.9  # the same, for bf16 given calibration batches
 # bf16 keeps 8 significant bits (relative rounding 2^-9 = 2e-3 per op); ResNet-50 measured
 # 4.4e-3 x max |logit|; 5e-2 flags a model that bf16 really breaks, not accumulated rounding.
 BF16_RTOL = 5e-2
 RTOL = 1e-4  # agreement with eager, relative to max |eager logit|, as for `cnnzoo export`
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products into int32
 
 
 class DeployMismatchError(RuntimeError):
@@ -270,6 +289,37 @@ def _onnxruntime(model: nn.Module, x: torch.Tensor, threads: int | None) -> Depl
     return Deployed("onnxruntime", run, None, artefact, 0.0, 0.0, 0.0, options)
 
 
+def _openvino_module():
+    try:
+        import openvino  # lazy: an optional extra (cnnzoo[openvino])
+    except ImportError:
+        raise RuntimeError("deploy openvino needs the openvino package "
+                           "(pip install 'cnnzoo[openvino]')") from None
+    return openvino
+
+
+def _openvino(model: nn.Module, x: torch.Tensor, threads: int | None) -> Deployed:
+    ov = _openvino_module()  # the missing-extra line before exporting
+    artefact = _export_onnx(fold_batchnorm(model, x), x)
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads is not None:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(core.read_model(artefact, b""), "CPU", config)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        out = request.infer({0: batch.detach().cpu().numpy()})[output]
+        return torch.from_numpy(out.copy())  # the request reuses its output buffer
+
+    options = {"threads": threads, "device": "CPU", "openvino": ov.__version__, **{
+        key: str(compiled.get_property(key)) for key in (
+            "PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS",
+            "NUM_STREAMS")}}
+    return Deployed("openvino", run, None, artefact, 0.0, 0.0, 0.0, options)
+
+
 def _int8(model: nn.Module, x: torch.Tensor, calibration: list[torch.Tensor],
           threads: int | None, start: float) -> Deployed:
     _ort()
@@ -287,18 +337,19 @@ def _int8(model: nn.Module, x: torch.Tensor, calibration: list[torch.Tensor],
             batch = next(self.items, None)
             return None if batch is None else {"images": batch.detach().cpu().numpy()}
 
+    reduce_range = not has_vnni()
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(fp32)
         q.quantize_static(str(src), str(dst), Batches(), quant_format=q.QuantFormat.QDQ,
-                          per_channel=True, activation_type=q.QuantType.QInt8,
-                          weight_type=q.QuantType.QInt8,
+                          per_channel=True, reduce_range=reduce_range,
+                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                           calibrate_method=q.CalibrationMethod.MinMax)
         artefact = dst.read_bytes()
     run, options = _session(artefact, threads)
-    options.update({"quant_format": "QDQ", "per_channel": True, "activations": "int8",
-                    "weights": "int8", "calibration": "MinMax",
-                    "calibration_batches": len(calibration)})
+    options.update({"quant_format": "QDQ", "per_channel": True, "activations": "uint8",
+                    "weights": "int7 (reduce_range)" if reduce_range else "int8",
+                    "calibration": "MinMax", "calibration_batches": len(calibration)})
     build_s = time.perf_counter() - start
     top1, diff, rel, seen = _agreement(run, model, calibration)
     options["agreement_on"] = f"{seen} calibration images"
@@ -312,8 +363,16 @@ def _int8(model: nn.Module, x: torch.Tensor, calibration: list[torch.Tensor],
     return built
 
 
+def has_vnni(flags: set[str] | None = None) -> bool:
+    """Whether the CPU has int8 dot-product instructions that accumulate into int32
+    (`VNNI_FLAGS`); `flags` default: /proc/cpuinfo's. Unknown flags count as none."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags) and any(f in flags for f in VNNI_FLAGS)
+
+
+# int8 and bf16 are built by `_int8` and `_bf16` (calibration, agreement instead of 1e-4).
 _BUILDERS = {"eager": _eager, "fused": _fused, "compile": _compile,
-             "onnxruntime": _onnxruntime}  # int8 needs calibration: built by `_int8`
+             "onnxruntime": _onnxruntime, "openvino": _openvino}
 
 
 # ---- BatchNorm folding ------------------------------------------------------------------

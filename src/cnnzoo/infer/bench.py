@@ -11,10 +11,14 @@ the CPU while it was timed (`profile.timing.OtherLoad`, from /proc).
 
 The reduced-precision backends (bf16, int8) are checked by their top-1 agreement with eager
 and max relative logit difference. bench times registered models with random weights, so it
-has no data of theirs: int8 is calibrated, and both are checked, on `CALIBRATION_BATCHES`
-seeded random-normal batches, and the table says "on random data" beside those figures. They
-show the backend runs and how far its logits move, not its accuracy on real images (for that,
-`cnnzoo eval CKPT --backend int8`).
+has no data of theirs: by default int8 is calibrated, and both are checked, on
+`CALIBRATION_BATCHES` seeded random-normal batches, and the table says "on random data"
+beside those figures. `calibration_data` (`cnnzoo bench --calibration DATA`) replaces them
+with as many real images (a stratified, seeded subset of a data set's training split, resized
+to the input size and normalised with that set's statistics), and the table names the data
+set instead. Either way the weights are random: the figures show the backend runs and how far
+its logits move on such inputs, not its accuracy (for that, `cnnzoo eval CKPT --backend int8`
+or benchmarks/int8_accuracy.py).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from cnnzoo.data.augment import preprocess
+from cnnzoo.data.dataset import stratified_subset
+from cnnzoo.data.sources import load_dataset
 from cnnzoo.infer.backends import Deployed, deploy
 from cnnzoo.models import create_model
 from cnnzoo.profile.peak import Peak, measure_peak
@@ -37,7 +44,8 @@ from cnnzoo.profile.timing import OtherLoad, percentile, time_calls
 
 NOISY_SPREAD = 1.5  # p90 / median above this: the entry's calls varied too much
 NOISY_LOAD = 0.10  # other processes' share of the CPU above this while an entry was timed
-CALIBRATION_BATCHES = 4  # random-normal batches of 8 images for int8 and bf16
+CALIBRATION_BATCHES = 4  # batches of 8 images (random-normal, or real) for int8 and bf16
+RANDOM = "random data"  # what the reduced-precision figures were measured on by default
 REDUCED = ("bf16", "int8")  # the backends checked by agreement, not by the 1e-4 rule
 
 
@@ -61,6 +69,7 @@ class BenchRow:
     top1_agreement: float | None = None  # bf16, int8: see `agreement_on`
     max_rel_diff: float | None = None
     agreement_on: str | None = None
+    calibration: str | None = None  # bf16, int8: RANDOM, or the data set's name
 
 
 @dataclass
@@ -99,11 +108,51 @@ class BenchResult:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Input batches for int8 calibration and the bf16/int8 agreement check, and what they
+    are (`RANDOM` or a data set's name), printed beside the figures measured on them."""
+
+    batches: list[torch.Tensor]
+    name: str
+
+
+def random_calibration(input_shape: tuple[int, int, int]) -> Calibration:
+    """`CALIBRATION_BATCHES` seeded random-normal batches of 8."""
+    c, h, w = input_shape
+    x = torch.randn(CALIBRATION_BATCHES * 8, c, h, w, generator=torch.Generator().manual_seed(1))
+    return Calibration(list(x.split(8)), RANDOM)
+
+
+def calibration_data(data: str, input_shape: tuple[int, int, int], *,
+                     data_dir: str | None = None, seed: int = 0) -> Calibration:
+    """`CALIBRATION_BATCHES` x 8 real images of `data` (a name or path `load_dataset`
+    accepts), an equal share per class of its training split, resized to `input_shape` and
+    normalised with the set's own mean and std."""
+    c, h, w = input_shape
+    if h != w:
+        raise ValueError(f"--calibration {data}: images are resized to a square; the input "
+                         f"is {h}x{w}")
+    dataset = load_dataset(data, "train", data_dir=data_dir)
+    if dataset.in_chans != c:
+        raise ValueError(f"--calibration {data}: {dataset.in_chans}-channel images, the input "
+                         f"has {c} channels")
+    count = CALIBRATION_BATCHES * 8
+    if len(dataset) < count:
+        raise ValueError(f"--calibration {data}: {len(dataset)} training images, at least "
+                         f"{count} expected")
+    subset = stratified_subset(dataset, count, seed=seed)
+    x = preprocess(subset.images, dataset.mean, dataset.std, image_size=h)
+    return Calibration(list(x.split(8)), dataset.name or str(data))
+
+
 def bench(models: Sequence[str], backends: Sequence[str], batch_sizes: Sequence[int],
           input_shape: tuple[int, int, int], *, rounds: int = 3, min_time_s: float = 0.5,
           threads: int | None = None, peak_size: str = "full",
+          calibration: Calibration | None = None,
           progress: Callable[[int, int, str], None] | None = None) -> BenchResult:
-    """Measure every (model, backend, batch size); see the module docstring."""
+    """Measure every (model, backend, batch size); see the module docstring. `calibration`:
+    what bf16 and int8 are calibrated and checked on (default: `random_calibration`)."""
     if rounds < 1:
         raise ValueError(f"rounds: expected at least 1, got {rounds}")
     batch_sizes = check_batch_sizes(batch_sizes)
@@ -119,7 +168,8 @@ def bench(models: Sequence[str], backends: Sequence[str], batch_sizes: Sequence[
         model = create_model(name, in_chans=c).eval()
         macs[name] = profile(model, (1, c, h, w)).macs_per_image  # counted on a meta copy
         for backend in backends:
-            built[name, backend] = build(model, backend, (c, h, w), threads=threads)
+            built[name, backend] = build(model, backend, (c, h, w), threads=threads,
+                                         calibration=calibration)
             done += 1
             if progress:
                 progress(done, steps, f"built {name} {backend}")
@@ -147,16 +197,18 @@ def bench(models: Sequence[str], backends: Sequence[str], batch_sizes: Sequence[
 
 
 def build(model: torch.nn.Module, backend: str, input_shape: tuple[int, int, int], *,
-          threads: int | None = None) -> Deployed:
+          threads: int | None = None, calibration: Calibration | None = None) -> Deployed:
     """`deploy` a model with random weights: checked on 2 seeded random images; bf16 and int8
-    on `CALIBRATION_BATCHES` seeded random-normal batches (see the module docstring)."""
+    on `calibration` (default: `random_calibration`; see the module docstring), whose name
+    goes into `options["calibration"]`."""
     c, h, w = input_shape
     example = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
-    calibration = None
-    if backend in REDUCED:
-        calibration = list(torch.randn(CALIBRATION_BATCHES * 8, c, h, w,
-                                       generator=torch.Generator().manual_seed(1)).split(8))
-    return deploy(model, backend, example, threads=threads, calibration=calibration)
+    if backend not in REDUCED:
+        return deploy(model, backend, example, threads=threads)
+    calibration = calibration or random_calibration(input_shape)
+    built = deploy(model, backend, example, threads=threads, calibration=calibration.batches)
+    built.options["calibration"] = calibration.name
+    return built
 
 
 def deployed_latency(models: Sequence[str], backend: str, batch_sizes: Sequence[int],
@@ -187,8 +239,9 @@ def deployed_latency(models: Sequence[str], backend: str, batch_sizes: Sequence[
 def _agreement(r: BenchRow) -> list[str]:
     if r.top1_agreement is None:
         return []
+    on = RANDOM if r.calibration == RANDOM else f"real images of {r.calibration}"
     return [f"top-1 {r.top1_agreement:.0%}, max |dlogit| {r.max_rel_diff:.1e} x max |logit| "
-            f"on random data ({r.agreement_on})"]
+            f"on {on} ({r.agreement_on})"]
 
 
 def _row(entry: tuple[str, str, int], built: Deployed, rounds: list[list[float]],
@@ -209,7 +262,8 @@ def _row(entry: tuple[str, str, int], built: Deployed, rounds: list[list[float]]
                     [statistics.median(rnd) * 1e3 for rnd in rounds], batch / median, gflops,
                     100.0 * gflops / peak.gflops, built.build_s, built.max_abs_diff,
                     built.tolerance, other, len(calls), noisy, built.top1_agreement,
-                    built.max_rel_diff, built.options.get("agreement_on"))
+                    built.max_rel_diff, built.options.get("agreement_on"),
+                    built.options.get("calibration"))
 
 
 def plot_throughput(result: BenchResult, path: str) -> None:
