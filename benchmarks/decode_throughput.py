@@ -9,6 +9,9 @@ classes in a temporary folder.
 
 Pipelines, same batch size, same worker counts (1 and 2), DataLoader defaults otherwise
 (fork, prefetch 2, one torch thread per worker):
+- streaming: the ImageFolder packed by `cnnzoo data pack` (cnnzoo.data.pack), read by the
+  StreamLoader of `cnnzoo train --data SHARDS/ --recipe imagenet` (litdata, shuffled, the
+  recipe in its worker processes), uint8 batches: the pipeline as training uses it.
 - recipe: a Dataset over the encoded bytes in memory (the stand-in for the streaming shard
   reader: `RecipeDataset` is the only piece to swap), `make_transform("imagenet", train=True)`
   with a per-sample numpy Generator seeded by (seed, index); uint8 (3, 224, 224) batches.
@@ -52,7 +55,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from cnnzoo.cpuinfo import cpu_flags, native_bf16
 from cnnzoo.data import normalize, recipe
+from cnnzoo.data.pack import pack_images
 from cnnzoo.data.recipe import IMAGENET_MEAN, IMAGENET_STD, make_transform
+from cnnzoo.data.shards import open_shards
+from cnnzoo.data.stream import Recipe, StreamLoader
 from cnnzoo.fileio import cpu_name
 from cnnzoo.models import create_model
 
@@ -138,6 +144,22 @@ def images_per_s(dataset: Dataset, workers: int, batch_size: int, worker_init_fn
     return n / (time.perf_counter() - start)
 
 
+class Streamed:
+    """The packed split as a case of the table: `images_per_s` iterates a StreamLoader."""
+
+    def __init__(self, root: Path, batch_size: int) -> None:
+        self.split, self.batch_size = open_shards(root).split("train"), batch_size
+
+    def rate(self, workers: int) -> float:
+        loader = StreamLoader(self.split, self.batch_size, transform=Recipe("imagenet", True),
+                              shuffle=True, seed=SEED, num_workers=workers,
+                              normalize_batches=False)
+        start, n = time.perf_counter(), 0
+        for x, _ in loader:
+            n += x.shape[0]
+        return n / (time.perf_counter() - start)
+
+
 def per_image_ms(fn, images: list, repeats: int = 1) -> float:
     start = time.perf_counter()
     for _ in range(repeats):
@@ -184,7 +206,7 @@ def main() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the consumer must not compete with the workers
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_image_folder(Path(tmp), args.n)
+        files = write_image_folder(Path(tmp) / "images", args.n)
         samples = [(p.read_bytes(), label) for p, label in files]
         kb = np.mean([len(d) for d, _ in samples]) / 1e3
         print(f"\n{args.n} JPEGs 400x350 q90, {kb:.0f} KB mean; batch {args.batch_size}; "
@@ -210,19 +232,26 @@ def main() -> None:
               f"CPU, 1 thread (the device-side step, not in the timings below): {norm_ms:.3f} "
               f"ms/image\n")
 
+        t0 = time.perf_counter()
+        shard_root = Path(tmp) / "shards"
+        pack_images(Path(tmp) / "images", shard_root)
+        print(f"packed into shards in {time.perf_counter() - t0:.1f} s (each image "
+              f"decoded once to check it)\n")
         cases = [
+            ("streaming (shards, recipe)", Streamed(shard_root, args.batch_size), None),
             ("recipe (simplejpeg)" if recipe.fast_decoder() else "recipe (Pillow)",
              RecipeDataset(samples, train), None),
             ("recipe, Pillow decode", RecipeDataset(samples, train), _pillow_only),
             ("plain ImageFolder + Pillow", PlainImageFolder(files), None),
         ]
         if recipe.fast_decoder() is None:
-            cases.pop(1)
+            cases.pop(2)
         rates: dict[tuple[str, int], float] = {}
         print(f"{'pipeline':28} {'workers':>7} {'images/s':>9} {'per core':>9}")
         for name, ds, init in cases:
             for w in args.workers:
-                r = images_per_s(ds, w, args.batch_size, worker_init_fn=init)
+                r = (ds.rate(w) if isinstance(ds, Streamed) else
+                     images_per_s(ds, w, args.batch_size, worker_init_fn=init))
                 rates[name, w] = r
                 print(f"{name:28} {w:7d} {r:9.1f} {r / w:9.1f}")
         plain = cases[-1][0]

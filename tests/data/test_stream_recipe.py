@@ -5,6 +5,10 @@ apply (in-memory data) and an unknown name is one line naming the known ones."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -71,6 +75,26 @@ def test_recipe_trains_records_and_evaluates(shards, tmp_path):
     assert result.model.conv1.in_channels == 3  # RGB, though some sources are grayscale
     evaluated = evaluate_checkpoint(out / "best.pt", str(shards), split="val")
     assert evaluated.top1 == pytest.approx(ckpt["best_val_acc"], abs=1e-6)
+    # `cnnzoo predict CKPT SHARDS/`: every val image once, top-1 as eval counted it
+    run = subprocess.run([sys.executable, "-m", "cnnzoo", "predict", str(out / "best.pt"),
+                          str(shards), "--json", "--topk", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines()]
+    ids = sorted(int(r["image"].rsplit("#", 1)[1]) for r in rows)
+    assert len(rows) == 12 and len(set(ids)) == 12  # 4 held out of each of 3 classes
+    split = open_shards(shards).split("val")
+    truth = {}
+
+    def keep(data, label, rng):
+        return torch.zeros(1, 1, 1, dtype=torch.uint8), label
+
+    loader = StreamLoader(split, 64, transform=keep, normalize_batches=False)
+    for _, y in loader:
+        truth.update(zip(loader.last_ids.tolist(), y.tolist(), strict=True))
+    correct = sum(r["top"][0]["label"] == truth[int(r["image"].rsplit("#", 1)[1])]
+                  for r in rows)
+    assert correct / 12 == pytest.approx(evaluated.top1, abs=1e-6)
 
 
 def test_recipe_refused_on_in_memory_data(tmp_path):
@@ -84,7 +108,6 @@ def test_unknown_recipe_names_the_known_ones():
 
 
 def test_a_shard_declaring_pickle_is_refused(shards, tmp_path):
-    import json
     import shutil
 
     copy = tmp_path / "shards"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from cnnzoo.data.shards import is_shard_dir
 from cnnzoo.infer.backends import BACKENDS
 from cnnzoo.infer.evaluate import evaluate_checkpoint, format_table, write_report
 from cnnzoo.infer.export import export_model
-from cnnzoo.infer.predict import Predictor, format_predictions
+from cnnzoo.infer.predict import Predictor, format_predictions, predict_shards
 from cnnzoo.train.device import describe
 
 BACKEND_HELP = (f"deployment backend, one of {', '.join(BACKENDS)} (default: eager); built "
@@ -71,7 +72,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         predictor = Predictor.from_file(args.checkpoint, weights=args.weights,
                                         device=_device(args.device), **deployment)
-    predictions = predictor.predict(args.images, args.topk)
+    if len(args.images) == 1 and is_shard_dir(args.images[0]):
+        predictions = predict_shards(predictor, args.images[0], args.split, topk=args.topk)
+    else:
+        predictions = predictor.predict(args.images, args.topk)
     if args.json:
         for p in predictions:
             print(json.dumps({"image": str(p.path), "top": [
@@ -132,7 +136,11 @@ def register(sub) -> None:
     p.add_argument("checkpoint", metavar="CKPT",
                    help="best.pt / last.pt of a run, or .safetensors; with --pretrained a "
                         "model name, MODEL or MODEL:TAG (see cnnzoo weights list)")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    p.add_argument("images", metavar="IMAGE", nargs="+",
+                   help="image files, or one shard directory (cnnzoo data pack): every image "
+                        "of its --split")
+    p.add_argument("--split", default="val", choices=("train", "val"),
+                   help="with a shard directory: the packed split to classify (default: val)")
     p.add_argument("--topk", type=int, default=5, metavar="K",
                    help="classes per image (default: 5, at most the number of classes)")
     p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto",

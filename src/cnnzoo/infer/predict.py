@@ -28,6 +28,8 @@ from torch import nn
 
 from cnnzoo.checkpoint.info import ModelInfo
 from cnnzoo.data.augment import normalize
+from cnnzoo.data.shards import open_shards
+from cnnzoo.data.stream import DecodeResize, Recipe, StreamLoader
 from cnnzoo.infer.backends import Deployed, deploy
 from cnnzoo.infer.loading import load_model
 from cnnzoo.models.imagenet_classes import IMAGENET_CLASSES
@@ -194,6 +196,39 @@ class Predictor:
         return [Prediction(Path(p), lab.tolist(), [self.info.classes[i] for i in lab.tolist()],
                            pr.tolist())
                 for p, lab, pr in zip(paths, labels, probs, strict=True)]
+
+
+def predict_shards(predictor: Predictor, path: str | os.PathLike, split: str = "val", *,
+                   topk: int = 5, workers: int = 0) -> list[Prediction]:
+    """The top-k classes of every image of a packed split (`cnnzoo data pack`), streamed in
+    order and preprocessed as the evaluation of the run's recipe (`--recipe`; without one,
+    decoded and resized to the trained size). Each Prediction's path is SHARDS/SPLIT#ID,
+    ID the sample id `pack` gave the image (its place in the source listing)."""
+    shards = open_shards(path)
+    if list(shards.classes) != list(predictor.info.classes):
+        raise ValueError(f"{path}: its classes differ from the model's")
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    part = shards.split(split)
+    pre = predictor.info.preprocess
+    size = pre.image_size
+    if size[0] != size[1]:
+        raise ValueError(f"a stream is resized to a square; the model was trained at {size}")
+    recipe = (getattr(predictor.info, "config", None) or {}).get("recipe")
+    transform = (Recipe(recipe, False, size[0]) if recipe is not None
+                 else DecodeResize(size[0], part.in_chans))
+    loader = StreamLoader(part, BATCH, transform=transform, num_workers=workers,
+                          device=predictor.device, mean=pre.mean, std=pre.std)
+    k = min(topk, predictor.info.num_classes)
+    out = []
+    with torch.no_grad():
+        for x, _ in loader:
+            probs, labels = predictor._run(x).float().softmax(1).cpu().topk(k, dim=1)
+            for i, lab, pr in zip(loader.last_ids.tolist(), labels, probs, strict=True):
+                out.append(Prediction(Path(f"{path}/{split}#{i}"), lab.tolist(),
+                                      [predictor.info.classes[c] for c in lab.tolist()],
+                                      pr.tolist()))
+    return out
 
 
 def predict_images(path: str | os.PathLike, images: Sequence[str | os.PathLike], *,
