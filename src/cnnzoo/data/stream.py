@@ -194,8 +194,11 @@ class StreamLoader:
         self._length = self._dataset().get_len(num_workers, batch_size)  # this rank's samples
 
     def _dataset(self) -> Any:
+        # item_shuffle_window=0: a full permutation within each chunk (litdata's default
+        # permutes 256-item blocks, which keeps neighbours of the stored order together)
         return StreamingDataset(str(self.split.root), shuffle=self.shuffle,
                                 drop_last=self.drop_last, seed=self.seed,
+                                item_shuffle_window=0,
                                 transform=_Apply(self.transform, self.seed, self.epoch))
 
     def set_epoch(self, epoch: int) -> None:
