@@ -29,19 +29,13 @@ from pathlib import Path
 
 from cnnzoo.data.folder import load_image_folder
 from cnnzoo.data.pack import pack_images
+from cnnzoo.fileio import cpu_name
 from cnnzoo.infer.evaluate import evaluate_checkpoint
 from cnnzoo.train import train
 
 TARBALL = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / \
     "cifar10-train-jpeg.tar.gz"
 HOLDOUT = 500  # per class
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def in_memory_split(folder: Path):

@@ -16,10 +16,9 @@ import torch
 from cnnzoo.data import recipe
 from cnnzoo.data.pack import pack_images
 from cnnzoo.data.shards import open_shards
-from cnnzoo.data.stream import DecodeResize, Recipe, StreamLoader
+from cnnzoo.data.stream import DecodeResize, Recipe, StreamLoader, transforms
 from cnnzoo.infer.evaluate import evaluate_checkpoint
 from cnnzoo.train import TrainConfig, load_checkpoint, train
-from cnnzoo.train.streaming import transforms
 from stream_images import make_image_folder
 
 

@@ -59,12 +59,15 @@ class DecodeResize:
 
     def __call__(self, data: bytes, label: int, rng: np.random.Generator
                  ) -> tuple[torch.Tensor, int]:
-        with Image.open(io.BytesIO(data)) as img:
-            img.draft(self.mode, (self.size, self.size))  # JPEG: decode at >= size, faster
-            img = img.convert(self.mode)
-            if img.size != (self.size, self.size):
-                img = img.resize((self.size, self.size), Image.BILINEAR)
-            a = np.asarray(img, dtype=np.uint8)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.draft(self.mode, (self.size, self.size))  # JPEG: decode at >= size, faster
+                img = img.convert(self.mode)
+                if img.size != (self.size, self.size):
+                    img = img.resize((self.size, self.size), Image.BILINEAR)
+                a = np.asarray(img, dtype=np.uint8)
+        except OSError as err:  # Pillow's UnidentifiedImageError and truncation: one line,
+            raise ValueError(f"cannot decode image ({err})") from None  # _Apply adds the id
         x = torch.from_numpy(a.copy())
         return (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()), label
 
@@ -81,6 +84,25 @@ class Recipe:
     def __call__(self, data: bytes, label: int, rng: np.random.Generator
                  ) -> tuple[torch.Tensor, int]:
         return self.fn(data, "image", rng), label
+
+
+def transforms(size: int, in_chans: int, recipe: str | None = None
+               ) -> tuple[Transform, Transform]:
+    """(training, evaluation) transforms at `size`: the named recipe's (cnnzoo.data.recipe),
+    or without one, decode and resize to size x size for both."""
+    if recipe is not None:
+        return Recipe(recipe, True, size), Recipe(recipe, False, size)
+    return DecodeResize(size, in_chans), DecodeResize(size, in_chans)
+
+
+def eval_transform(image_size: tuple[int, int], in_chans: int,
+                   recipe: str | None = None) -> Transform:
+    """The evaluation transform for a model trained at `image_size` with `recipe` (what
+    `cnnzoo eval` and `cnnzoo predict` stream a shard directory through)."""
+    if image_size[0] != image_size[1]:
+        raise ValueError(f"a stream is resized to a square; the model was trained at "
+                         f"{tuple(image_size)}")
+    return transforms(image_size[0], in_chans, recipe)[1]
 
 
 class _Apply:

@@ -30,7 +30,7 @@ from cnnzoo.checkpoint.info import ModelInfo, Preprocess
 from cnnzoo.data.dataset import ImageDataset, stratified_subset, train_val_split
 from cnnzoo.data.shards import ShardSplit, is_shard_dir, open_shards
 from cnnzoo.data.sources import load_dataset
-from cnnzoo.data.stream import DecodeResize, Recipe, StreamLoader
+from cnnzoo.data.stream import StreamLoader, eval_transform
 from cnnzoo.fileio import atomic_write
 from cnnzoo.infer.backends import deploy
 from cnnzoo.infer.loading import load_model
@@ -133,12 +133,8 @@ def evaluate_stream(model: nn.Module, split: ShardSplit, classes: list[str],
     the evaluation transform of the training `recipe` (e.g. imagenet: resize 256, center crop
     224), or without one decoded and resized to the recorded size, in `workers` processes,
     normalised with `preprocess`."""
-    size = preprocess.image_size
-    if size[0] != size[1]:
-        raise ValueError(f"a stream is resized to a square; the model was trained at {size}")
-    transform = (Recipe(recipe, False, size[0]) if recipe is not None
-                 else DecodeResize(size[0], split.in_chans))
-    loader = StreamLoader(split, batch_size, transform=transform,
+    loader = StreamLoader(split, batch_size,
+                          transform=eval_transform(preprocess.image_size, split.in_chans, recipe),
                           num_workers=workers, device=device, mean=preprocess.mean,
                           std=preprocess.std)
     return _evaluate_batches(model, loader, classes)

@@ -29,7 +29,7 @@ from torch import nn
 from cnnzoo.checkpoint.info import ModelInfo
 from cnnzoo.data.augment import normalize
 from cnnzoo.data.shards import open_shards
-from cnnzoo.data.stream import DecodeResize, Recipe, StreamLoader
+from cnnzoo.data.stream import StreamLoader, eval_transform
 from cnnzoo.infer.backends import Deployed, deploy
 from cnnzoo.infer.loading import load_model
 from cnnzoo.models.imagenet_classes import IMAGENET_CLASSES
@@ -211,13 +211,9 @@ def predict_shards(predictor: Predictor, path: str | os.PathLike, split: str = "
         raise ValueError(f"topk must be >= 1, got {topk}")
     part = shards.split(split)
     pre = predictor.info.preprocess
-    size = pre.image_size
-    if size[0] != size[1]:
-        raise ValueError(f"a stream is resized to a square; the model was trained at {size}")
     recipe = (getattr(predictor.info, "config", None) or {}).get("recipe")
-    transform = (Recipe(recipe, False, size[0]) if recipe is not None
-                 else DecodeResize(size[0], part.in_chans))
-    loader = StreamLoader(part, BATCH, transform=transform, num_workers=workers,
+    loader = StreamLoader(part, BATCH, transform=eval_transform(pre.image_size, part.in_chans,
+                                                                recipe), num_workers=workers,
                           device=predictor.device, mean=pre.mean, std=pre.std)
     k = min(topk, predictor.info.num_classes)
     out = []

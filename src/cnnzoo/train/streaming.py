@@ -21,7 +21,7 @@ import torch
 
 from cnnzoo.data.recipe import get_preset
 from cnnzoo.data.shards import ShardSet, open_shards
-from cnnzoo.data.stream import DecodeResize, Recipe, StreamLoader, Transform
+from cnnzoo.data.stream import StreamLoader, transforms
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.distributed import DistInfo
 
@@ -65,15 +65,6 @@ def open_stream_data(cfg: TrainConfig) -> tuple[ShardSet, StreamData]:
         raise ValueError(f"num_classes: {cfg.num_classes} given, but {cfg.data} has "
                          f"{data.num_classes} classes")
     return shards, data
-
-
-def transforms(size: int, in_chans: int, recipe: str | None = None
-               ) -> tuple[Transform, Transform]:
-    """(training, evaluation) transforms: the recipe's (cnnzoo.data.recipe) at `size`, or
-    without one, decode and resize to size x size for both."""
-    if recipe is not None:
-        return Recipe(recipe, True, size), Recipe(recipe, False, size)
-    return DecodeResize(size, in_chans), DecodeResize(size, in_chans)
 
 
 def stream_loaders(cfg: TrainConfig, shards: ShardSet, data: StreamData, size: int,
