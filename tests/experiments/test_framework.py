@@ -191,3 +191,21 @@ def test_data_without_a_test_split_holds_one_out_of_training(tmp_path):
              for img, y in zip(s.images, s.labels, strict=True)}
             for s in (splits.train, splits.val, splits.test)]
     assert not (seen[0] & seen[2]) and not (seen[1] & seen[2]) and not (seen[0] & seen[1])
+
+
+def test_cleared_needs_two_standard_errors_past_the_threshold_either_way():
+    from cnnzoo.experiments.base import cleared
+    assert cleared(0.9, 0.8, 0.04)[0] == "supported"          # 2.5 SE above
+    assert cleared(0.85, 0.8, 0.04)[0] == "inconclusive"      # 1.25 SE above
+    assert cleared(0.7, 0.8, 0.04)[0] == "not supported"      # 2.5 SE below
+    assert cleared(0.7, 0.8, 0.04, above=False)[0] == "supported"
+    assert cleared(0.9, 0.8, 0.0)[0] == "inconclusive"        # no spread: nothing decided
+    assert cleared(0.9, 0.8, 0.04)[1] == pytest.approx(2.5)
+
+
+def test_every_case_is_refuted_by_one_counterexample_and_never_mixed():
+    from cnnzoo.experiments.base import every_case
+    assert every_case(["supported"] * 3) == "supported"
+    assert every_case(["supported", "inconclusive"]) == "inconclusive"
+    assert every_case(["supported", "not supported", "inconclusive"]) == "not supported"
+    assert every_case([]) == "inconclusive"

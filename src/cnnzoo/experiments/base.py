@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import platform
 import random
@@ -60,6 +61,52 @@ def combine_verdicts(verdicts: Iterable[str]) -> str:
     if not found:
         return "inconclusive"
     return found[0] if len(set(found)) == 1 else "mixed"
+
+
+# The preset of each experiment that carries the issue-15 rule "a threshold cleared by two
+# standard errors" where its `standard` preset judged some claims on a point estimate. The old
+# `standard` stays, with its rules and its committed results; this name carries the change.
+STANDARD_2SE = "standard-2se"
+
+
+def standard_preset(exp: Experiment) -> str:
+    """The preset `make experiments-standard` runs: `standard-2se` where it exists, else
+    `standard`."""
+    return STANDARD_2SE if STANDARD_2SE in exp.presets else "standard"
+
+
+def cleared(estimate: float, threshold: float, se: float, *, above: bool = True,
+            z: float = 2.0) -> tuple[str, float]:
+    """The issue-15 rule for one quantity: is `estimate` beyond `threshold` (above it when
+    `above`, else below) by at least `z` standard errors? -> (verdict, t), t = the signed
+    distance past the threshold in the claimed direction over `se`.
+
+    "supported" at t >= z, "not supported" at t <= -z (clearly on the wrong side),
+    "inconclusive" between. An SE of 0 (one seed, nothing to resample) or NaN decides nothing
+    unless the estimate sits exactly on a side with no noise at all: it is "inconclusive".
+    """
+    d = (estimate - threshold) if above else (threshold - estimate)
+    if not (math.isfinite(se) and se > 0 and math.isfinite(d)):
+        return "inconclusive", math.nan
+    t = d / se
+    if t >= z:
+        return "supported", t
+    if t <= -z:
+        return "not supported", t
+    return "inconclusive", t
+
+
+def every_case(verdicts: Iterable[str]) -> str:
+    """A claim that should hold in every case (family, depth, block) it is measured in:
+    "supported" when every case is, "not supported" when any case is decided against it (one
+    clear counterexample refutes a claim about every case), else "inconclusive" (then each
+    undecided case carries its power estimate). Never "mixed"; no cases: "inconclusive"."""
+    found = list(verdicts)
+    if found and all(v == "supported" for v in found):
+        return "supported"
+    if "not supported" in found:
+        return "not supported"
+    return "inconclusive"
 
 
 @dataclass
