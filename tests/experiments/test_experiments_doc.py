@@ -56,3 +56,26 @@ def test_readme_without_markers_is_refused(tmp_path):
     readme.write_text("no markers here\n")
     with pytest.raises(SystemExit, match="expected the markers"):
         doc.update_readme(readme, "| table |")
+
+
+def test_a_standard_2se_run_heads_the_section_and_its_claims_fill_the_readme(tmp_path):
+    doc = _script()
+    root = _runs(tmp_path)
+    two_se = json.loads((root / "paths" / "standard" / "results.json").read_text())
+    two_se.update(preset="standard-2se", verdict="not supported", wall_s=900.0,
+                  claims={c: "not supported" for c in two_se["claims"]})
+    (root / "paths" / "standard-2se").mkdir()
+    (root / "paths" / "standard-2se" / "results.json").write_text(json.dumps(two_se))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{doc.README_BEGIN}\n{doc.README_END}\n")
+    out = tmp_path / "experiments.md"
+    assert doc.main(["--root", str(root), "--out", str(out), "--readme", str(readme)]) == 0
+    page = out.read_text()
+    # the newest finding first, the older two still on the page after it
+    assert (page.index("preset standard-2se") < page.index("preset standard)")
+            < page.index("preset quick"))
+    text = readme.read_text()
+    assert "| **mixed** | **supported** | **not supported** |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| [`paths`]"))
+    assert ": not supported" in row and ": supported;" not in row  # the 2se run's claims
+    assert "10.0 min / 15.0 min" in row

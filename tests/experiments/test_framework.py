@@ -209,3 +209,15 @@ def test_every_case_is_refuted_by_one_counterexample_and_never_mixed():
     assert every_case(["supported", "inconclusive"]) == "inconclusive"
     assert every_case(["supported", "not supported", "inconclusive"]) == "not supported"
     assert every_case([]) == "inconclusive"
+
+
+def test_standard_preset_is_standard_2se_only_where_the_experiment_has_it(capsys):
+    from cnnzoo.experiments import get_experiment
+    from cnnzoo.experiments.base import STANDARD_2SE, Experiment, standard_preset
+
+    def fake(*presets):
+        return Experiment("x", "t", "p", "c", {k: {} for k in presets}, lambda ctx: None)
+    assert standard_preset(fake("tiny", "quick", "standard", "full")) == "standard"
+    assert standard_preset(fake("tiny", "quick", "standard", STANDARD_2SE, "full")) == STANDARD_2SE
+    assert main(["experiment", "degradation", "--standard-preset"]) == 0
+    assert capsys.readouterr().out.strip() == standard_preset(get_experiment("degradation"))
