@@ -160,3 +160,73 @@ def test_an_accuracy_gap_under_one_point_cannot_be_decided_by_more_seeds():
     power = claim_power(claims, [0.904], [0.90], 0.8, 0.2, [0.2], seconds_per_seed=60.0)
     assert power["better accuracy"]["needed"] is None
     assert power["better accuracy"]["floor_capped"]
+
+
+def test_standard_2se_is_standard_judged_by_two_standard_errors():
+    # Issue 15: the old presets keep the point rule (their committed results stay what they
+    # give); the new preset carries the 2-SE rule at the standard scale.
+    from cnnzoo.experiments.base import STANDARD_2SE
+    from cnnzoo.experiments.squeeze_excitation import PRESETS
+    assert [PRESETS[p]["rule"] for p in ("tiny", "quick", "standard")] == ["point"] * 3
+    assert PRESETS[STANDARD_2SE]["rule"] == PRESETS["full"]["rule"] == "2se"
+    assert {k: v for k, v in PRESETS[STANDARD_2SE].items() if k != "rule"} == {
+        k: v for k, v in PRESETS["standard"].items() if k != "rule"}
+
+
+def test_a_rise_inside_the_noise_is_inconclusive_under_2se_with_seeds_needed():
+    from cnnzoo.experiments.squeeze_excitation import specificity_verdict
+    # Per-seed rises 0.05..0.25: mean 0.15, SE 0.0456, t = 0.05 / 0.0456 = 1.10 against 0.10.
+    per_seed = [0.05, 0.25, 0.10, 0.20]
+    verdict, t, se = specificity_verdict(0.15, per_seed, rule="2se")
+    assert verdict == "inconclusive"
+    assert se == pytest.approx(0.0912871 / 2, rel=1e-5)
+    assert t == pytest.approx(0.05 / se)
+    claims = {"small cost": "supported", "better accuracy": "supported",
+              "class-specific deeper": verdict}
+    power = claim_power(claims, [0.9], [0.9], 5.0, 0.15, per_seed, 120.0, rule="2se",
+                        rise_t=t)
+    est = power["class-specific deeper"]
+    # ceil(4 x (2 / 1.095)^2) = 14 seeds at 120 s each.
+    assert est["needed"] == 14 and est["seconds"] == 14 * 120.0
+    # The point rule judges the same mean (0.15 >= 0.10) supported, however noisy.
+    assert specificity_verdict(0.15, per_seed, rule="point") == ("supported", None, None)
+
+
+def test_a_clearly_small_rise_is_not_supported_under_2se_but_inconclusive_by_point():
+    from cnnzoo.experiments.squeeze_excitation import specificity_verdict
+    per_seed = [0.02, 0.03, 0.01, 0.04]  # mean 0.025, SE 0.0065: 11.6 SE short of 0.10
+    assert specificity_verdict(0.025, per_seed, rule="2se")[0] == "not supported"
+    assert specificity_verdict(0.025, per_seed, rule="point")[0] == "inconclusive"
+    falling = [-0.05, -0.04, -0.06]
+    assert specificity_verdict(-0.05, falling, rule="2se")[0] == "not supported"
+    assert specificity_verdict(-0.05, falling, rule="point")[0] == "not supported"
+
+
+def test_a_clear_rise_is_supported_under_both_rules_and_one_seed_decides_nothing():
+    from cnnzoo.experiments.squeeze_excitation import specificity_verdict
+    per_seed = [0.30, 0.28, 0.32, 0.29]
+    assert specificity_verdict(0.2975, per_seed, rule="2se")[0] == "supported"
+    assert specificity_verdict(0.2975, per_seed, rule="point")[0] == "supported"
+    # One seed: no spread, so 2se cannot decide even a large rise (point can).
+    assert specificity_verdict(0.3, [0.3], rule="2se") == ("inconclusive", None, None)
+    power = claim_power({"class-specific deeper": "inconclusive"}, [0.9], [0.9], 5.0, 0.3,
+                        [0.3], 60.0, rule="2se", rise_t=None)
+    assert power["class-specific deeper"]["needed"] is None
+    assert "no power estimate" in power["class-specific deeper"]["text"]
+    for rises in ([0.5, 0.1, -0.2], [0.1, 0.1001], [0.0, 0.0], [0.2, 0.4, 0.3]):
+        verdict = specificity_verdict(sum(rises) / len(rises), rises, rule="2se")[0]
+        assert verdict in ("supported", "not supported", "inconclusive")
+
+
+def test_the_2se_rule_reaches_the_finding(tmp_path):
+    run_experiment("squeeze-excitation", "tiny", data="synthetic:1x16x16:4:160", out=tmp_path,
+                   quiet=True, train_size=80, val_size=40, test_size=80, batch_size=40,
+                   seeds=2, rule="2se")
+    saved = json.loads((tmp_path / "results.json").read_text())
+    m, claims = saved["measured"], saved["claims"]
+    from cnnzoo.experiments.squeeze_excitation import specificity_verdict
+    verdict, t, se = specificity_verdict(m["specificity_rise"], m["specificity_rise_per_seed"],
+                                         rule="2se")
+    assert m["rule"] == "2se" and claims["class-specific deeper"] == verdict
+    assert m["specificity_rise_t"] == t and m["specificity_rise_se"] == se
+    assert set(m["power"]) == {c for c, v in claims.items() if v == "inconclusive"}
