@@ -190,3 +190,102 @@ def test_power_estimates_for_the_inconclusive_accuracy_claims_only():
     decided = {loss: "supported", aux: "not supported"}
     assert claim_power(decided, [0.8], [0.8], -2.0, [0.6], [0.7], -20.0, module_seed_s=1.0,
                        googlenet_seed_s=1.0) == {}
+
+
+def _shares(early: list[float], last: list[float], **override: list[float]):
+    """Per-seed shares, the same for every lower layer unless `override` ("conv1_early": ...)
+    says otherwise."""
+    per = {"early": {k: list(early) for k in LOWER}, "last": {k: list(last) for k in LOWER}}
+    for key, values in override.items():
+        layer, when = key.rsplit("_", 1)
+        per[when][layer] = values
+    return per
+
+
+def test_standard_2se_is_standard_with_more_seeds_and_the_2se_rule():
+    from cnnzoo.experiments.base import STANDARD_2SE
+    from cnnzoo.experiments.inception import PRESETS
+    assert [PRESETS[p]["rule"] for p in ("tiny", "quick", "standard")] == ["point"] * 3
+    assert PRESETS[STANDARD_2SE]["rule"] == PRESETS["full"]["rule"] == "2se"
+    assert PRESETS[STANDARD_2SE]["seeds"] == 5 > PRESETS["standard"]["seeds"]
+    same = {"rule", "seeds"}
+    assert {k: v for k, v in PRESETS[STANDARD_2SE].items() if k not in same} == {
+        k: v for k, v in PRESETS["standard"].items() if k not in same}
+
+
+def test_aux_share_clearly_above_in_every_case_is_supported_under_both_rules():
+    from cnnzoo.experiments.inception import aux_share_verdict
+    per = _shares([0.50, 0.55, 0.60], [0.40, 0.45, 0.42])
+    verdict, cases = aux_share_verdict(per, rule="2se", early=50)
+    assert verdict == "supported" and len(cases) == 6
+    assert all(c["verdict"] == "supported" and c["t"] >= 2 for c in cases.values())
+    assert aux_share_verdict(per, rule="point", early=50) == ("supported", {})
+
+
+def test_one_clear_counterexample_refutes_under_2se_where_the_point_rule_says_mixed():
+    from cnnzoo.experiments.inception import aux_share_verdict, claim_power
+    per = _shares([0.50, 0.55, 0.60], [0.40, 0.45, 0.42], conv1_early=[0.02, 0.03, 0.025])
+    verdict, cases = aux_share_verdict(per, rule="2se", early=50)
+    assert verdict == "not supported"
+    assert cases["conv1 after 50 steps"]["verdict"] == "not supported"
+    assert aux_share_verdict(per, rule="point", early=50)[0] == "mixed"
+    # A decided claim gets no power estimate.
+    claims = {"aux heads inject gradient into lower layers": verdict}
+    assert claim_power(claims, [0.8], [0.8], -9.0, [0.7], [0.7], 0.0, module_seed_s=1.0,
+                       googlenet_seed_s=1.0, share_cases=cases) == {}
+
+
+def test_a_noisy_case_leaves_the_claim_inconclusive_with_the_seeds_it_needs():
+    from cnnzoo.experiments.inception import aux_share_verdict, claim_power
+    # conv2 after training: 0.05, 0.35, 0.50: mean 0.30, SE 0.132, t = 1.51 against 0.1; the
+    # other five cases clear it. At that effect ceil(3 x (2 / 1.51)^2) = 6 seeds would decide.
+    per = _shares([0.50, 0.55, 0.60], [0.40, 0.45, 0.42], conv2_last=[0.05, 0.35, 0.50])
+    verdict, cases = aux_share_verdict(per, rule="2se", early=50)
+    assert verdict == "inconclusive"
+    case = cases["conv2 after training"]
+    assert case["verdict"] == "inconclusive"
+    assert case["se"] == pytest.approx(0.229129 / 3**0.5, rel=1e-5)
+    assert case["t"] == pytest.approx(0.2 / case["se"])
+    claim = "aux heads inject gradient into lower layers"
+    power = claim_power({claim: verdict}, [0.8], [0.8], -9.0, [0.7], [0.7], 0.0,
+                        module_seed_s=30.0, googlenet_seed_s=100.0, share_cases=cases)
+    est = power[claim]
+    assert set(est["cases"]) == {"conv2 after training"}
+    assert est["needed"] == 6 and est["seconds"] == 600.0 and est["t"] == case["t"]
+    # The point rule reads the same means (all >= 0.1) as supported.
+    assert aux_share_verdict(per, rule="point", early=50)[0] == "supported"
+
+
+def test_the_2se_share_rule_is_never_mixed_and_one_seed_decides_nothing():
+    from cnnzoo.experiments.inception import aux_share_verdict, claim_power
+    one = _shares([0.9], [0.9])
+    verdict, cases = aux_share_verdict(one, rule="2se", early=3)
+    assert verdict == "inconclusive" and all(c["t"] is None for c in cases.values())
+    claim = "aux heads inject gradient into lower layers"
+    est = claim_power({claim: verdict}, [0.8], [0.8], -9.0, [0.7], [0.7], 0.0,
+                      module_seed_s=1.0, googlenet_seed_s=1.0, share_cases=cases)[claim]
+    assert est["needed"] is None and "no power estimate" in est["text"]
+    for early, last in (([0.05, 0.9], [0.02, 0.03]), ([0.1, 0.1], [0.5, 0.6]),
+                        ([0.0, 0.3, 0.1], [0.01, 0.02, 0.03])):
+        assert aux_share_verdict(_shares(early, last), rule="2se", early=3)[0] in (
+            "supported", "not supported", "inconclusive")
+
+
+def test_tiny_preset_under_the_2se_rule(tmp_path):
+    from cnnzoo.experiments.inception import aux_share_verdict
+    run_experiment("inception", "tiny", data="synthetic:1x28x28:10:400", out=tmp_path,
+                   quiet=True, seeds=2, rule="2se")
+    saved = json.loads((tmp_path / "results.json").read_text())
+    m, claims = saved["measured"], saved["claims"]
+    cases = m["aux_share_cases"]
+    assert m["rule"] == "2se" and len(cases) == 6
+    per = {"early": {}, "last": {}}
+    for label, c in cases.items():
+        layer, _, when = label.partition(" after ")
+        per["last" if when == "training" else "early"][layer] = c["shares"]
+    expected = aux_share_verdict(per, rule="2se", early=m["googlenet"]["early_step"])[0]
+    assert claims["aux heads inject gradient into lower layers"] == expected != "mixed"
+    accuracy_claims = {"reduced module loses <= 1 point of accuracy",
+                       "aux heads improve final accuracy",
+                       "aux heads inject gradient into lower layers"}
+    assert set(m["power"]) == {c for c in accuracy_claims if claims[c] == "inconclusive"}
