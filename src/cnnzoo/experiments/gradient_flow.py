@@ -123,7 +123,7 @@ from cnnzoo.experiments._gradients import (
     log_linear_fit,
     valid_tap_fraction,
 )
-from cnnzoo.experiments._margin_power import band_power
+from cnnzoo.experiments._margin_power import band_power, no_estimate
 from cnnzoo.experiments.base import (
     STANDARD_2SE,
     Context,
@@ -470,7 +470,10 @@ def se_case(values: list[float], threshold: float, *, above: bool, seconds_per_u
     case = {"estimate": estimate, "mean": mean, "se": se, "n": n, "threshold": threshold,
             "above": above, "t": t, "verdict": verdict}
     if verdict == "inconclusive":
-        case["power"] = power_estimate(t, n, seconds_per_unit=seconds_per_unit, unit=unit)
+        case["power"] = (power_estimate(t, n, seconds_per_unit=seconds_per_unit, unit=unit)
+                         if math.isfinite(t) else
+                         no_estimate(f"{n} {unit} give no standard error: use at least 2", n,
+                                     unit))
     return case
 
 
