@@ -107,7 +107,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -272,7 +272,7 @@ class Gradients:
     profiles: dict[str, dict[str, dict[int, list[dict[str, Any]]]]]
     val_acc: dict[str, dict[int, list[float]]]
     summary: dict[str, dict[str, dict[str, Any]]]
-    seconds: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
