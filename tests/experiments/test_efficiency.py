@@ -291,3 +291,75 @@ def test_inconclusive_fits_get_a_power_entry_and_decided_ones_none():
     assert "fewer than 4 models" in fit_power(fit(0.9, math.nan), None, 1.0)["text"]
     assert set(fits_power({1: weak, 16: strong}, 0.0, 1.0)) == {
         "operations predict time, batch 1"}
+
+
+# ---- rule "2se" (the standard-2se preset): synthetic fits, no timing -----------------------
+
+def _line(scatter: float) -> tuple[list[float], list[float]]:
+    """17 'models' on the line y = 8x + 20 with a fixed zigzag of relative size `scatter`."""
+    x = [0.4 + 1.2 * i for i in range(17)]
+    wiggle = [1, -1, 0.5, -0.5, 1.5, -1.5, 0.2, -0.2, 1, -1, 0.7, -0.7, 1.2, -1.2, 0.3, -0.3, 0]
+    return x, [(8 * a + 20) * (1 + scatter * w) for a, w in zip(x, wiggle, strict=True)]
+
+
+def test_every_preset_names_its_rule():
+    from cnnzoo.experiments.base import STANDARD_2SE
+    from cnnzoo.experiments.efficiency import PRESETS
+
+    assert {name: p["rule"] for name, p in PRESETS.items()} == {
+        "tiny": "point", "quick": "point", "standard": "point", STANDARD_2SE: "2se",
+        "full": "2se"}
+    # standard-2se changes the rule only: same models and timing budget as standard.
+    assert {k: v for k, v in PRESETS[STANDARD_2SE].items() if k != "rule"} == {
+        k: v for k, v in PRESETS["standard"].items() if k != "rule"}
+
+
+def test_bootstrap_se_is_seeded_and_grows_with_the_scatter():
+    from cnnzoo.experiments.efficiency import bootstrap_r2
+
+    x, y = _line(0.2)
+    first, again = bootstrap_r2(x, y, seed=3), bootstrap_r2(x, y, seed=3)
+    assert first["se"] == again["se"] and first["resamples"] == 2000
+    assert bootstrap_r2(x, y, seed=4)["se"] != first["se"]
+    assert bootstrap_r2(*_line(0.05))["se"] < bootstrap_r2(*_line(0.2))["se"] < bootstrap_r2(
+        *_line(0.6))["se"]
+    # Three models: every kept draw is the same three again, no spread to measure.
+    assert math.isnan(bootstrap_r2(x[:3], y[:3])["se"])
+
+
+@pytest.mark.parametrize(("r2", "se", "load", "verdict", "old"), [
+    (0.95, 0.03, 0.0, "supported", "supported"),  # 5 SE above 0.8
+    (0.85, 0.05, 0.0, "inconclusive", "supported"),  # above 0.8, within its noise
+    (0.6, 0.05, 0.0, "not supported", "inconclusive"),  # the old band [0.5, 0.8) is gone
+    (0.3, 0.05, 0.0, "not supported", "not supported"),
+    (0.95, 0.03, OTHER_LOAD_MAX + 0.01, "inconclusive", "inconclusive"),  # busy machine
+    (0.95, math.nan, 0.0, "inconclusive", "supported"),  # no SE decides nothing
+])
+def test_r2_verdict_2se_against_the_old_rule(r2, se, load, verdict, old):
+    from cnnzoo.experiments.efficiency import r2_verdict_2se
+
+    assert r2_verdict_2se(r2, se, load)[0] == verdict
+    assert r2_verdict(r2, 0.9, load) == old  # the same fit, leave-one-out r² 0.9
+
+
+def test_2se_inconclusive_fits_get_models_needed_at_the_measured_cost():
+    from cnnzoo.experiments._zoo_timing import Fit, TimingAnalysis
+    from cnnzoo.experiments.efficiency import fits_power_2se, r2_verdict_2se
+
+    def analysis(r2, se, n=17, load=0.0):
+        verdict, t = r2_verdict_2se(r2, se, load)
+        fit = Fit(8.0, 20.0, r2, n, 0.9, "vgg19", 80.0, verdict)
+        return TimingAnalysis([], {1: fit}, {}, load, 170.0,
+                              {1: {"se": se, "t": t}})
+
+    power = fits_power_2se(analysis(0.86, 0.04))["operations predict time, batch 1"]
+    # t = 1.5 with 17 models: 17 x (2 / 1.5)^2 = 30.2, so 31 would reach t = 2, at 10 s of
+    # timing per model.
+    assert power["t"] == pytest.approx(1.5)
+    assert power["unit"] == "models" and power["needed"] == 31
+    assert power["seconds"] == pytest.approx(31 * 170.0 / 17)
+    assert fits_power_2se(analysis(0.95, 0.03)) == {}  # decided: no estimate
+    busy = fits_power_2se(analysis(0.95, 0.03, load=0.3))["operations predict time, batch 1"]
+    assert "idle machine" in busy["text"]
+    few = fits_power_2se(analysis(0.9, math.nan, n=3))["operations predict time, batch 1"]
+    assert few["needed"] is None and "no spread" in few["text"]

@@ -172,3 +172,81 @@ def test_inconclusive_gradient_claims_get_a_band_power_note_and_decided_ones_non
     assert p["needed"] is None and p["t"] == pytest.approx(
         ((math.log10(0.02) + math.log10(0.05)) / 2 + 2) / se)
     assert claim_power({claim: "supported"}, g, 30.0) == {}
+
+
+# ---- rule "2se" (the standard-2se preset): synthetic per-seed statistics, no training -------
+
+# The committed standard run's per-seed log10 T for plain nets, no BN with He init.
+NOBN_HE_LOGS = [-1.449, -2.488, -1.446]
+
+
+def test_every_preset_names_its_rule_and_standard_2se_carries_the_new_one():
+    from cnnzoo.experiments.base import STANDARD_2SE
+    from cnnzoo.experiments.gradient_flow import PRESETS
+
+    assert {name: p["rule"] for name, p in PRESETS.items()} == {
+        "tiny": "point", "quick": "point", "standard": "point", STANDARD_2SE: "2se",
+        "full": "2se"}
+    assert all(p["nobn_seeds"] == p["seeds"] for n, p in PRESETS.items() if p["rule"] == "point")
+    assert PRESETS[STANDARD_2SE]["nobn_seeds"] > PRESETS[STANDARD_2SE]["seeds"] >= 2
+
+
+def test_2se_a_trend_within_2_se_of_its_edge_is_inconclusive_with_seeds_needed():
+    from cnnzoo.experiments.gradient_flow import vanish_case
+
+    case = vanish_case(NOBN_HE_LOGS, seconds_per_seed=16.0)
+    assert case["verdict"] == "inconclusive"
+    assert case["t"] == pytest.approx(-0.594, abs=0.01)
+    power = case["power"]
+    # 3 seeds x (2 / 0.594)^2 = 34.0: the seeds that would reach |t| = 2 at this effect.
+    assert power["needed"] == 35 and power["seconds"] == 35 * 16.0
+    # The old rule judges the same seeds' point estimate: inside the band, inconclusive too.
+    assert vanish_verdict(10 ** (sum(NOBN_HE_LOGS) / 3)) == "inconclusive"
+
+
+def test_2se_a_clear_counterexample_is_not_supported_and_clear_support_is_supported():
+    from cnnzoo.experiments.gradient_flow import healthy_case, vanish_case
+
+    no_vanishing = [6.502, 6.78, 6.131]  # plain BN nets at init: T ~ 3e6, far above 0.01
+    vanishing = [-4.305, -5.184, -3.977]  # plain BN nets after training: T ~ 3e-5
+    assert vanish_case(no_vanishing, 1.0)["verdict"] == "not supported"
+    assert vanish_case(vanishing, 1.0)["verdict"] == "supported"
+    assert "power" not in vanish_case(vanishing, 1.0)
+    assert healthy_case(no_vanishing, 1.0)["verdict"] == "supported"
+    assert healthy_case(vanishing, 1.0)["verdict"] == "not supported"
+    # The old rule gives the same verdicts on the same seeds.
+    assert vanish_verdict(10 ** (sum(no_vanishing) / 3)) == "not supported"
+    assert vanish_verdict(10 ** (sum(vanishing) / 3)) == "supported"
+
+
+def test_2se_a_point_estimate_past_the_edge_but_within_its_noise_is_not_supported_yet():
+    from cnnzoo.experiments.gradient_flow import vanish_case
+
+    logs = [-2.0, -2.4, -1.9]  # mean -2.1: T < 0.01, but only 0.66 SE below -2
+    assert vanish_verdict(10 ** (sum(logs) / 3)) == "supported"  # the old rule
+    assert vanish_case(logs, 1.0)["verdict"] == "inconclusive"
+
+
+def test_2se_one_seed_decides_nothing_and_gives_no_made_up_estimate():
+    from cnnzoo.experiments.gradient_flow import vanish_case
+
+    case = vanish_case([-5.0], 1.0)
+    assert case["verdict"] == "inconclusive" and case["power"]["needed"] is None
+
+
+def test_2se_a_claim_over_several_cases_fails_on_one_counterexample():
+    from cnnzoo.experiments.gradient_flow import healthy_case, se_case, verdicts_and_power
+
+    good, unsure, bad = [1.0, 1.1, 0.9], [-0.9, -1.3, -0.6], [-3.0, -3.2, -2.9]
+    claims, power = verdicts_and_power({
+        "all good": {"a": healthy_case(good, 1.0), "b": healthy_case(good, 1.0)},
+        "one unsure": {"a": healthy_case(good, 1.0), "b": healthy_case(unsure, 2.0)},
+        "one bad": {"a": healthy_case(unsure, 1.0), "b": healthy_case(bad, 1.0)},
+        "He": {"fan-in": se_case([0.98, 0.97, 0.99], HE_TOLERANCE[0], above=False, centre=1.0,
+                                 seconds_per_unit=0.1, unit="draws")},
+    })
+    assert claims == {"all good": "supported", "one unsure": "inconclusive",
+                      "one bad": "not supported", "He": "supported"}
+    assert set(power) == {"one unsure"} and set(power["one unsure"]["cases"]) == {"b"}
+    assert power["one unsure"]["cases"]["b"]["seconds"] == 2.0 * power[
+        "one unsure"]["cases"]["b"]["needed"]

@@ -49,3 +49,5 @@ class TimingAnalysis:
     env: dict[str, Any]
     other_load: float | None  # the worst model's
     wall_time_s: float
+    # Rule "2se" only: batch size -> the bootstrap SE of r² and its t (efficiency.bootstrap_r2)
+    bootstrap: dict[int, dict[str, Any]] = field(default_factory=dict)

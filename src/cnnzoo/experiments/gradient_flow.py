@@ -44,6 +44,29 @@ the theory: Var(y_l) = fan_in Var(w) Var(y_(l-1)) / 2 through ReLU, so f = 1 for
 - "Xavier / default shrink it geometrically, as theory says": supported when both have f
   within 10% of the padded theory and R² >= 0.95; not supported otherwise.
 Overall (`combine_verdicts`): the common verdict of all claims, otherwise "mixed".
+These are rule "point" (presets tiny, quick, standard): point estimates against bands.
+
+Rule "2se" (presets standard-2se and full; issue 15: a threshold cleared by 2 standard errors
+over seeds or draws, `base.cleared`). Each case's statistic is computed per seed (per weight
+draw in part (b)); its mean is judged against ONE threshold, the edge the claim is about, with
+the standard error of the mean over seeds (sd / sqrt(n); one seed gives no SE and decides
+nothing): "supported" when the mean lies beyond the edge on the claimed side by >= 2 SE, "not
+supported" when it lies >= 2 SE on the other side, "inconclusive" in between, with
+`common.power_estimate` (seeds or draws needed at the measured effect, and their measured
+cost). The bands of rule "point" disappear: each claim has one threshold.
+- plain nets, per setting: per seed, log10 T (deepest over shallowest attenuation of the
+  backpropagated gradient, `seed_log_trends`); edge log10 VANISH = -2, the claim is "below".
+- residual nets: the same per-seed log10 T in each of the four settings; edge log10 HEALTHY =
+  -1, the claim is "above"; `every_case` over the settings (supported when all are, not
+  supported when any is).
+- He keeps the scale: per draw f = (last / first)^(1/(L-1)); |mean f - 1| below 0.05 by 2 SE,
+  for both He modes (`every_case`).
+- Xavier / default as theory says: per draw, |mean f / padded theory - 1| below 0.1 by 2 SE,
+  and the per-draw log-linear R² (each draw's own fit, not the fit of the mean profile) above
+  0.95 by 2 SE, for both inits (`every_case` over the four cases).
+The no-BN settings are measured on `nobn_seeds` seeds (seeds 0..nobn_seeds-1; the first
+`seeds` of them are the seeds of the BN settings, whose nets are the same draws), since they
+need no training; the BN settings on `seeds`.
 
 Deviations: Fashion-MNIST (28x28x1) by default, width 8 in quick (the paper's 16 in full), a
 few hundred steps rather than a full run; the no-BN nets are only measured at initialisation
@@ -63,13 +86,28 @@ Why: the claims are about trends with depth of quantities that vary from one ini
 to the next; the quick run left "no BN with He init" inconclusive on one seed; 3 seeds give
 each trend a spread, and the larger probe batch halves the sampling noise of each layer's
 gradient norm. Estimated ~5 min on 2 cores (3x the quick run's training part).
+Measured: 238 s on a 2-thread Xeon (docs/experiments/gradient-flow/standard/), 76 s a seed.
+
+Standard-2se preset (issue 15; rule "2se", committed before its first run): the standard
+preset's nets, training, probe batch and 10 activation draws, 3 seeds for the BN settings and
+40 for the two no-BN settings. Scale and reasoning: on the standard run every claim but one
+clears its edge by far more than 2 SE on its 3 seeds (BN after training: log10 T = -4.49 ±
+0.36, 6.9 SE below -2; BN at init, 6.47 ± 0.19, far above; residual trends >= 16 SE above -1;
+He |f - 1| = 0.020 ± 0.006, 5 SE inside 0.05; Xavier / default within 1.2% of theory, R² 0.998
+± 0.0004), so 3 seeds of the trained nets stay. "No BN with He init" had per-seed log10 T =
+(-1.45, -2.49, -1.45): -1.79 ± 0.35, t = 0.59 against -2, and `power_estimate` puts ~35 seeds
+at that effect; 35 seeds of everything would be ~45 min (76 s each), but a no-BN seed is two
+untrained settings, ~16 s on the 2 cores here (measured: 0.5-2.6 s per net profile), so
+40 no-BN seeds cost ~10 min and give t ~ 0.59 x sqrt(40 / 3) = 2.2 if the effect is what 3
+seeds showed; if it is smaller, the run reports it inconclusive with its power estimate.
+Estimated ~14 min on 2 cores (the standard run's 4 min plus 37 no-BN seeds).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -85,9 +123,25 @@ from cnnzoo.experiments._gradients import (
     log_linear_fit,
     valid_tap_fraction,
 )
-from cnnzoo.experiments._margin_power import band_power
-from cnnzoo.experiments.base import Context, Finding, combine_verdicts, experiment, pyplot
-from cnnzoo.experiments.common import Splits, fit, load_splits, normalized_batch
+from cnnzoo.experiments._margin_power import band_power, no_estimate
+from cnnzoo.experiments.base import (
+    STANDARD_2SE,
+    Context,
+    Finding,
+    cleared,
+    combine_verdicts,
+    every_case,
+    experiment,
+    pyplot,
+)
+from cnnzoo.experiments.common import (
+    Splits,
+    fit,
+    load_splits,
+    mean_std,
+    normalized_batch,
+    power_estimate,
+)
 from cnnzoo.models.resnet_cifar import CifarResNet
 
 VANISH = 0.01  # T below this: the gradient vanishes with depth
@@ -109,17 +163,25 @@ SETTINGS = {  # name: (BN, conv init, trained)
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"depths": [8, 14], "base_width": 4, "grad_batch": 32, "steps": 4, "batch_size": 16,
              "lr": 0.0125, "act_depth": 10, "act_width": 16, "act_batch": 4, "act_seeds": 2,
-             "seeds": 1},
+             "seeds": 1, "nobn_seeds": 1, "rule": "point"},
     "quick": {"depths": [20, 56, 110], "base_width": 8, "grad_batch": 64, "steps": 200,
               "batch_size": 16, "lr": 0.0125, "act_depth": 40, "act_width": 64, "act_batch": 16,
-              "act_seeds": 6, "seeds": 1},
+              "act_seeds": 6, "seeds": 1, "nobn_seeds": 1, "rule": "point"},
     "standard": {"depths": [20, 56, 110], "base_width": 8, "grad_batch": 128, "steps": 200,
                  "batch_size": 16, "lr": 0.0125, "act_depth": 40, "act_width": 64, "act_batch": 16,
-                 "act_seeds": 10, "seeds": 3},
+                 "act_seeds": 10, "seeds": 3, "nobn_seeds": 3, "rule": "point"},
+    # The standard preset's nets and training; 40 seeds for the two no-BN settings (measured
+    # at initialisation only, ~16 s a seed here against ~76 s for a seed of all four settings):
+    # the standard run's "no BN with He init" sat 0.59 SE from its edge on 3 seeds, which
+    # power_estimate puts at ~35 seeds. See the module docstring's "Standard-2se preset".
+    STANDARD_2SE: {"depths": [20, 56, 110], "base_width": 8, "grad_batch": 128, "steps": 200,
+                   "batch_size": 16, "lr": 0.0125, "act_depth": 40, "act_width": 64,
+                   "act_batch": 16, "act_seeds": 10, "seeds": 3, "nobn_seeds": 40, "rule": "2se"},
     "full": {"depths": [20, 56, 110], "base_width": 16, "grad_batch": 128, "steps": 500,
              "batch_size": 128, "lr": 0.05, "act_depth": 50, "act_width": 128,
-             "act_batch": 32, "act_seeds": 10, "seeds": 3},
+             "act_batch": 32, "act_seeds": 10, "seeds": 3, "nobn_seeds": 3, "rule": "2se"},
 }
+RULES = ("point", "2se")
 
 
 # ---- the experiment: measure, verdict, finding, plots ------------------------------------
@@ -142,16 +204,24 @@ def run(ctx: Context) -> Finding:
         raise ValueError(f"parameter depths: expected two or more depths 6n + 2, e.g. "
                          f"[20, 56, 110]; got {depths!r}")
     depths = sorted(depths)
+    if p["rule"] not in RULES:
+        raise ValueError(f"parameter rule: expected one of {', '.join(RULES)}, got {p['rule']!r}")
+    if not 1 <= p["seeds"] <= p["nobn_seeds"]:
+        raise ValueError(f"parameters seeds, nobn_seeds: expected 1 <= seeds <= nobn_seeds, got "
+                         f"{p['seeds']}, {p['nobn_seeds']}")
     train_size = p["steps"] * p["batch_size"]
     # The fixed batch is the held-out split; nothing here reads the test split.
     splits = load_splits(ctx, train_size=train_size, val_size=p["grad_batch"], test_size=1)
     x, y = normalized_batch(splits.val, p["grad_batch"], seed=ctx.seed)
-    started = time.perf_counter()
     g = measure_gradients(ctx, splits, x, y, depths)
-    seconds_per_seed = (time.perf_counter() - started) / p["seeds"]
+    started = time.perf_counter()
     a = measure_activations(ctx, x, splits.image_size)
-    claims = claim_verdicts(g, a)
-    power = claim_power(claims, g, seconds_per_seed)
+    seconds_per_draw = (time.perf_counter() - started) / p["act_seeds"]
+    if p["rule"] == "2se":
+        claims, power, stats = judge_2se(g, a, seconds_per_draw)
+    else:
+        claims = claim_verdicts(g, a)
+        power, stats = claim_power(claims, g, g.seconds["seed"]), None
     plot_profiles(ctx, g.profiles, depths, "output_grad", "backprop_gradient.png",
                   "|d loss / d conv output| per layer")
     plot_profiles(ctx, g.profiles, depths, "weight_grad", "weight_gradient.png",
@@ -160,7 +230,12 @@ def run(ctx: Context) -> Finding:
     plot_activations(ctx, a.stacks, a.summary, p["act_depth"], p["act_width"])
     result = finding(ctx, g, a, claims, splits.image_size)
     result.measured["power"] = power
-    result.measured["seconds_per_seed"] = seconds_per_seed
+    result.measured["seconds_per_seed"] = g.seconds["seed"]
+    if stats is not None:
+        result.measured["seconds_per_nobn_seed"] = g.seconds["nobn_seed"]
+        result.measured["seconds_per_draw"] = seconds_per_draw
+        result.measured["two_se"] = stats
+        result.details.extend(two_se_details(stats))
     result.details.extend(f"Power ({claim}): {est['text']}." for claim, est in power.items())
     return result
 
@@ -189,12 +264,15 @@ class Gradients:
         profiles: setting -> family -> depth -> one `gradient_profile` per seed.
         val_acc: family -> depth -> validation accuracy per seed after `steps` (BN nets).
         summary: setting -> family -> attenuations per depth, their trend T and the losses.
+        seconds: measured cost of one "seed" (all four settings) and of one "nobn_seed" (the
+            two no-BN settings alone), for the power estimates.
     """
 
     depths: list[int]
     profiles: dict[str, dict[str, dict[int, list[dict[str, Any]]]]]
     val_acc: dict[str, dict[int, list[float]]]
     summary: dict[str, dict[str, dict[str, Any]]]
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -214,24 +292,33 @@ class Activations:
 
 def measure_gradients(ctx: Context, splits: Splits, x: torch.Tensor, y: torch.Tensor,
                       depths: list[int]) -> Gradients:
-    """Part (a): profiles of the plain and residual twins in every setting, every seed."""
+    """Part (a): profiles of the plain and residual twins in every setting for `seeds` seeds,
+    and in the two no-BN settings (at initialisation, no training) for `nobn_seeds` seeds.
+    Each net is built right after `torch.manual_seed(seed)`, so seed i's nets are the same
+    whatever the number of seeds."""
     p = ctx.params
     profiles: dict[str, dict[str, dict[int, list]]] = {
         s: {"plain": {d: [] for d in depths}, "residual": {d: [] for d in depths}}
         for s in SETTINGS}
     val_acc: dict[str, dict[int, list[float]]] = {"plain": {d: [] for d in depths},
                                                   "residual": {d: [] for d in depths}}
-    for i in range(p["seeds"]):
+    nobn_s = 0.0  # seconds spent on the no-BN settings, over every seed
+    started = time.perf_counter()
+    for i in range(p["nobn_seeds"]):
         seed = ctx.seed + i
+        full_seed = i < p["seeds"]  # all four settings; later seeds only the no-BN ones
         for family, shortcut in (("plain", False), ("residual", True)):
             for depth in depths:
                 for setting, (_, bn, init, trained) in SETTINGS.items():
-                    if trained:
-                        continue  # measured from the BN net below
+                    if trained or (bn and not full_seed):
+                        continue  # trained: measured from the BN net below
+                    t0 = time.perf_counter()
                     torch.manual_seed(seed)
                     model = build_net(depth, shortcut, bn, init, p["base_width"],
                                       splits.in_chans, splits.num_classes)
                     profiles[setting][family][depth].append(gradient_profile(model, x, y))
+                    if not bn:
+                        nobn_s += time.perf_counter() - t0
                     if bn:
                         model, rows = fit(ctx, model, splits, epochs=1, seed=seed,
                                           batch_size=p["batch_size"], lr=p["lr"], momentum=0.9,
@@ -239,10 +326,16 @@ def measure_gradients(ctx: Context, splits: Splits, x: torch.Tensor, y: torch.Te
                         val_acc[family][depth].append(rows[-1]["val_acc"])
                         profiles["bn-trained"][family][depth].append(
                             gradient_profile(model, x, y))
+                shown = [s for s in SETTINGS if full_seed or not SETTINGS[s][1]]
                 atts = [attenuation(profiles[s][family][depth][-1]["output_grad"])
-                        for s in SETTINGS]
+                        for s in shown]
                 ctx.log(f"seed {seed} {family}-{depth}: backprop gradient first/last conv "
-                        + ", ".join(f"{s} {a:.3g}" for s, a in zip(SETTINGS, atts, strict=True)))
+                        + ", ".join(f"{s} {a:.3g}" for s, a in zip(shown, atts, strict=True)))
+    total = time.perf_counter() - started
+    # A full seed's cost: everything but the no-BN-only seeds' share of the no-BN time.
+    extra = p["nobn_seeds"] - p["seeds"]
+    seconds = {"seed": (total - nobn_s * extra / p["nobn_seeds"]) / p["seeds"],
+               "nobn_seed": nobn_s / p["nobn_seeds"]}
     summary: dict[str, dict[str, Any]] = {}
     for setting in SETTINGS:
         summary[setting] = {}
@@ -256,7 +349,7 @@ def measure_gradients(ctx: Context, splits: Splits, x: torch.Tensor, y: torch.Te
             entry["loss"] = {str(d): [r["loss"] for r in profiles[setting][family][d]]
                              for d in depths}
             summary[setting][family] = entry
-    return Gradients(depths, profiles, val_acc, summary)
+    return Gradients(depths, profiles, val_acc, summary, seconds)
 
 
 def measure_activations(ctx: Context, x: torch.Tensor, image_size: tuple[int, int]
@@ -354,6 +447,120 @@ def claim_power(claims: dict[str, str], g: Gradients, seconds_per_seed: float
     return power
 
 
+# ---- verdict under rule "2se" (the standard-2se preset) ------------------------------------
+
+PLAIN_CLAIM = "plain nets, {}: the gradient vanishes with depth"
+RESIDUAL_CLAIM = "residual nets: no vanishing with depth, in every setting"
+HE_CLAIM = "He init keeps the signal scale (plain ReLU stack, no BN)"
+SHRINK_CLAIM = "Xavier and PyTorch-default init shrink it geometrically, as theory predicts"
+
+
+def se_case(values: list[float], threshold: float, *, above: bool, seconds_per_unit: float,
+            unit: str = "seeds", centre: float | None = None) -> dict[str, Any]:
+    """One case under rule "2se": the mean of `values` (one per seed or draw), or its distance
+    |mean - centre| when `centre` is given, against `threshold` by `base.cleared` with the
+    standard error of the mean over the values (sd / sqrt(n); 0 for one value, which decides
+    nothing). An inconclusive case carries `common.power_estimate` in `unit`s at
+    `seconds_per_unit` each."""
+    mean, sd = mean_std(values)
+    n = len(values)
+    se = sd / math.sqrt(n) if n > 1 else 0.0
+    estimate = mean if centre is None else abs(mean - centre)
+    verdict, t = cleared(estimate, threshold, se, above=above)
+    case = {"estimate": estimate, "mean": mean, "se": se, "n": n, "threshold": threshold,
+            "above": above, "t": t, "verdict": verdict}
+    if verdict == "inconclusive":
+        case["power"] = (power_estimate(t, n, seconds_per_unit=seconds_per_unit, unit=unit)
+                         if math.isfinite(t) else
+                         no_estimate(f"{n} {unit} give no standard error: use at least 2", n,
+                                     unit))
+    return case
+
+
+def vanish_case(logs: list[float], seconds_per_seed: float) -> dict[str, Any]:
+    """"The gradient vanishes": the mean per-seed log10 T below log10 VANISH by 2 SE
+    (supported), or above it by 2 SE (not supported)."""
+    return se_case(logs, math.log10(VANISH), above=False, seconds_per_unit=seconds_per_seed)
+
+
+def healthy_case(logs: list[float], seconds_per_seed: float) -> dict[str, Any]:
+    """"No vanishing": the mean per-seed log10 T above log10 HEALTHY by 2 SE (supported), or
+    below it by 2 SE (not supported)."""
+    return se_case(logs, math.log10(HEALTHY), above=True, seconds_per_unit=seconds_per_seed)
+
+
+def draw_factors(stacks: list[list[float]]) -> list[float]:
+    """Each weight draw's per-layer std factor (last / first)^(1 / (L - 1))."""
+    return [(s[-1] / s[0]) ** (1 / (len(s) - 1)) for s in stacks]
+
+
+def judge_2se(g: Gradients, a: Activations, seconds_per_draw: float
+              ) -> tuple[dict[str, str], dict[str, Any], dict[str, dict[str, Any]]]:
+    """Every claim under rule "2se" (module docstring): -> (claim -> verdict, claim -> power
+    for the inconclusive claims, claim -> case -> `se_case`). A claim with several cases is
+    `every_case` of theirs."""
+    stats: dict[str, dict[str, dict[str, Any]]] = {}
+    residual: dict[str, dict[str, Any]] = {}
+    for setting, (label, bn, *_rest) in SETTINGS.items():
+        cost = g.seconds["seed"] if bn else g.seconds["nobn_seed"]  # a no-BN seed is cheaper
+        stats[PLAIN_CLAIM.format(label)] = {
+            setting: vanish_case(seed_log_trends(g, setting, "plain"), cost)}
+        residual[setting] = healthy_case(seed_log_trends(g, setting, "residual"), cost)
+    stats[RESIDUAL_CLAIM] = residual
+    stats[HE_CLAIM] = {
+        init: se_case(draw_factors(a.stacks[init]), HE_TOLERANCE[0], above=False, centre=1.0,
+                      seconds_per_unit=seconds_per_draw, unit="draws")
+        for init in ("he-fan-in", "he-fan-out")}
+    shrink: dict[str, dict[str, Any]] = {}
+    for init in ("xavier", "pytorch-default"):
+        theory = a.summary[init]["theory_factor_padded"]
+        shrink[f"{init} factor / theory"] = se_case(
+            [f / theory for f in draw_factors(a.stacks[init])], THEORY_TOLERANCE, above=False,
+            centre=1.0, seconds_per_unit=seconds_per_draw, unit="draws")
+        shrink[f"{init} R²"] = se_case(
+            [log_linear_fit(s)[1] for s in a.stacks[init]], GEOMETRIC_R2, above=True,
+            seconds_per_unit=seconds_per_draw, unit="draws")
+    stats[SHRINK_CLAIM] = shrink
+    return verdicts_and_power(stats) + (stats,)
+
+
+def verdicts_and_power(stats: dict[str, dict[str, dict[str, Any]]]
+                       ) -> tuple[dict[str, str], dict[str, Any]]:
+    """claim -> `every_case` of its cases; claim -> {"cases": case -> power estimate, "text"}
+    for each inconclusive claim (its undecided cases, each with its own cost)."""
+    claims = {c: every_case(case["verdict"] for case in cases.values())
+              for c, cases in stats.items()}
+    power = {}
+    for c, cases in stats.items():
+        if claims[c] == "inconclusive":
+            undecided = {k: case["power"] for k, case in cases.items() if "power" in case}
+            power[c] = {"cases": undecided,
+                        "text": "; ".join(f"{k}: {e['text']}" for k, e in undecided.items())}
+    return claims, power
+
+
+def two_se_details(stats: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """finding.md lines: each case's estimate, SE, threshold, t and verdict."""
+    return [f"{claim} (2 SE rule): " + "; ".join(
+        f"{k}: {c['estimate']:.4g} ± {c['se']:.3g} (SE, n = {c['n']}) "
+        f"{'above' if c['above'] else 'below'} {c['threshold']:.4g}? t = {c['t']:.2f}, "
+        f"{c['verdict']}" for k, c in cases.items()) for claim, cases in stats.items()]
+
+
+def rules_text(rule: str) -> str:
+    """The rules sentence of the summary, for the preset's rule."""
+    if rule == "2se":
+        return (f"Rules (2 SE over seeds or draws, one threshold each): the gradient vanishes "
+                f"when the mean per-seed log10 T lies below log10 {VANISH:g} by 2 SE (not when "
+                f"above it by 2 SE); no vanishing when it lies above log10 {HEALTHY:g} by 2 SE; "
+                f"He keeps the scale when |mean f - 1| lies below {HE_TOLERANCE[0]:g} by 2 SE; "
+                f"Xavier/default match theory when |mean f / theory - 1| lies below "
+                f"{THEORY_TOLERANCE:g} and the mean per-draw R² above {GEOMETRIC_R2:g}, by 2 SE.")
+    return (f"Rules: the gradient vanishes when T < {VANISH:g}, not when T >= {HEALTHY:g}; He "
+            f"keeps the scale when |f - 1| <= {HE_TOLERANCE[0]:g}; Xavier/default match theory "
+            f"within {100 * THEORY_TOLERANCE:.0f}% with a log-linear R² >= {GEOMETRIC_R2:g}.")
+
+
 # ---- finding ------------------------------------------------------------------------------
 
 
@@ -387,9 +594,7 @@ def finding(ctx: Context, g: Gradients, a: Activations, claims: dict[str, str],
         f"(b) In a {p['act_depth']}-layer plain ReLU conv stack the output std changes per "
         "layer by " + ", ".join(f"x{act[i]['per_layer_factor']:.3f} under {i} (theory "
                                  f"{act[i]['theory_factor_padded']:.3f})" for i in INITS)
-        + f". Rules: the gradient vanishes when T < {VANISH:g}, not when T >= {HEALTHY:g}; He "
-        f"keeps the scale when |f - 1| <= {HE_TOLERANCE[0]:g}; Xavier/default match theory "
-        f"within {100 * THEORY_TOLERANCE:.0f}% with a log-linear R² >= {GEOMETRIC_R2:g}."
+        + ". " + rules_text(p["rule"])
     )
     details = [
         f"{SETTINGS[s][0]}: attenuation first/last (backprop gradient) "
