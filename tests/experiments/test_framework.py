@@ -221,3 +221,13 @@ def test_standard_preset_is_standard_2se_only_where_the_experiment_has_it(capsys
     assert standard_preset(fake("tiny", "quick", "standard", STANDARD_2SE, "full")) == STANDARD_2SE
     assert main(["experiment", "degradation", "--standard-preset"]) == 0
     assert capsys.readouterr().out.strip() == standard_preset(get_experiment("degradation"))
+
+
+def test_an_unknown_rule_is_refused_in_one_line_for_every_experiment_with_one():
+    from cnnzoo.experiments import get_experiment, list_experiments
+    from cnnzoo.experiments.base import resolve_params
+    with_rule = [n for n in list_experiments() if "rule" in get_experiment(n).presets["quick"]]
+    assert len(with_rule) >= 4
+    for name in with_rule:
+        with pytest.raises(ValueError, match=r"parameter rule: expected one of point, 2se"):
+            resolve_params(get_experiment(name), "tiny", {"rule": "3se"})

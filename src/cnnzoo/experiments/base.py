@@ -67,6 +67,9 @@ def combine_verdicts(verdicts: Iterable[str]) -> str:
 # standard errors" where its `standard` preset judged some claims on a point estimate. The old
 # `standard` stays, with its rules and its committed results; this name carries the change.
 STANDARD_2SE = "standard-2se"
+# The values of an experiment's `rule` parameter: the point estimates of its older presets, or
+# the 2-SE rule `standard-2se` carries. `resolve_params` checks them, once for every experiment.
+RULES = ("point", "2se")
 
 
 def standard_preset(exp: Experiment) -> str:
@@ -281,6 +284,9 @@ def resolve_params(exp: Experiment, preset: str, overrides: dict[str, Any]) -> d
             raise ValueError(f"experiment {exp.name!r}: unknown parameter {key!r}; expected one "
                              f"of {', '.join(sorted(params))}")
         params[key] = _coerce(key, value, params[key])
+    if "rule" in params and params["rule"] not in RULES:
+        raise ValueError(f"experiment {exp.name!r}: parameter rule: expected one of "
+                         f"{', '.join(RULES)}, got {params['rule']!r}")
     return params
 
 

@@ -181,7 +181,6 @@ PRESETS: dict[str, dict[str, Any]] = {
              "batch_size": 128, "lr": 0.05, "act_depth": 50, "act_width": 128,
              "act_batch": 32, "act_seeds": 10, "seeds": 3, "nobn_seeds": 3, "rule": "2se"},
 }
-RULES = ("point", "2se")
 
 
 # ---- the experiment: measure, verdict, finding, plots ------------------------------------
@@ -204,8 +203,6 @@ def run(ctx: Context) -> Finding:
         raise ValueError(f"parameter depths: expected two or more depths 6n + 2, e.g. "
                          f"[20, 56, 110]; got {depths!r}")
     depths = sorted(depths)
-    if p["rule"] not in RULES:
-        raise ValueError(f"parameter rule: expected one of {', '.join(RULES)}, got {p['rule']!r}")
     if not 1 <= p["seeds"] <= p["nobn_seeds"]:
         raise ValueError(f"parameters seeds, nobn_seeds: expected 1 <= seeds <= nobn_seeds, got "
                          f"{p['seeds']}, {p['nobn_seeds']}")

@@ -147,7 +147,6 @@ PRESETS: dict[str, dict[str, Any]] = {
              "test_size": 10000, "epochs": 30, "batch_size": 128, "lr": 0.1, "seeds": 3,
              "imagenet_counts": True, "rule": "2se"},
 }
-RULES = ("point", "2se")
 
 # Verdict thresholds (see the module docstring).
 MAX_EXTRA_PARAMS = 0.15  # fraction of the ResNet's parameters
@@ -225,8 +224,6 @@ def run(ctx: Context) -> Finding:
         raise ValueError(f"depth: expected 6n + 2 with n >= 1 (8, 14, 20, ...), got {p['depth']}")
     if p["seeds"] < 1:
         raise ValueError(f"seeds: expected >= 1, got {p['seeds']}")
-    if p["rule"] not in RULES:
-        raise ValueError(f"rule: expected one of {', '.join(RULES)}, got {p['rule']!r}")
     splits = load_splits(ctx, train_size=p["train_size"], val_size=p["val_size"],
                          test_size=p["test_size"])
     shape = (splits.in_chans, *splits.image_size)
